@@ -1,0 +1,692 @@
+//! The scheduler state machine: which worker runs what, what is late, and what
+//! happens after a failure.
+//!
+//! The caller feeds it events (a worker connected, a result arrived, a client
+//! submitted or cancelled), calls [`Scheduler::handle_timeout`] when
+//! [`Scheduler::poll_timeout`] says so, and carries out what
+//! [`Scheduler::poll_output`] returns. Every decision is a function of the inputs
+//! and their order, so the same inputs always give the same outputs.
+//!
+//! Rules it keeps:
+//! - dispatch goes to the worker with the most free slots, ties to the older
+//!   session; a worker never holds more than its pool size plus the prefetch;
+//! - executions wait, in submission order, while no slot is free or no worker is
+//!   connected, until their schedule-to-start deadline; the wait is bounded;
+//! - an attempt lost with its worker is retried after a backoff until
+//!   `max_attempts` starts, then the execution fails saying why;
+//! - a result counts only for the current attempt on the session it was sent to;
+//! - a terminal state, once reached, never changes.
+
+mod config;
+mod output;
+mod workers;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+pub use config::{Backoff, Retention, SchedulerConfig};
+pub use output::{
+    Dispatch, ExecutionView, LossReason, Output, ResultDisposition, Stats, WorkerView,
+};
+
+use crate::deadlines::Deadlines;
+use crate::execution::{Outcome, Policy, Status, Submission, Terminal};
+use crate::ids::{ExecutionId, SessionId, WorkerId};
+use crate::time::Instant;
+use workers::{Worker, WorkerTable};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("the queue is full: {limit} executions are already waiting to start")]
+    QueueFull { limit: usize },
+    #[error("execution {0} already exists")]
+    Duplicate(ExecutionId),
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(&'static str),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConnectError {
+    #[error("{0} is already connected")]
+    SessionInUse(SessionId),
+    #[error("a worker must have at least one slot")]
+    NoSlots,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CancelError {
+    #[error("execution {0} not found")]
+    NotFound(ExecutionId),
+    #[error("execution {id} already finished as {status}")]
+    AlreadyFinished { id: ExecutionId, status: Status },
+}
+
+/// How far a restored execution had got before the scheduler restarted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prior {
+    /// Accepted but not finished; `attempts_started` were dispatched, all of which
+    /// are lost with the restart.
+    Pending { attempts_started: u32 },
+    Finished(Terminal),
+}
+
+#[derive(Debug)]
+struct Execution {
+    function: Arc<str>,
+    /// Dropped once the execution is terminal.
+    payload: Bytes,
+    policy: Policy,
+    /// Attempts dispatched so far; the fencing token of the latest.
+    attempt: u32,
+    /// Attempts lost with their worker.
+    lost: u32,
+    /// Schedule-to-start deadline, armed until the first dispatch.
+    start_deadline: Option<Instant>,
+    place: Place,
+}
+
+#[derive(Debug)]
+enum Place {
+    Queued,
+    Backoff { until: Instant },
+    Running { session: SessionId, deadline: Instant },
+    Done(Terminal),
+}
+
+impl Execution {
+    fn status(&self) -> Status {
+        match &self.place {
+            Place::Queued | Place::Backoff { .. } => Status::Pending,
+            Place::Running { .. } => Status::Running,
+            Place::Done(terminal) => terminal.status(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Liveness(SessionId),
+    ScheduleToStart(ExecutionId),
+    Attempt(ExecutionId),
+    Backoff(ExecutionId),
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    config: SchedulerConfig,
+    executions: FxHashMap<ExecutionId, Execution>,
+    /// Executions ready to start, in order. Entries whose execution has since
+    /// left the queue (cancelled, failed) are skipped when popped.
+    ready: VecDeque<ExecutionId>,
+    workers: WorkerTable,
+    deadlines: Deadlines<Timer>,
+    /// Terminal executions in the order they finished, for retention.
+    finished: VecDeque<(Instant, ExecutionId)>,
+    outputs: VecDeque<Output>,
+    by_status: [usize; Status::ALL.len()],
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig) -> Scheduler {
+        Scheduler {
+            config,
+            executions: FxHashMap::default(),
+            ready: VecDeque::new(),
+            workers: WorkerTable::default(),
+            deadlines: Deadlines::new(),
+            finished: VecDeque::new(),
+            outputs: VecDeque::new(),
+            by_status: [0; Status::ALL.len()],
+        }
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    // ----- inputs -----------------------------------------------------------
+
+    /// A worker opened a stream as `session`. A worker already connected under
+    /// the same id loses its old session (and the work on it) first.
+    pub fn worker_connected(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        id: WorkerId,
+        pool_size: u32,
+    ) -> Result<(), ConnectError> {
+        if pool_size == 0 {
+            return Err(ConnectError::NoSlots);
+        }
+        if self.workers.contains(session) {
+            return Err(ConnectError::SessionInUse(session));
+        }
+        if let Some(old) = self.workers.session_of(&id) {
+            self.lose(now, old, LossReason::Replaced);
+        }
+        let liveness_check = now + self.config.heartbeat_timeout;
+        self.deadlines
+            .insert(liveness_check, Timer::Liveness(session));
+        self.workers.insert(
+            session,
+            Worker {
+                id,
+                pool_size,
+                capacity: pool_size.saturating_add(self.config.prefetch),
+                in_flight: Vec::new(),
+                draining: false,
+                connected_at: now,
+                last_heard: now,
+                liveness_check,
+                reported_running: 0,
+            },
+        );
+        self.pump(now);
+        Ok(())
+    }
+
+    /// The worker stops taking work; what it has runs to the end. False if the
+    /// session is unknown.
+    pub fn worker_draining(&mut self, now: Instant, session: SessionId) -> bool {
+        self.workers
+            .update(session, |worker| {
+                worker.draining = true;
+                worker.last_heard = now;
+            })
+            .is_some()
+    }
+
+    /// The worker's stream ended. False if the session was already gone.
+    pub fn worker_disconnected(&mut self, now: Instant, session: SessionId) -> bool {
+        let known = self.workers.contains(session);
+        self.lose(now, session, LossReason::Disconnected);
+        self.pump(now);
+        known
+    }
+
+    /// A heartbeat: the worker is alive and says it runs `running` tasks.
+    pub fn heartbeat(&mut self, now: Instant, session: SessionId, running: u32) -> bool {
+        self.workers
+            .update(session, |worker| {
+                worker.last_heard = now;
+                worker.reported_running = running;
+            })
+            .is_some()
+    }
+
+    /// Accepts an execution, or refuses it without changing anything.
+    pub fn submit(&mut self, now: Instant, submission: Submission) -> Result<(), SubmitError> {
+        self.admit(&submission)?;
+        if self.by_status[Status::Pending as usize] >= self.config.queue_limit {
+            return Err(SubmitError::QueueFull {
+                limit: self.config.queue_limit,
+            });
+        }
+        self.enqueue(now, submission, 0);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Puts back an execution recorded before a restart. Pending ones queue
+    /// again (the queue limit does not apply: they were accepted already).
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        submission: Submission,
+        prior: Prior,
+    ) -> Result<(), SubmitError> {
+        self.admit(&submission)?;
+        let id = submission.id;
+        match prior {
+            Prior::Pending { attempts_started } => {
+                self.enqueue(now, submission, attempts_started);
+                let max_attempts = self.executions[&id].policy.max_attempts;
+                if attempts_started >= max_attempts {
+                    let error = format!(
+                        "lost {attempts_started} attempts, the last to a scheduler restart"
+                    );
+                    self.finish(now, id, failed(error));
+                }
+                self.pump(now);
+            }
+            Prior::Finished(terminal) => {
+                self.by_status[terminal.status() as usize] += 1;
+                self.executions.insert(
+                    id,
+                    Execution {
+                        function: submission.function,
+                        payload: Bytes::new(),
+                        policy: submission.policy,
+                        attempt: 0,
+                        lost: 0,
+                        start_deadline: None,
+                        place: Place::Done(terminal),
+                    },
+                );
+                self.retain(now, id);
+            }
+        }
+        Ok(())
+    }
+
+    /// A worker reported the end of an attempt.
+    pub fn result(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        execution: ExecutionId,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> ResultDisposition {
+        let heard = self.workers.update(session, |worker| worker.last_heard = now);
+        if heard.is_none() || !self.workers.release(session, execution, attempt) {
+            return ResultDisposition::Stale;
+        }
+        let current = self.executions.get(&execution).is_some_and(|exec| {
+            exec.attempt == attempt
+                && matches!(exec.place, Place::Running { session: s, .. } if s == session)
+        });
+        let disposition = if current {
+            self.finish(now, execution, outcome.into());
+            ResultDisposition::Accepted
+        } else {
+            ResultDisposition::Released
+        };
+        self.pump(now);
+        disposition
+    }
+
+    /// Cancels an execution: a pending one ends at once; a running one ends at
+    /// once too, and its worker is told to abort. Returns the status it had.
+    pub fn cancel(&mut self, now: Instant, execution: ExecutionId) -> Result<Status, CancelError> {
+        let exec = self
+            .executions
+            .get(&execution)
+            .ok_or(CancelError::NotFound(execution))?;
+        let status = exec.status();
+        match exec.place {
+            Place::Done(ref terminal) => {
+                return Err(CancelError::AlreadyFinished {
+                    id: execution,
+                    status: terminal.status(),
+                });
+            }
+            Place::Running { session, .. } => self.outputs.push_back(Output::Abort {
+                session,
+                execution,
+                attempt: exec.attempt,
+            }),
+            Place::Queued | Place::Backoff { .. } => {}
+        }
+        self.finish(now, execution, Terminal::Cancelled);
+        Ok(status)
+    }
+
+    /// Acts on every deadline that is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, timer)) = self.deadlines.pop_due(now) {
+            match timer {
+                Timer::Liveness(session) => self.check_liveness(now, session),
+                Timer::ScheduleToStart(id) => self.expire_start(now, id),
+                Timer::Attempt(id) => self.expire_attempt(now, id, at),
+                Timer::Backoff(id) => {
+                    if let Some(exec) = self.executions.get_mut(&id) {
+                        if matches!(exec.place, Place::Backoff { until } if until == at) {
+                            exec.place = Place::Queued;
+                            // It waited its turn once already.
+                            self.ready.push_front(id);
+                        }
+                    }
+                }
+            }
+        }
+        self.evict(now);
+        self.pump(now);
+    }
+
+    // ----- outputs ----------------------------------------------------------
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let retention = self
+            .finished
+            .front()
+            .map(|&(at, _)| at + self.config.retention.max_age);
+        match (self.deadlines.next(), retention) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- inspection -------------------------------------------------------
+
+    pub fn execution(&self, id: ExecutionId) -> Option<ExecutionView<'_>> {
+        self.executions.get(&id).map(|exec| view(id, exec))
+    }
+
+    /// Every execution held, in no particular order: sort before showing.
+    pub fn executions(&self) -> impl Iterator<Item = ExecutionView<'_>> {
+        self.executions.iter().map(|(&id, exec)| view(id, exec))
+    }
+
+    /// Connected workers, by session.
+    pub fn workers(&self) -> impl Iterator<Item = WorkerView<'_>> {
+        self.workers.iter().map(|(session, worker)| WorkerView {
+            session,
+            id: &worker.id,
+            pool_size: worker.pool_size,
+            in_flight: worker.in_flight.len() as u32,
+            reported_running: worker.reported_running,
+            draining: worker.draining,
+            connected_at: worker.connected_at,
+            last_heard: worker.last_heard,
+        })
+    }
+
+    /// Executions queued on the session, as (execution, attempt).
+    pub fn in_flight(&self, session: SessionId) -> &[(ExecutionId, u32)] {
+        self.workers
+            .get(session)
+            .map_or(&[], |worker| &worker.in_flight)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let (mut capacity, mut in_flight) = (0, 0);
+        for (_, worker) in self.workers.iter() {
+            capacity += u64::from(worker.pool_size);
+            in_flight += worker.in_flight.len() as u64;
+        }
+        let count = |status: Status| self.by_status[status as usize];
+        Stats {
+            workers: self.workers.len(),
+            capacity,
+            in_flight,
+            queue_limit: self.config.queue_limit,
+            pending: count(Status::Pending),
+            running: count(Status::Running),
+            completed: count(Status::Completed),
+            failed: count(Status::Failed),
+            cancelled: count(Status::Cancelled),
+        }
+    }
+
+    /// Number of armed deadlines (for tests of bounded memory).
+    pub fn armed_deadlines(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    // ----- internals --------------------------------------------------------
+
+    fn admit(&self, submission: &Submission) -> Result<(), SubmitError> {
+        if submission.policy.max_attempts == 0 {
+            return Err(SubmitError::InvalidPolicy("max_attempts must be at least 1"));
+        }
+        if submission.policy.timeout.is_zero() {
+            return Err(SubmitError::InvalidPolicy("timeout must be greater than zero"));
+        }
+        if self.executions.contains_key(&submission.id) {
+            return Err(SubmitError::Duplicate(submission.id));
+        }
+        Ok(())
+    }
+
+    fn enqueue(&mut self, now: Instant, submission: Submission, attempts_started: u32) {
+        let id = submission.id;
+        let start_deadline = match submission.policy.schedule_to_start {
+            Some(limit) if attempts_started == 0 => Some(now + limit),
+            _ => None,
+        };
+        if let Some(at) = start_deadline {
+            self.deadlines.insert(at, Timer::ScheduleToStart(id));
+        }
+        self.executions.insert(
+            id,
+            Execution {
+                function: submission.function,
+                payload: submission.payload,
+                policy: submission.policy,
+                attempt: attempts_started,
+                lost: attempts_started,
+                start_deadline,
+                place: Place::Queued,
+            },
+        );
+        self.by_status[Status::Pending as usize] += 1;
+        self.ready.push_back(id);
+    }
+
+    /// Dispatches while there is both a free slot and a ready execution.
+    fn pump(&mut self, now: Instant) {
+        while let Some(session) = self.workers.least_loaded() {
+            let Some(id) = self.pop_ready() else { break };
+            self.dispatch(now, id, session);
+        }
+    }
+
+    fn pop_ready(&mut self) -> Option<ExecutionId> {
+        while let Some(id) = self.ready.pop_front() {
+            if self
+                .executions
+                .get(&id)
+                .is_some_and(|exec| matches!(exec.place, Place::Queued))
+            {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn dispatch(&mut self, now: Instant, id: ExecutionId, session: SessionId) {
+        let grace = self.config.timeout_grace;
+        let Some(exec) = self.executions.get_mut(&id) else {
+            return;
+        };
+        exec.attempt += 1;
+        if let Some(at) = exec.start_deadline.take() {
+            self.deadlines.remove(at, Timer::ScheduleToStart(id));
+        }
+        let deadline = now + exec.policy.timeout + grace;
+        exec.place = Place::Running { session, deadline };
+        self.deadlines.insert(deadline, Timer::Attempt(id));
+        self.by_status[Status::Pending as usize] -= 1;
+        self.by_status[Status::Running as usize] += 1;
+        let attempt = exec.attempt;
+        self.outputs.push_back(Output::Dispatch(Dispatch {
+            session,
+            execution: id,
+            attempt,
+            function: exec.function.clone(),
+            payload: exec.payload.clone(),
+            timeout: exec.policy.timeout,
+        }));
+        self.workers
+            .update(session, |worker| worker.in_flight.push((id, attempt)));
+    }
+
+    /// Moves an execution to its terminal state, disarming whatever it waited on.
+    fn finish(&mut self, now: Instant, id: ExecutionId, terminal: Terminal) {
+        let Some(exec) = self.executions.get_mut(&id) else {
+            return;
+        };
+        let previous = exec.status();
+        if previous.is_terminal() {
+            return;
+        }
+        match exec.place {
+            Place::Backoff { until } => self.deadlines.remove(until, Timer::Backoff(id)),
+            Place::Running { deadline, .. } => self.deadlines.remove(deadline, Timer::Attempt(id)),
+            Place::Queued | Place::Done(_) => {}
+        }
+        if let Some(at) = exec.start_deadline.take() {
+            self.deadlines.remove(at, Timer::ScheduleToStart(id));
+        }
+        self.by_status[previous as usize] -= 1;
+        self.by_status[terminal.status() as usize] += 1;
+        exec.payload = Bytes::new();
+        exec.place = Place::Done(terminal.clone());
+        self.outputs.push_back(Output::Finished {
+            execution: id,
+            terminal,
+        });
+        self.retain(now, id);
+    }
+
+    fn retain(&mut self, now: Instant, id: ExecutionId) {
+        self.finished.push_back((now, id));
+        self.evict(now);
+    }
+
+    /// Forgets terminal executions past their retention, oldest first.
+    fn evict(&mut self, now: Instant) {
+        let Retention { max_age, max_count } = self.config.retention;
+        while let Some(&(finished_at, id)) = self.finished.front() {
+            if self.finished.len() <= max_count && finished_at + max_age > now {
+                break;
+            }
+            self.finished.pop_front();
+            if let Some(exec) = self.executions.remove(&id) {
+                self.by_status[exec.status() as usize] -= 1;
+            }
+            self.outputs.push_back(Output::Evicted { execution: id });
+        }
+    }
+
+    /// Ends a session and puts its unfinished attempts back in line.
+    fn lose(&mut self, now: Instant, session: SessionId, reason: LossReason) {
+        let Some(worker) = self.workers.remove(session) else {
+            return;
+        };
+        self.deadlines
+            .remove(worker.liveness_check, Timer::Liveness(session));
+        self.outputs.push_back(Output::WorkerLost {
+            session,
+            worker: worker.id.clone(),
+            reason,
+        });
+        for (id, attempt) in worker.in_flight {
+            let Some(exec) = self.executions.get_mut(&id) else {
+                continue;
+            };
+            let Place::Running { session: s, deadline } = exec.place else {
+                continue;
+            };
+            if s != session || exec.attempt != attempt {
+                continue;
+            }
+            exec.lost += 1;
+            if exec.lost >= exec.policy.max_attempts {
+                let error = format!(
+                    "worker lost {} times (last: {}, {}: {reason})",
+                    exec.lost, worker.id, session
+                );
+                self.finish(now, id, failed(error));
+                continue;
+            }
+            self.deadlines.remove(deadline, Timer::Attempt(id));
+            self.by_status[Status::Running as usize] -= 1;
+            self.by_status[Status::Pending as usize] += 1;
+            let retry_at = now + self.config.retry_backoff.delay(exec.lost);
+            if retry_at <= now {
+                exec.place = Place::Queued;
+                self.ready.push_front(id);
+            } else {
+                exec.place = Place::Backoff { until: retry_at };
+                self.deadlines.insert(retry_at, Timer::Backoff(id));
+            }
+            self.outputs.push_back(Output::Requeued {
+                execution: id,
+                lost_attempt: attempt,
+                retry_at,
+            });
+        }
+    }
+
+    fn check_liveness(&mut self, now: Instant, session: SessionId) {
+        let timeout = self.config.heartbeat_timeout;
+        let Some(worker) = self.workers.get(session) else {
+            return;
+        };
+        let due = worker.last_heard + timeout;
+        if due <= now {
+            self.lose(now, session, LossReason::HeartbeatTimeout);
+        } else {
+            // Heard from since the timer was armed: check again later.
+            self.workers
+                .update(session, |worker| worker.liveness_check = due);
+            self.deadlines.insert(due, Timer::Liveness(session));
+        }
+    }
+
+    fn expire_start(&mut self, now: Instant, id: ExecutionId) {
+        let Some(exec) = self.executions.get_mut(&id) else {
+            return;
+        };
+        let Some(limit) = exec.policy.schedule_to_start else {
+            return;
+        };
+        if exec.status() != Status::Pending {
+            return;
+        }
+        exec.start_deadline = None;
+        let why = match self.workers.len() {
+            0 => "no worker was connected".to_string(),
+            n => format!("all slots of {n} workers stayed busy"),
+        };
+        self.finish(now, id, failed(format!("not started within {limit:?}: {why}")));
+    }
+
+    fn expire_attempt(&mut self, now: Instant, id: ExecutionId, at: Instant) {
+        let Some(exec) = self.executions.get(&id) else {
+            return;
+        };
+        let Place::Running { session, deadline } = exec.place else {
+            return;
+        };
+        if deadline != at {
+            return;
+        }
+        let attempt = exec.attempt;
+        let error = format!(
+            "timed out: no result within {:?} (+{:?} grace)",
+            exec.policy.timeout, self.config.timeout_grace
+        );
+        // The timer is already disarmed (popped); finish() removing it again is a no-op.
+        self.outputs.push_back(Output::Abort {
+            session,
+            execution: id,
+            attempt,
+        });
+        self.finish(now, id, failed(error));
+    }
+}
+
+fn failed(error: String) -> Terminal {
+    Terminal::Failed {
+        error,
+        output: Bytes::new(),
+    }
+}
+
+fn view(id: ExecutionId, exec: &Execution) -> ExecutionView<'_> {
+    ExecutionView {
+        id,
+        function: &exec.function,
+        status: exec.status(),
+        attempt: exec.attempt,
+        session: match exec.place {
+            Place::Running { session, .. } => Some(session),
+            _ => None,
+        },
+        terminal: match &exec.place {
+            Place::Done(terminal) => Some(terminal),
+            _ => None,
+        },
+    }
+}

@@ -1,0 +1,481 @@
+//! One readable example per scheduling and failure rule.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::*;
+use taskforge_core::scheduler::{
+    Backoff, CancelError, LossReason, Output, Prior, ResultDisposition, Retention, Scheduler,
+    SchedulerConfig, SubmitError,
+};
+use taskforge_core::{ExecutionId, Outcome, Policy, SessionId, Status, Terminal};
+
+const S1: SessionId = SessionId(1);
+const S2: SessionId = SessionId(2);
+const S3: SessionId = SessionId(3);
+
+fn config() -> SchedulerConfig {
+    SchedulerConfig {
+        heartbeat_timeout: Duration::from_secs(3),
+        queue_limit: 100,
+        prefetch: 0,
+        retry_backoff: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        },
+        timeout_grace: Duration::from_secs(1),
+        retention: Retention {
+            max_age: Duration::from_secs(60),
+            max_count: 1000,
+        },
+    }
+}
+
+fn ok(output: &str) -> Outcome {
+    Outcome::Success(Bytes::from(output.to_string()))
+}
+
+fn status(s: &Scheduler, id: u64) -> Option<Status> {
+    s.execution(ExecutionId(id)).map(|v| v.status)
+}
+
+#[test]
+fn dispatch_goes_to_the_worker_with_the_most_free_slots() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("small"), 1).unwrap();
+    s.worker_connected(at_ms(0), S2, worker("big"), 4).unwrap();
+    for id in 0..3 {
+        s.submit(at_ms(1), submission(id, policy())).unwrap();
+    }
+    // big has 4 free, then 3, then 2 — always more than small's 1.
+    let sent: Vec<_> = dispatches(&drain(&mut s)).iter().map(|d| d.0).collect();
+    assert_eq!(sent, [S2, S2, S2]);
+    s.submit(at_ms(2), submission(3, policy())).unwrap();
+    s.submit(at_ms(2), submission(4, policy())).unwrap();
+    // Now big has 1 free and small has 1: ties go to the older session.
+    let sent: Vec<_> = dispatches(&drain(&mut s)).iter().map(|d| d.0).collect();
+    assert_eq!(sent, [S1, S2]);
+}
+
+#[test]
+fn ties_are_broken_by_session_order_not_by_arrival_of_ids() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S3, worker("c"), 2).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("a"), 2).unwrap();
+    s.worker_connected(at_ms(0), S2, worker("b"), 2).unwrap();
+    for id in 0..6 {
+        s.submit(at_ms(1), submission(id, policy())).unwrap();
+    }
+    let sent: Vec<_> = dispatches(&drain(&mut s)).iter().map(|d| d.0).collect();
+    assert_eq!(sent, [S1, S2, S3, S1, S2, S3]);
+}
+
+#[test]
+fn executions_wait_when_every_slot_is_busy_and_start_when_one_frees() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("w"), 2).unwrap();
+    for id in 0..3 {
+        s.submit(at_ms(1), submission(id, policy())).unwrap();
+    }
+    assert_eq!(dispatches(&drain(&mut s)).len(), 2);
+    assert_eq!(status(&s, 2), Some(Status::Pending));
+    assert_eq!(s.stats().in_flight, 2);
+
+    let d = s.result(at_ms(5), S1, ExecutionId(0), 1, ok("done"));
+    assert_eq!(d, ResultDisposition::Accepted);
+    let out = drain(&mut s);
+    assert_eq!(dispatches(&out), [(S1, ExecutionId(2), 1)]);
+    assert_eq!(status(&s, 0), Some(Status::Completed));
+}
+
+#[test]
+fn prefetch_lets_a_worker_hold_a_little_more_than_its_pool() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        prefetch: 1,
+        ..config()
+    });
+    s.worker_connected(at_ms(0), S1, worker("w"), 2).unwrap();
+    for id in 0..5 {
+        s.submit(at_ms(1), submission(id, policy())).unwrap();
+    }
+    assert_eq!(dispatches(&drain(&mut s)).len(), 3);
+    assert_eq!(s.stats().capacity, 2, "capacity counts pool sizes only");
+}
+
+#[test]
+fn a_full_queue_refuses_clearly_and_changes_nothing() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        queue_limit: 2,
+        ..config()
+    });
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    s.submit(at_ms(0), submission(2, policy())).unwrap();
+    let refused = s.submit(at_ms(0), submission(3, policy())).unwrap_err();
+    assert_eq!(refused, SubmitError::QueueFull { limit: 2 });
+    assert!(refused.to_string().contains("queue is full"));
+    assert_eq!(status(&s, 3), None);
+    assert_eq!(s.stats().pending, 2);
+}
+
+#[test]
+fn bad_submissions_are_refused() {
+    let mut s = Scheduler::new(config());
+    let no_attempts = Policy {
+        max_attempts: 0,
+        ..policy()
+    };
+    assert!(matches!(
+        s.submit(at_ms(0), submission(1, no_attempts)),
+        Err(SubmitError::InvalidPolicy(_))
+    ));
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    assert_eq!(
+        s.submit(at_ms(0), submission(1, policy())),
+        Err(SubmitError::Duplicate(ExecutionId(1)))
+    );
+}
+
+#[test]
+fn with_no_worker_executions_wait_and_run_when_one_connects() {
+    let mut s = Scheduler::new(config());
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    s.handle_timeout(at_ms(60_000));
+    assert_eq!(status(&s, 1), Some(Status::Pending));
+    s.worker_connected(at_ms(60_001), S1, worker("late"), 1)
+        .unwrap();
+    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(1), 1)]);
+}
+
+#[test]
+fn the_schedule_to_start_deadline_fails_an_execution_that_never_started() {
+    let mut s = Scheduler::new(config());
+    let waiting = Policy {
+        schedule_to_start: Some(Duration::from_secs(2)),
+        ..policy()
+    };
+    s.submit(at_ms(0), submission(1, waiting)).unwrap();
+    assert_eq!(s.poll_timeout(), Some(at_ms(2000)));
+    s.handle_timeout(at_ms(1999));
+    assert_eq!(status(&s, 1), Some(Status::Pending));
+    s.handle_timeout(at_ms(2000));
+    let view = s.execution(ExecutionId(1)).unwrap();
+    assert_eq!(view.status, Status::Failed);
+    let error = view.terminal.unwrap().error();
+    assert!(error.contains("not started within 2s"), "{error}");
+    assert!(error.contains("no worker was connected"), "{error}");
+}
+
+#[test]
+fn a_lost_worker_s_executions_are_retried_with_the_next_attempt_after_backoff() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("a"), 1).unwrap();
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(1), 1)]);
+
+    s.worker_connected(at_ms(10), S2, worker("b"), 1).unwrap();
+    assert!(s.worker_disconnected(at_ms(20), S1));
+    let out = drain(&mut s);
+    assert!(out.contains(&Output::WorkerLost {
+        session: S1,
+        worker: worker("a"),
+        reason: LossReason::Disconnected
+    }));
+    assert!(out.contains(&Output::Requeued {
+        execution: ExecutionId(1),
+        lost_attempt: 1,
+        retry_at: at_ms(120)
+    }));
+    assert!(dispatches(&out).is_empty(), "backoff first");
+    assert_eq!(status(&s, 1), Some(Status::Pending));
+
+    s.handle_timeout(at_ms(120));
+    assert_eq!(dispatches(&drain(&mut s)), [(S2, ExecutionId(1), 2)]);
+}
+
+#[test]
+fn a_silent_worker_is_declared_lost_at_the_heartbeat_timeout() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("quiet"), 1).unwrap();
+    s.worker_connected(at_ms(0), S2, worker("chatty"), 1).unwrap();
+    for t in [1000, 2000, 3000, 4000] {
+        assert!(s.heartbeat(at_ms(t), S2, 0));
+        s.handle_timeout(at_ms(t));
+    }
+    let lost: Vec<_> = drain(&mut s)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::WorkerLost { session, reason, .. } => Some((session, reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, [(S1, LossReason::HeartbeatTimeout)]);
+    assert_eq!(s.stats().workers, 1);
+    assert!(!s.heartbeat(at_ms(4001), S1, 0), "a lost session stays lost");
+}
+
+#[test]
+fn after_max_attempts_lost_the_execution_fails_saying_why() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        retry_backoff: Backoff {
+            initial: Duration::ZERO,
+            max: Duration::ZERO,
+        },
+        ..config()
+    });
+    let two = Policy {
+        max_attempts: 2,
+        ..policy()
+    };
+    s.submit(at_ms(0), submission(1, two)).unwrap();
+    for (session, name) in [(S1, "a"), (S2, "b")] {
+        s.worker_connected(at_ms(1), session, worker(name), 1).unwrap();
+        s.worker_disconnected(at_ms(2), session);
+    }
+    let view = s.execution(ExecutionId(1)).unwrap();
+    assert_eq!(view.status, Status::Failed);
+    assert_eq!(view.attempt, 2);
+    let error = view.terminal.unwrap().error();
+    assert!(error.starts_with("worker lost 2 times"), "{error}");
+}
+
+#[test]
+fn a_failing_function_is_not_retried() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("a"), 1).unwrap();
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    let outcome = Outcome::Failure {
+        error: "boom".into(),
+        output: Bytes::new(),
+    };
+    assert_eq!(
+        s.result(at_ms(1), S1, ExecutionId(1), 1, outcome),
+        ResultDisposition::Accepted
+    );
+    let view = s.execution(ExecutionId(1)).unwrap();
+    assert_eq!(view.status, Status::Failed);
+    assert_eq!(view.terminal.unwrap().error(), "boom");
+}
+
+#[test]
+fn results_from_stale_attempts_duplicates_and_wrong_workers_change_nothing() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        retry_backoff: Backoff {
+            initial: Duration::ZERO,
+            max: Duration::ZERO,
+        },
+        ..config()
+    });
+    s.worker_connected(at_ms(0), S1, worker("a"), 1).unwrap();
+    s.worker_connected(at_ms(0), S2, worker("b"), 1).unwrap();
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    s.submit(at_ms(0), submission(2, policy())).unwrap();
+    drain(&mut s);
+    // 1 runs on S1 (attempt 1), 2 on S2. S1 dies; 1 is retried as attempt 2 on S3.
+    s.worker_disconnected(at_ms(1), S1);
+    s.worker_connected(at_ms(2), S3, worker("c"), 1).unwrap();
+    assert_eq!(dispatches(&drain(&mut s)), [(S3, ExecutionId(1), 2)]);
+
+    // The lost session's late result.
+    assert_eq!(
+        s.result(at_ms(3), S1, ExecutionId(1), 1, ok("late")),
+        ResultDisposition::Stale
+    );
+    // The old attempt number on the right session.
+    assert_eq!(
+        s.result(at_ms(3), S3, ExecutionId(1), 1, ok("old")),
+        ResultDisposition::Stale
+    );
+    // The right attempt from the wrong worker.
+    assert_eq!(
+        s.result(at_ms(3), S2, ExecutionId(1), 2, ok("misrouted")),
+        ResultDisposition::Stale
+    );
+    assert_eq!(status(&s, 1), Some(Status::Running));
+    assert_eq!(
+        s.result(at_ms(4), S3, ExecutionId(1), 2, ok("right")),
+        ResultDisposition::Accepted
+    );
+    // A duplicate of the accepted one.
+    assert_eq!(
+        s.result(at_ms(5), S3, ExecutionId(1), 2, ok("again")),
+        ResultDisposition::Stale
+    );
+    let terminal = s.execution(ExecutionId(1)).unwrap().terminal.unwrap();
+    assert_eq!(terminal.output(), &Bytes::from("right"));
+}
+
+#[test]
+fn a_reconnect_under_the_same_id_replaces_the_old_session() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("w"), 1).unwrap();
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    drain(&mut s);
+    s.worker_connected(at_ms(10), S2, worker("w"), 1).unwrap();
+    let out = drain(&mut s);
+    assert!(out.contains(&Output::WorkerLost {
+        session: S1,
+        worker: worker("w"),
+        reason: LossReason::Replaced
+    }));
+    assert_eq!(s.stats().workers, 1);
+    // The old stream ending later must not take the new session down.
+    assert!(!s.worker_disconnected(at_ms(11), S1));
+    assert_eq!(s.stats().workers, 1);
+    s.handle_timeout(at_ms(110));
+    assert_eq!(dispatches(&drain(&mut s)), [(S2, ExecutionId(1), 2)]);
+}
+
+#[test]
+fn the_scheduler_backs_up_the_worker_s_timeout() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("w"), 1).unwrap();
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    s.submit(at_ms(0), submission(2, policy())).unwrap();
+    drain(&mut s);
+    // timeout 10 s + grace 1 s; the worker keeps heartbeating but never reports.
+    for t in (1000..=11_000).step_by(1000) {
+        s.heartbeat(at_ms(t), S1, 1);
+        s.handle_timeout(at_ms(t));
+    }
+    let out = drain(&mut s);
+    assert!(out.contains(&Output::Abort {
+        session: S1,
+        execution: ExecutionId(1),
+        attempt: 1
+    }));
+    let view = s.execution(ExecutionId(1)).unwrap();
+    assert_eq!(view.status, Status::Failed);
+    assert!(view.terminal.unwrap().error().starts_with("timed out"));
+    // The slot stays busy until the worker answers for the attempt.
+    assert!(dispatches(&out).is_empty());
+    let cancelled = Outcome::Failure {
+        error: "cancelled".into(),
+        output: Bytes::new(),
+    };
+    assert_eq!(
+        s.result(at_ms(11_500), S1, ExecutionId(1), 1, cancelled),
+        ResultDisposition::Released
+    );
+    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(2), 1)]);
+    assert_eq!(status(&s, 1), Some(Status::Failed), "terminal never changes");
+}
+
+#[test]
+fn cancelling_a_pending_execution_ends_it_at_once() {
+    let mut s = Scheduler::new(config());
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    assert_eq!(s.cancel(at_ms(1), ExecutionId(1)), Ok(Status::Pending));
+    assert_eq!(status(&s, 1), Some(Status::Cancelled));
+    s.worker_connected(at_ms(2), S1, worker("w"), 1).unwrap();
+    assert!(dispatches(&drain(&mut s)).is_empty());
+    assert_eq!(
+        s.cancel(at_ms(3), ExecutionId(1)),
+        Err(CancelError::AlreadyFinished {
+            id: ExecutionId(1),
+            status: Status::Cancelled
+        })
+    );
+    assert_eq!(
+        s.cancel(at_ms(3), ExecutionId(9)),
+        Err(CancelError::NotFound(ExecutionId(9)))
+    );
+}
+
+#[test]
+fn cancelling_a_running_execution_aborts_it_on_its_worker() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("w"), 1).unwrap();
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    s.submit(at_ms(0), submission(2, policy())).unwrap();
+    drain(&mut s);
+    assert_eq!(s.cancel(at_ms(1), ExecutionId(1)), Ok(Status::Running));
+    let out = drain(&mut s);
+    assert_eq!(
+        out[0],
+        Output::Abort {
+            session: S1,
+            execution: ExecutionId(1),
+            attempt: 1
+        }
+    );
+    assert_eq!(status(&s, 1), Some(Status::Cancelled));
+    assert!(dispatches(&out).is_empty(), "slot busy until the worker reports");
+    // The worker's late success does not resurrect it.
+    assert_eq!(
+        s.result(at_ms(2), S1, ExecutionId(1), 1, ok("too late")),
+        ResultDisposition::Released
+    );
+    assert_eq!(status(&s, 1), Some(Status::Cancelled));
+    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(2), 1)]);
+}
+
+#[test]
+fn a_draining_worker_gets_no_new_work() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("w"), 2).unwrap();
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    drain(&mut s);
+    assert!(s.worker_draining(at_ms(1), S1));
+    s.submit(at_ms(2), submission(2, policy())).unwrap();
+    assert!(dispatches(&drain(&mut s)).is_empty());
+    s.result(at_ms(3), S1, ExecutionId(1), 1, ok("x"));
+    assert!(dispatches(&drain(&mut s)).is_empty());
+    assert_eq!(status(&s, 2), Some(Status::Pending));
+}
+
+#[test]
+fn terminal_executions_are_forgotten_by_count_and_by_age() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        retention: Retention {
+            max_age: Duration::from_secs(10),
+            max_count: 2,
+        },
+        ..config()
+    });
+    for id in 1..=3 {
+        s.submit(at_ms(id), submission(id, policy())).unwrap();
+        s.cancel(at_ms(id), ExecutionId(id)).unwrap();
+    }
+    assert_eq!(status(&s, 1), None, "over the count");
+    assert!(drain(&mut s).contains(&Output::Evicted {
+        execution: ExecutionId(1)
+    }));
+    assert_eq!(s.poll_timeout(), Some(at_ms(10_002)));
+    s.handle_timeout(at_ms(10_002));
+    assert_eq!(status(&s, 2), None, "over the age");
+    assert_eq!(status(&s, 3), Some(Status::Cancelled));
+    assert_eq!(s.stats().cancelled, 1);
+}
+
+#[test]
+fn restored_executions_queue_again_and_finished_ones_are_remembered() {
+    let mut s = Scheduler::new(config());
+    s.restore(at_ms(0), submission(1, policy()), Prior::Pending { attempts_started: 1 })
+        .unwrap();
+    let done = Terminal::Completed {
+        output: Bytes::from("kept"),
+    };
+    s.restore(at_ms(0), submission(2, policy()), Prior::Finished(done.clone()))
+        .unwrap();
+    s.restore(at_ms(0), submission(3, policy()), Prior::Pending { attempts_started: 3 })
+        .unwrap();
+    assert_eq!(s.execution(ExecutionId(2)).unwrap().terminal, Some(&done));
+    assert_eq!(status(&s, 3), Some(Status::Failed), "out of attempts");
+    s.worker_connected(at_ms(1), S1, worker("w"), 4).unwrap();
+    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(1), 2)]);
+}
+
+#[test]
+fn the_next_timeout_is_the_earliest_deadline() {
+    let mut s = Scheduler::new(config());
+    assert_eq!(s.poll_timeout(), None);
+    s.worker_connected(at_ms(0), S1, worker("w"), 1).unwrap();
+    assert_eq!(s.poll_timeout(), Some(at_ms(3000)), "liveness check");
+    s.submit(at_ms(0), submission(1, policy())).unwrap();
+    assert_eq!(s.poll_timeout(), Some(at_ms(3000)));
+    s.heartbeat(at_ms(2500), S1, 1);
+    s.handle_timeout(at_ms(3000));
+    assert_eq!(s.poll_timeout(), Some(at_ms(5500)), "re-armed from last heard");
+}

@@ -1,0 +1,1 @@
+//! The real services around the core: scheduler, worker, gateway and store.
