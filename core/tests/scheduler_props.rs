@@ -1,0 +1,484 @@
+//! Property tests: the scheduler driven by random interleavings of workers
+//! connecting, draining, leaving, going silent and reconnecting under the same id;
+//! submits; results that are late, duplicated, from a stale attempt or from the
+//! wrong worker; cancels; and clock advances. After every step the harness checks
+//! the scheduler against a shadow it keeps from the scheduler's outputs alone.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use support::*;
+use taskforge_core::scheduler::{
+    Backoff, Output, ResultDisposition, Retention, Scheduler, SchedulerConfig, SubmitError,
+};
+use taskforge_core::{ExecutionId, Instant, Outcome, Policy, SessionId, Status, Terminal};
+
+#[derive(Clone, Debug)]
+enum Op {
+    Connect { name: u8, pool: u32 },
+    Disconnect { pick: usize },
+    Drain { pick: usize },
+    Heartbeat { pick: usize },
+    Submit { max_attempts: u32, timeout_ms: u64, start_within_ms: Option<u64> },
+    Result { pick: usize, twist: Twist, success: bool },
+    Cancel { pick: usize },
+    Advance { ms: u64, heartbeats: bool },
+}
+
+/// How a reported result departs from the dispatch it answers.
+#[derive(Clone, Copy, Debug)]
+enum Twist {
+    AsSent,
+    WrongSession,
+    OlderAttempt,
+    NewerAttempt,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0u8..4, 1u32..4).prop_map(|(name, pool)| Op::Connect { name, pool }),
+        1 => any::<usize>().prop_map(|pick| Op::Disconnect { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Drain { pick }),
+        2 => any::<usize>().prop_map(|pick| Op::Heartbeat { pick }),
+        6 => (1u32..4, 100u64..5000, proptest::option::of(0u64..8000)).prop_map(
+            |(max_attempts, timeout_ms, start_within_ms)| Op::Submit {
+                max_attempts,
+                timeout_ms,
+                start_within_ms,
+            }
+        ),
+        6 => (any::<usize>(), twist(), any::<bool>())
+            .prop_map(|(pick, twist, success)| Op::Result { pick, twist, success }),
+        1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        3 => (0u64..2500, any::<bool>()).prop_map(|(ms, heartbeats)| Op::Advance { ms, heartbeats }),
+    ]
+}
+
+fn twist() -> impl Strategy<Value = Twist> {
+    prop_oneof![
+        6 => Just(Twist::AsSent),
+        1 => Just(Twist::WrongSession),
+        1 => Just(Twist::OlderAttempt),
+        1 => Just(Twist::NewerAttempt),
+    ]
+}
+
+fn config() -> impl Strategy<Value = SchedulerConfig> {
+    (0u32..3, 1usize..40, 0u64..400, 1usize..60).prop_map(
+        |(prefetch, queue_limit, backoff_ms, max_count)| SchedulerConfig {
+            heartbeat_timeout: Duration::from_secs(3),
+            queue_limit,
+            prefetch,
+            retry_backoff: Backoff {
+                initial: Duration::from_millis(backoff_ms),
+                max: Duration::from_millis(backoff_ms * 4),
+            },
+            timeout_grace: Duration::from_millis(500),
+            retention: Retention {
+                max_age: Duration::from_secs(30),
+                max_count,
+            },
+        },
+    )
+}
+
+/// A live session as the harness sees it from the outputs.
+#[derive(Debug)]
+struct ShadowWorker {
+    capacity: u32,
+    draining: bool,
+    in_flight: BTreeSet<(ExecutionId, u32)>,
+}
+
+impl ShadowWorker {
+    fn free(&self) -> u32 {
+        if self.draining {
+            0
+        } else {
+            self.capacity - self.in_flight.len() as u32
+        }
+    }
+}
+
+struct Harness {
+    s: Scheduler,
+    prefetch: u32,
+    now: Instant,
+    next_session: u64,
+    next_execution: u64,
+    /// Every session ever opened, live or not, to pick stale ones too.
+    sessions: Vec<SessionId>,
+    live: BTreeMap<SessionId, ShadowWorker>,
+    /// Every dispatch ever made, to answer (or misanswer) later.
+    sent: Vec<(SessionId, ExecutionId, u32)>,
+    policies: BTreeMap<ExecutionId, Policy>,
+    starts: BTreeMap<ExecutionId, u32>,
+    terminal: BTreeMap<ExecutionId, Terminal>,
+    evicted: BTreeSet<ExecutionId>,
+}
+
+impl Harness {
+    fn new(config: SchedulerConfig) -> Harness {
+        Harness {
+            prefetch: config.prefetch,
+            s: Scheduler::new(config),
+            now: Instant::ZERO,
+            next_session: 1,
+            next_execution: 1,
+            sessions: Vec::new(),
+            live: BTreeMap::new(),
+            sent: Vec::new(),
+            policies: BTreeMap::new(),
+            starts: BTreeMap::new(),
+            terminal: BTreeMap::new(),
+            evicted: BTreeSet::new(),
+        }
+    }
+
+    fn pick_session(&self, pick: usize) -> Option<SessionId> {
+        (!self.sessions.is_empty()).then(|| self.sessions[pick % self.sessions.len()])
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        match *op {
+            Op::Connect { name, pool } => {
+                let session = SessionId(self.next_session);
+                self.next_session += 1;
+                self.sessions.push(session);
+                self.s
+                    .worker_connected(self.now, session, worker(&format!("w{name}")), pool)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                self.absorb()?;
+                // A replaced session was reported lost before the new one joined.
+                self.live.insert(
+                    session,
+                    ShadowWorker {
+                        capacity: pool + self.prefetch,
+                        draining: false,
+                        in_flight: BTreeSet::new(),
+                    },
+                );
+                // Dispatches to the new session were absorbed before it was in
+                // the shadow: replay them now.
+                self.replay_dispatches_to(session)?;
+            }
+            Op::Disconnect { pick } => {
+                if let Some(session) = self.pick_session(pick) {
+                    let known = self.s.worker_disconnected(self.now, session);
+                    prop_assert_eq!(known, self.live.contains_key(&session));
+                    self.absorb()?;
+                    prop_assert!(!self.live.contains_key(&session));
+                }
+            }
+            Op::Drain { pick } => {
+                if let Some(session) = self.pick_session(pick) {
+                    let known = self.s.worker_draining(self.now, session);
+                    prop_assert_eq!(known, self.live.contains_key(&session));
+                    if let Some(w) = self.live.get_mut(&session) {
+                        w.draining = true;
+                    }
+                    self.absorb()?;
+                }
+            }
+            Op::Heartbeat { pick } => {
+                if let Some(session) = self.pick_session(pick) {
+                    let known = self.s.heartbeat(self.now, session, 0);
+                    prop_assert_eq!(known, self.live.contains_key(&session));
+                }
+            }
+            Op::Submit {
+                max_attempts,
+                timeout_ms,
+                start_within_ms,
+            } => {
+                let id = self.next_execution;
+                self.next_execution += 1;
+                let policy = Policy {
+                    max_attempts,
+                    timeout: Duration::from_millis(timeout_ms),
+                    schedule_to_start: start_within_ms.map(Duration::from_millis),
+                };
+                let pending_before = self.s.stats().pending;
+                match self.s.submit(self.now, submission(id, policy)) {
+                    Ok(()) => {
+                        prop_assert!(pending_before < self.s.config().queue_limit);
+                        self.policies.insert(ExecutionId(id), policy);
+                    }
+                    Err(SubmitError::QueueFull { limit }) => {
+                        prop_assert!(pending_before >= limit);
+                        prop_assert!(self.s.execution(ExecutionId(id)).is_none());
+                    }
+                    Err(other) => return Err(TestCaseError::fail(other.to_string())),
+                }
+                self.absorb()?;
+            }
+            Op::Result {
+                pick,
+                twist,
+                success,
+            } => {
+                if self.sent.is_empty() {
+                    return Ok(());
+                }
+                let (mut session, execution, mut attempt) = self.sent[pick % self.sent.len()];
+                match twist {
+                    Twist::AsSent => {}
+                    Twist::WrongSession => {
+                        session = self.pick_session(pick / 7).unwrap_or(session);
+                    }
+                    Twist::OlderAttempt => attempt = attempt.saturating_sub(1),
+                    Twist::NewerAttempt => attempt += 1,
+                }
+                self.report(session, execution, attempt, success)?;
+            }
+            Op::Cancel { pick } => {
+                if self.policies.is_empty() {
+                    return Ok(());
+                }
+                let id = ExecutionId(1 + (pick as u64 % self.policies.len() as u64));
+                let before = self.s.execution(id).map(|v| v.status);
+                match self.s.cancel(self.now, id) {
+                    Ok(status) => {
+                        prop_assert_eq!(Some(status), before);
+                        prop_assert!(!status.is_terminal());
+                    }
+                    Err(_) => prop_assert!(before.is_none_or(Status::is_terminal)),
+                }
+                self.absorb()?;
+            }
+            Op::Advance { ms, heartbeats } => {
+                self.advance(Duration::from_millis(ms), heartbeats)?;
+            }
+        }
+        self.check()
+    }
+
+    fn report(
+        &mut self,
+        session: SessionId,
+        execution: ExecutionId,
+        attempt: u32,
+        success: bool,
+    ) -> Result<(), TestCaseError> {
+        let outcome = if success {
+            Outcome::Success(Bytes::from(format!("out-{}", execution.0)))
+        } else {
+            Outcome::Failure {
+                error: "function failed".into(),
+                output: Bytes::new(),
+            }
+        };
+        let held = self
+            .live
+            .get(&session)
+            .is_some_and(|w| w.in_flight.contains(&(execution, attempt)));
+        let was_running = self.s.execution(execution).is_some_and(|v| {
+            v.status == Status::Running && v.session == Some(session) && v.attempt == attempt
+        });
+        let disposition = self.s.result(self.now, session, execution, attempt, outcome);
+        // The shadow alone decides whether the report matched something in flight.
+        match disposition {
+            ResultDisposition::Stale => prop_assert!(!held, "{:?} was in flight", (session, execution, attempt)),
+            ResultDisposition::Accepted => prop_assert!(held && was_running),
+            ResultDisposition::Released => prop_assert!(held && !was_running),
+        }
+        if held {
+            self.live
+                .get_mut(&session)
+                .unwrap()
+                .in_flight
+                .remove(&(execution, attempt));
+        }
+        self.absorb()
+    }
+
+    /// Moves time forward, stopping at every deadline on the way as a real
+    /// caller would.
+    fn advance(&mut self, by: Duration, heartbeats: bool) -> Result<(), TestCaseError> {
+        let target = self.now + by;
+        while let Some(at) = self.s.poll_timeout() {
+            if at > target {
+                break;
+            }
+            prop_assert!(at >= self.now, "deadline {at:?} in the past of {:?}", self.now);
+            self.now = at;
+            self.s.handle_timeout(at);
+            self.absorb()?;
+        }
+        self.now = target;
+        if heartbeats {
+            let live: Vec<_> = self.live.keys().copied().collect();
+            for session in live {
+                prop_assert!(self.s.heartbeat(self.now, session, 0));
+            }
+        }
+        self.s.handle_timeout(self.now);
+        self.absorb()?;
+        if let Some(next) = self.s.poll_timeout() {
+            prop_assert!(next > self.now, "a deadline is still due after handle_timeout");
+        }
+        Ok(())
+    }
+
+    fn replay_dispatches_to(&mut self, session: SessionId) -> Result<(), TestCaseError> {
+        let mine: Vec<_> = self
+            .sent
+            .iter()
+            .filter(|d| d.0 == session)
+            .copied()
+            .collect();
+        for (s, e, a) in mine {
+            let w = self.live.get_mut(&s).unwrap();
+            prop_assert!(w.in_flight.len() < w.capacity as usize);
+            w.in_flight.insert((e, a));
+        }
+        Ok(())
+    }
+
+    /// Applies the scheduler's outputs to the shadow, checking each.
+    fn absorb(&mut self) -> Result<(), TestCaseError> {
+        for output in drain(&mut self.s) {
+            match output {
+                Output::Dispatch(d) => {
+                    let starts = self.starts.entry(d.execution).or_default();
+                    *starts += 1;
+                    prop_assert_eq!(d.attempt, *starts, "attempts count up by one");
+                    prop_assert!(d.attempt <= self.policies[&d.execution].max_attempts);
+                    self.sent.push((d.session, d.execution, d.attempt));
+                    if let Some(w) = self.live.get(&d.session) {
+                        prop_assert!(w.free() > 0, "dispatch to a full or draining worker");
+                        let best = self.live.values().map(ShadowWorker::free).max().unwrap();
+                        prop_assert_eq!(w.free(), best, "not the least-loaded worker");
+                        let first_best = self
+                            .live
+                            .iter()
+                            .find(|(_, w)| w.free() == best)
+                            .map(|(s, _)| *s);
+                        prop_assert_eq!(first_best, Some(d.session), "tie not broken by session");
+                        self.live
+                            .get_mut(&d.session)
+                            .unwrap()
+                            .in_flight
+                            .insert((d.execution, d.attempt));
+                    } else {
+                        // Only a just-connected session may not be in the shadow yet.
+                        prop_assert_eq!(d.session.0, self.next_session - 1);
+                    }
+                }
+                Output::Abort { session, execution, attempt } => {
+                    let w = self.live.get(&session);
+                    prop_assert!(w.is_some_and(|w| w.in_flight.contains(&(execution, attempt))));
+                }
+                Output::Requeued { execution, .. } => {
+                    prop_assert!(!self.terminal.contains_key(&execution));
+                }
+                Output::Finished { execution, terminal } => {
+                    prop_assert!(
+                        !self.terminal.contains_key(&execution),
+                        "{execution:?} finished twice"
+                    );
+                    self.terminal.insert(execution, terminal);
+                }
+                Output::WorkerLost { session, .. } => {
+                    let was_live = self.live.remove(&session).is_some();
+                    let just_connected = session.0 == self.next_session - 1;
+                    prop_assert!(was_live || just_connected);
+                }
+                Output::Evicted { execution } => {
+                    prop_assert!(self.terminal.contains_key(&execution), "evicted while live");
+                    self.evicted.insert(execution);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariants that hold between any two steps.
+    fn check(&self) -> Result<(), TestCaseError> {
+        let mut counted = [0usize; 5];
+        for (&id, policy) in &self.policies {
+            let Some(view) = self.s.execution(id) else {
+                prop_assert!(self.evicted.contains(&id), "{id:?} vanished");
+                continue;
+            };
+            counted[view.status as usize] += 1;
+            prop_assert!(view.attempt <= policy.max_attempts);
+            let holders: Vec<_> = self
+                .live
+                .iter()
+                .filter(|(_, w)| w.in_flight.contains(&(id, view.attempt)))
+                .map(|(s, _)| *s)
+                .collect();
+            match view.status {
+                Status::Pending => {
+                    prop_assert!(self.live.values().all(|w| w.in_flight.iter().all(|e| e.0 != id)));
+                }
+                Status::Running => {
+                    prop_assert_eq!(holders.len(), 1);
+                    prop_assert_eq!(view.session, Some(holders[0]));
+                }
+                _ => {
+                    prop_assert!(holders.len() <= 1);
+                    prop_assert_eq!(view.terminal, self.terminal.get(&id), "terminal changed");
+                }
+            }
+        }
+        let stats = self.s.stats();
+        prop_assert_eq!(
+            [stats.pending, stats.running, stats.completed, stats.failed, stats.cancelled],
+            counted
+        );
+        prop_assert_eq!(stats.workers, self.live.len());
+        for view in self.s.workers() {
+            let w = &self.live[&view.session];
+            prop_assert_eq!(view.in_flight as usize, w.in_flight.len());
+            prop_assert!(view.in_flight <= w.capacity, "over capacity");
+            prop_assert_eq!(view.draining, w.draining);
+        }
+        Ok(())
+    }
+
+    /// Faults stop: a healthy worker joins, every worker answers what it holds
+    /// and keeps heartbeating, and time moves on. Everything must end.
+    fn heal(&mut self) -> Result<(), TestCaseError> {
+        self.apply(&Op::Connect { name: 9, pool: 4 })?;
+        for _ in 0..400 {
+            let held: Vec<_> = self
+                .live
+                .iter()
+                .flat_map(|(s, w)| w.in_flight.iter().map(|&(e, a)| (*s, e, a)))
+                .collect();
+            for (session, execution, attempt) in held {
+                self.report(session, execution, attempt, true)?;
+            }
+            self.advance(Duration::from_millis(250), true)?;
+            self.check()?;
+            let unfinished = self
+                .policies
+                .keys()
+                .filter(|id| self.s.execution(**id).is_some_and(|v| !v.status.is_terminal()))
+                .count();
+            if unfinished == 0 {
+                return Ok(());
+            }
+        }
+        Err(TestCaseError::fail("executions still unfinished after faults healed"))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn scheduler_keeps_its_invariants(config in config(), ops in proptest::collection::vec(op(), 1..200)) {
+        let mut h = Harness::new(config);
+        for op in &ops {
+            h.apply(op)?;
+        }
+        h.heal()?;
+    }
+}
