@@ -1,0 +1,64 @@
+//! The network seams.
+//!
+//! No service binds or dials on its own. The scheduler serves on whatever stream
+//! of accepted connections its caller hands it; workers and the gateway talk to
+//! the scheduler over a [`Channel`] their caller built. The binary passes real
+//! tokio sockets (the helpers below); the simulation passes turmoil's.
+//!
+//! Every channel gets HTTP/2 keepalive and a connect timeout: a peer that goes
+//! silent without closing its connection (a partition, a dead machine) must be
+//! noticed by both ends, not waited on forever.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// Timeouts for a channel to the scheduler.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelConfig {
+    pub connect_timeout: Duration,
+    /// How often an idle connection is pinged.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is dropped.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            connect_timeout: Duration::from_secs(3),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ChannelConfig {
+    /// Applies these timeouts to an endpoint.
+    pub fn apply(&self, endpoint: Endpoint) -> Endpoint {
+        endpoint
+            .connect_timeout(self.connect_timeout)
+            .http2_keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid scheduler address {address:?}: {reason}")]
+pub struct AddressError {
+    address: String,
+    reason: String,
+}
+
+/// A lazily connecting channel to the scheduler at `address` over real TCP
+/// (`http://host:port`). It connects on first use and reconnects by itself after
+/// the scheduler restarts.
+pub fn connect_lazy(address: &str, config: &ChannelConfig) -> Result<Channel, AddressError> {
+    let endpoint = Endpoint::from_shared(address.to_string()).map_err(|e| AddressError {
+        address: address.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(config.apply(endpoint).connect_lazy())
+}
