@@ -57,7 +57,9 @@ fn run() -> f64 {
     let mut next_id = 0;
     for w in 0..WORKERS {
         let id = WorkerId::new(format!("worker-{w}"));
-        scheduler.worker_connected(now, SessionId(w), id, SLOTS).unwrap();
+        scheduler
+            .worker_connected(now, SessionId(w), id, SLOTS)
+            .unwrap();
     }
     for _ in 0..BACKLOG + u64::from(SLOTS) * WORKERS {
         scheduler.submit(now, submission(next_id)).unwrap();
@@ -84,7 +86,11 @@ fn run() -> f64 {
     }
     let elapsed = started.elapsed();
     let stats = scheduler.stats();
-    assert_eq!(stats.running as u64, WORKERS * u64::from(SLOTS), "every slot busy");
+    assert_eq!(
+        stats.running as u64,
+        WORKERS * u64::from(SLOTS),
+        "every slot busy"
+    );
     assert_eq!(stats.pending as u64, BACKLOG, "backlog held");
     assert_eq!(stats.workers as u64, WORKERS, "no worker lost");
     CYCLES as f64 / elapsed.as_secs_f64()

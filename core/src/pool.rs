@@ -74,7 +74,10 @@ pub enum PoolOutput<J> {
         job: J,
     },
     /// Stop this running attempt; its report has already been emitted.
-    Abort { execution: ExecutionId, attempt: u32 },
+    Abort {
+        execution: ExecutionId,
+        attempt: u32,
+    },
     /// Tell the scheduler how this attempt ended.
     Report {
         execution: ExecutionId,

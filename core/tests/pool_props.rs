@@ -14,10 +14,21 @@ use taskforge_core::{ExecutionId, Instant, Outcome};
 
 #[derive(Clone, Debug)]
 enum Op {
-    Assign { execution: u64, attempt: u32, timeout_ms: u64 },
-    Cancel { execution: u64 },
-    Finish { pick: usize, success: bool },
-    Advance { ms: u64 },
+    Assign {
+        execution: u64,
+        attempt: u32,
+        timeout_ms: u64,
+    },
+    Cancel {
+        execution: u64,
+    },
+    Finish {
+        pick: usize,
+        success: bool,
+    },
+    Advance {
+        ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -79,7 +90,11 @@ impl Harness {
                     self.held.insert(execution, attempt);
                 }
                 for output in &outputs {
-                    if let PoolOutput::Abort { execution: e, attempt: a } = output {
+                    if let PoolOutput::Abort {
+                        execution: e,
+                        attempt: a,
+                    } = output
+                    {
                         prop_assert_eq!((*e, Some(*a)), (execution, replaced));
                     }
                 }
@@ -109,7 +124,10 @@ impl Harness {
                         output: Bytes::new(),
                     }
                 };
-                prop_assert!(self.pool.finished(self.now, execution, attempt, outcome.clone()));
+                prop_assert!(
+                    self.pool
+                        .finished(self.now, execution, attempt, outcome.clone())
+                );
                 prop_assert!(!self.pool.finished(self.now, execution, attempt, outcome));
                 self.absorb()?;
             }
@@ -147,12 +165,20 @@ impl Harness {
                 } => {
                     prop_assert_eq!(job, execution.0);
                     let deadline = self.now + self.timeouts[&(execution, attempt)];
-                    prop_assert!(self.running.insert(execution, (attempt, deadline)).is_none());
+                    prop_assert!(
+                        self.running
+                            .insert(execution, (attempt, deadline))
+                            .is_none()
+                    );
                     prop_assert!(self.running.len() <= self.slots as usize);
                 }
                 PoolOutput::Abort { execution, attempt } => {
                     let running = self.running.remove(&execution);
-                    prop_assert_eq!(running.map(|r| r.0), Some(attempt), "abort of a task not running");
+                    prop_assert_eq!(
+                        running.map(|r| r.0),
+                        Some(attempt),
+                        "abort of a task not running"
+                    );
                 }
                 PoolOutput::Report {
                     execution, attempt, ..

@@ -65,12 +65,14 @@ fn never_runs_more_than_its_slots_and_starts_the_next_when_one_frees() {
     }
     assert_eq!(started(&drain(&mut p)), [1, 2]);
     assert_eq!((p.running(), p.queued()), (2, 1));
-    assert!(p.finished(at_ms(5), ExecutionId(1), 1, Outcome::Success(Bytes::from("ok"))));
+    assert!(p.finished(
+        at_ms(5),
+        ExecutionId(1),
+        1,
+        Outcome::Success(Bytes::from("ok"))
+    ));
     let out = drain(&mut p);
-    assert_eq!(
-        reports(&out),
-        [(1, Report::Succeeded(Bytes::from("ok")))]
-    );
+    assert_eq!(reports(&out), [(1, Report::Succeeded(Bytes::from("ok")))]);
     assert_eq!(started(&out), [3]);
 }
 
@@ -101,7 +103,12 @@ fn a_timeout_aborts_exactly_its_execution() {
     );
     assert_eq!(p.running_attempt(ExecutionId(2)), Some(1));
     // The aborted task's own late finish is ignored.
-    assert!(!p.finished(at_ms(101), ExecutionId(1), 1, Outcome::Success(Bytes::new())));
+    assert!(!p.finished(
+        at_ms(101),
+        ExecutionId(1),
+        1,
+        Outcome::Success(Bytes::new())
+    ));
     assert!(drain(&mut p).is_empty());
 }
 
@@ -127,7 +134,10 @@ fn a_cancel_aborts_exactly_its_execution() {
     );
     assert_eq!(reports(&out), [(1, Report::Cancelled)]);
     assert_eq!(started(&out), [2]);
-    assert!(!p.cancel(at_ms(3), ExecutionId(1)), "nothing left to cancel");
+    assert!(
+        !p.cancel(at_ms(3), ExecutionId(1)),
+        "nothing left to cancel"
+    );
 }
 
 #[test]

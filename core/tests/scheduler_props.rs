@@ -19,14 +19,36 @@ use taskforge_core::{ExecutionId, Instant, Outcome, Policy, SessionId, Status, T
 
 #[derive(Clone, Debug)]
 enum Op {
-    Connect { name: u8, pool: u32 },
-    Disconnect { pick: usize },
-    Drain { pick: usize },
-    Heartbeat { pick: usize },
-    Submit { max_attempts: u32, timeout_ms: u64, start_within_ms: Option<u64> },
-    Result { pick: usize, twist: Twist, success: bool },
-    Cancel { pick: usize },
-    Advance { ms: u64, heartbeats: bool },
+    Connect {
+        name: u8,
+        pool: u32,
+    },
+    Disconnect {
+        pick: usize,
+    },
+    Drain {
+        pick: usize,
+    },
+    Heartbeat {
+        pick: usize,
+    },
+    Submit {
+        max_attempts: u32,
+        timeout_ms: u64,
+        start_within_ms: Option<u64>,
+    },
+    Result {
+        pick: usize,
+        twist: Twist,
+        success: bool,
+    },
+    Cancel {
+        pick: usize,
+    },
+    Advance {
+        ms: u64,
+        heartbeats: bool,
+    },
 }
 
 /// How a reported result departs from the dispatch it answers.
@@ -279,10 +301,14 @@ impl Harness {
         let was_running = self.s.execution(execution).is_some_and(|v| {
             v.status == Status::Running && v.session == Some(session) && v.attempt == attempt
         });
-        let disposition = self.s.result(self.now, session, execution, attempt, outcome);
+        let disposition = self
+            .s
+            .result(self.now, session, execution, attempt, outcome);
         // The shadow alone decides whether the report matched something in flight.
         match disposition {
-            ResultDisposition::Stale => prop_assert!(!held, "{:?} was in flight", (session, execution, attempt)),
+            ResultDisposition::Stale => {
+                prop_assert!(!held, "{:?} was in flight", (session, execution, attempt))
+            }
             ResultDisposition::Accepted => prop_assert!(held && was_running),
             ResultDisposition::Released => prop_assert!(held && !was_running),
         }
@@ -304,7 +330,11 @@ impl Harness {
             if at > target {
                 break;
             }
-            prop_assert!(at >= self.now, "deadline {at:?} in the past of {:?}", self.now);
+            prop_assert!(
+                at >= self.now,
+                "deadline {at:?} in the past of {:?}",
+                self.now
+            );
             self.now = at;
             self.s.handle_timeout(at);
             self.absorb()?;
@@ -319,7 +349,10 @@ impl Harness {
         self.s.handle_timeout(self.now);
         self.absorb()?;
         if let Some(next) = self.s.poll_timeout() {
-            prop_assert!(next > self.now, "a deadline is still due after handle_timeout");
+            prop_assert!(
+                next > self.now,
+                "a deadline is still due after handle_timeout"
+            );
         }
         Ok(())
     }
@@ -369,14 +402,21 @@ impl Harness {
                         prop_assert_eq!(d.session.0, self.next_session - 1);
                     }
                 }
-                Output::Abort { session, execution, attempt } => {
+                Output::Abort {
+                    session,
+                    execution,
+                    attempt,
+                } => {
                     let w = self.live.get(&session);
                     prop_assert!(w.is_some_and(|w| w.in_flight.contains(&(execution, attempt))));
                 }
                 Output::Requeued { execution, .. } => {
                     prop_assert!(!self.terminal.contains_key(&execution));
                 }
-                Output::Finished { execution, terminal } => {
+                Output::Finished {
+                    execution,
+                    terminal,
+                } => {
                     prop_assert!(
                         !self.terminal.contains_key(&execution),
                         "{execution:?} finished twice"
@@ -415,7 +455,11 @@ impl Harness {
                 .collect();
             match view.status {
                 Status::Pending => {
-                    prop_assert!(self.live.values().all(|w| w.in_flight.iter().all(|e| e.0 != id)));
+                    prop_assert!(
+                        self.live
+                            .values()
+                            .all(|w| w.in_flight.iter().all(|e| e.0 != id))
+                    );
                 }
                 Status::Running => {
                     prop_assert_eq!(holders.len(), 1);
@@ -429,7 +473,13 @@ impl Harness {
         }
         let stats = self.s.stats();
         prop_assert_eq!(
-            [stats.pending, stats.running, stats.completed, stats.failed, stats.cancelled],
+            [
+                stats.pending,
+                stats.running,
+                stats.completed,
+                stats.failed,
+                stats.cancelled
+            ],
             counted
         );
         prop_assert_eq!(stats.workers, self.live.len());
@@ -460,13 +510,19 @@ impl Harness {
             let unfinished = self
                 .policies
                 .keys()
-                .filter(|id| self.s.execution(**id).is_some_and(|v| !v.status.is_terminal()))
+                .filter(|id| {
+                    self.s
+                        .execution(**id)
+                        .is_some_and(|v| !v.status.is_terminal())
+                })
                 .count();
             if unfinished == 0 {
                 return Ok(());
             }
         }
-        Err(TestCaseError::fail("executions still unfinished after faults healed"))
+        Err(TestCaseError::fail(
+            "executions still unfinished after faults healed",
+        ))
     }
 }
 

@@ -44,7 +44,8 @@ fn status(s: &Scheduler, id: u64) -> Option<Status> {
 #[test]
 fn dispatch_goes_to_the_worker_with_the_most_free_slots() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("small"), 1).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("small"), 1)
+        .unwrap();
     s.worker_connected(at_ms(0), S2, worker("big"), 4).unwrap();
     for id in 0..3 {
         s.submit(at_ms(1), submission(id, policy())).unwrap();
@@ -197,8 +198,10 @@ fn a_lost_worker_s_executions_are_retried_with_the_next_attempt_after_backoff() 
 #[test]
 fn a_silent_worker_is_declared_lost_at_the_heartbeat_timeout() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("quiet"), 1).unwrap();
-    s.worker_connected(at_ms(0), S2, worker("chatty"), 1).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("quiet"), 1)
+        .unwrap();
+    s.worker_connected(at_ms(0), S2, worker("chatty"), 1)
+        .unwrap();
     for t in [1000, 2000, 3000, 4000] {
         assert!(s.heartbeat(at_ms(t), S2, 0));
         s.handle_timeout(at_ms(t));
@@ -206,13 +209,18 @@ fn a_silent_worker_is_declared_lost_at_the_heartbeat_timeout() {
     let lost: Vec<_> = drain(&mut s)
         .into_iter()
         .filter_map(|o| match o {
-            Output::WorkerLost { session, reason, .. } => Some((session, reason)),
+            Output::WorkerLost {
+                session, reason, ..
+            } => Some((session, reason)),
             _ => None,
         })
         .collect();
     assert_eq!(lost, [(S1, LossReason::HeartbeatTimeout)]);
     assert_eq!(s.stats().workers, 1);
-    assert!(!s.heartbeat(at_ms(4001), S1, 0), "a lost session stays lost");
+    assert!(
+        !s.heartbeat(at_ms(4001), S1, 0),
+        "a lost session stays lost"
+    );
 }
 
 #[test]
@@ -230,7 +238,8 @@ fn after_max_attempts_lost_the_execution_fails_saying_why() {
     };
     s.submit(at_ms(0), submission(1, two)).unwrap();
     for (session, name) in [(S1, "a"), (S2, "b")] {
-        s.worker_connected(at_ms(1), session, worker(name), 1).unwrap();
+        s.worker_connected(at_ms(1), session, worker(name), 1)
+            .unwrap();
         s.worker_disconnected(at_ms(2), session);
     }
     let view = s.execution(ExecutionId(1)).unwrap();
@@ -359,7 +368,11 @@ fn the_scheduler_backs_up_the_worker_s_timeout() {
         ResultDisposition::Released
     );
     assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(2), 1)]);
-    assert_eq!(status(&s, 1), Some(Status::Failed), "terminal never changes");
+    assert_eq!(
+        status(&s, 1),
+        Some(Status::Failed),
+        "terminal never changes"
+    );
 }
 
 #[test]
@@ -401,7 +414,10 @@ fn cancelling_a_running_execution_aborts_it_on_its_worker() {
         }
     );
     assert_eq!(status(&s, 1), Some(Status::Cancelled));
-    assert!(dispatches(&out).is_empty(), "slot busy until the worker reports");
+    assert!(
+        dispatches(&out).is_empty(),
+        "slot busy until the worker reports"
+    );
     // The worker's late success does not resurrect it.
     assert_eq!(
         s.result(at_ms(2), S1, ExecutionId(1), 1, ok("too late")),
@@ -452,15 +468,31 @@ fn terminal_executions_are_forgotten_by_count_and_by_age() {
 #[test]
 fn restored_executions_queue_again_and_finished_ones_are_remembered() {
     let mut s = Scheduler::new(config());
-    s.restore(at_ms(0), submission(1, policy()), Prior::Pending { attempts_started: 1 })
-        .unwrap();
+    s.restore(
+        at_ms(0),
+        submission(1, policy()),
+        Prior::Pending {
+            attempts_started: 1,
+        },
+    )
+    .unwrap();
     let done = Terminal::Completed {
         output: Bytes::from("kept"),
     };
-    s.restore(at_ms(0), submission(2, policy()), Prior::Finished(done.clone()))
-        .unwrap();
-    s.restore(at_ms(0), submission(3, policy()), Prior::Pending { attempts_started: 3 })
-        .unwrap();
+    s.restore(
+        at_ms(0),
+        submission(2, policy()),
+        Prior::Finished(done.clone()),
+    )
+    .unwrap();
+    s.restore(
+        at_ms(0),
+        submission(3, policy()),
+        Prior::Pending {
+            attempts_started: 3,
+        },
+    )
+    .unwrap();
     assert_eq!(s.execution(ExecutionId(2)).unwrap().terminal, Some(&done));
     assert_eq!(status(&s, 3), Some(Status::Failed), "out of attempts");
     s.worker_connected(at_ms(1), S1, worker("w"), 4).unwrap();
@@ -477,5 +509,9 @@ fn the_next_timeout_is_the_earliest_deadline() {
     assert_eq!(s.poll_timeout(), Some(at_ms(3000)));
     s.heartbeat(at_ms(2500), S1, 1);
     s.handle_timeout(at_ms(3000));
-    assert_eq!(s.poll_timeout(), Some(at_ms(5500)), "re-armed from last heard");
+    assert_eq!(
+        s.poll_timeout(),
+        Some(at_ms(5500)),
+        "re-armed from last heard"
+    );
 }

@@ -69,7 +69,9 @@ pub enum CancelError {
 pub enum Prior {
     /// Accepted but not finished; `attempts_started` were dispatched, all of which
     /// are lost with the restart.
-    Pending { attempts_started: u32 },
+    Pending {
+        attempts_started: u32,
+    },
     Finished(Terminal),
 }
 
@@ -91,8 +93,13 @@ struct Execution {
 #[derive(Debug)]
 enum Place {
     Queued,
-    Backoff { until: Instant },
-    Running { session: SessionId, deadline: Instant },
+    Backoff {
+        until: Instant,
+    },
+    Running {
+        session: SessionId,
+        deadline: Instant,
+    },
     Done(Terminal),
 }
 
@@ -281,7 +288,9 @@ impl Scheduler {
         attempt: u32,
         outcome: Outcome,
     ) -> ResultDisposition {
-        let heard = self.workers.update(session, |worker| worker.last_heard = now);
+        let heard = self
+            .workers
+            .update(session, |worker| worker.last_heard = now);
         if heard.is_none() || !self.workers.release(session, execution, attempt) {
             return ResultDisposition::Stale;
         }
@@ -426,10 +435,14 @@ impl Scheduler {
 
     fn admit(&self, submission: &Submission) -> Result<(), SubmitError> {
         if submission.policy.max_attempts == 0 {
-            return Err(SubmitError::InvalidPolicy("max_attempts must be at least 1"));
+            return Err(SubmitError::InvalidPolicy(
+                "max_attempts must be at least 1",
+            ));
         }
         if submission.policy.timeout.is_zero() {
-            return Err(SubmitError::InvalidPolicy("timeout must be greater than zero"));
+            return Err(SubmitError::InvalidPolicy(
+                "timeout must be greater than zero",
+            ));
         }
         if self.executions.contains_key(&submission.id) {
             return Err(SubmitError::Duplicate(submission.id));
@@ -465,28 +478,24 @@ impl Scheduler {
     /// Dispatches while there is both a free slot and a ready execution.
     fn pump(&mut self, now: Instant) {
         while let Some(session) = self.workers.least_loaded() {
-            let Some(id) = self.pop_ready() else { break };
-            self.dispatch(now, id, session);
-        }
-    }
-
-    fn pop_ready(&mut self) -> Option<ExecutionId> {
-        while let Some(id) = self.ready.pop_front() {
-            if self
-                .executions
-                .get(&id)
-                .is_some_and(|exec| matches!(exec.place, Place::Queued))
-            {
-                return Some(id);
+            if !self.dispatch_next(now, session) {
+                break;
             }
         }
-        None
     }
 
-    fn dispatch(&mut self, now: Instant, id: ExecutionId, session: SessionId) {
+    /// Dispatches the first ready execution to `session`; false if none is
+    /// ready. Entries of executions that left the queue meanwhile are skipped.
+    fn dispatch_next(&mut self, now: Instant, session: SessionId) -> bool {
         let grace = self.config.timeout_grace;
-        let Some(exec) = self.executions.get_mut(&id) else {
-            return;
+        let (id, exec) = loop {
+            let Some(id) = self.ready.pop_front() else {
+                return false;
+            };
+            match self.executions.get_mut(&id) {
+                Some(exec) if matches!(exec.place, Place::Queued) => break (id, exec),
+                _ => continue,
+            }
         };
         exec.attempt += 1;
         if let Some(at) = exec.start_deadline.take() {
@@ -508,6 +517,7 @@ impl Scheduler {
         }));
         self.workers
             .update(session, |worker| worker.in_flight.push((id, attempt)));
+        true
     }
 
     /// Moves an execution to its terminal state, disarming whatever it waited on.
@@ -574,7 +584,11 @@ impl Scheduler {
             let Some(exec) = self.executions.get_mut(&id) else {
                 continue;
             };
-            let Place::Running { session: s, deadline } = exec.place else {
+            let Place::Running {
+                session: s,
+                deadline,
+            } = exec.place
+            else {
                 continue;
             };
             if s != session || exec.attempt != attempt {
@@ -639,7 +653,11 @@ impl Scheduler {
             0 => "no worker was connected".to_string(),
             n => format!("all slots of {n} workers stayed busy"),
         };
-        self.finish(now, id, failed(format!("not started within {limit:?}: {why}")));
+        self.finish(
+            now,
+            id,
+            failed(format!("not started within {limit:?}: {why}")),
+        );
     }
 
     fn expire_attempt(&mut self, now: Instant, id: ExecutionId, at: Instant) {

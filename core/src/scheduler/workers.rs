@@ -83,7 +83,9 @@ impl WorkerTable {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (SessionId, &Worker)> {
-        self.workers.iter().map(|(&session, worker)| (session, worker))
+        self.workers
+            .iter()
+            .map(|(&session, worker)| (session, worker))
     }
 
     pub(crate) fn len(&self) -> usize {
