@@ -13,6 +13,9 @@
 //!   from the caller, so the binaries pass real sockets and the simulation passes
 //!   simulated ones.
 
+pub mod clock;
+pub mod cluster;
+pub mod duration;
 pub mod functions;
 pub mod gateway;
 pub mod net;

@@ -1,1 +1,353 @@
-fn main() {}
+//! `taskforge`: the whole cluster in one process (`up`), or one of its parts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing_subscriber::EnvFilter;
+
+use taskforge_core::Policy;
+use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
+use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
+use taskforge_services::clock::system_clock;
+use taskforge_services::cluster::{Cluster, ClusterConfig};
+use taskforge_services::duration::parse_duration;
+use taskforge_services::gateway::{self, GatewayConfig};
+use taskforge_services::net::{self, ChannelConfig};
+use taskforge_services::scheduler::{SchedulerOptions, SchedulerService, StoreRunner};
+use taskforge_services::store::{JsonlStore, MemoryStore, StdFileSystem, Store};
+use taskforge_services::worker::{self, WorkerConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "taskforge",
+    version,
+    about = "TaskForge: an event-driven distributed execution platform",
+    long_about = "Register functions, trigger executions, get results. A scheduler dispatches \
+                  each execution to the least-loaded worker; each worker runs a pool of slots.\n\
+                  Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the scheduler, the workers and the HTTP gateway in one process.
+    Up(UpArgs),
+    /// Run the scheduler alone (gRPC).
+    Scheduler(SchedulerArgs),
+    /// Run one worker, connecting to a scheduler.
+    Worker(WorkerArgs),
+    /// Run the HTTP gateway alone, in front of a scheduler.
+    Gateway(GatewayArgs),
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    /// Number of workers.
+    #[arg(long, env = "TASKFORGE_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=256))]
+    workers: u32,
+    /// Slots per worker (executions each runs at once).
+    #[arg(long, env = "TASKFORGE_POOL", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pool: u32,
+    /// HTTP address of the gateway.
+    #[arg(long, env = "TASKFORGE_HTTP", default_value = "127.0.0.1:3000")]
+    http: SocketAddr,
+    /// gRPC address of the scheduler.
+    #[arg(long, env = "TASKFORGE_GRPC", default_value = "127.0.0.1:50051")]
+    grpc: SocketAddr,
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
+    tuning: SchedulerTuning,
+    #[command(flatten)]
+    gateway: GatewayTuning,
+}
+
+#[derive(Args, Debug)]
+struct SchedulerArgs {
+    /// gRPC address to listen on.
+    #[arg(long, env = "TASKFORGE_GRPC", default_value = "127.0.0.1:50051")]
+    grpc: SocketAddr,
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
+    tuning: SchedulerTuning,
+}
+
+#[derive(Args, Debug)]
+struct StorageArgs {
+    /// Directory for the store's files (functions.jsonl, executions.jsonl).
+    #[arg(long, env = "TASKFORGE_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// Keep everything in memory: nothing survives a restart.
+    #[arg(long, env = "TASKFORGE_IN_MEMORY")]
+    in_memory: bool,
+}
+
+#[derive(Args, Debug)]
+struct SchedulerTuning {
+    /// A worker not heard from for this long is declared lost.
+    #[arg(long, env = "TASKFORGE_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    heartbeat_timeout: Duration,
+    /// Most executions waiting to start; beyond it a trigger gets 429.
+    #[arg(long, env = "TASKFORGE_QUEUE_LIMIT", default_value_t = 100_000)]
+    queue_limit: usize,
+    /// Executions a worker may hold beyond its pool size (prefetched).
+    #[arg(long, env = "TASKFORGE_PREFETCH", default_value_t = 0)]
+    prefetch: u32,
+    /// Default starts per execution before it fails (per function or invocation otherwise).
+    #[arg(long, env = "TASKFORGE_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+    /// Default start-to-close timeout of an execution.
+    #[arg(long, env = "TASKFORGE_DEFAULT_TIMEOUT", default_value = "5m", value_parser = duration)]
+    default_timeout: Duration,
+    /// How long an execution may wait for its first start.
+    #[arg(long, env = "TASKFORGE_SCHEDULE_TO_START", default_value = "10m", value_parser = duration)]
+    schedule_to_start: Duration,
+    /// Terminal executions are forgotten after this long.
+    #[arg(long, env = "TASKFORGE_RETENTION_AGE", default_value = "24h", value_parser = duration)]
+    retention_age: Duration,
+    /// At most this many terminal executions are remembered.
+    #[arg(long, env = "TASKFORGE_RETENTION_COUNT", default_value_t = 1_000_000)]
+    retention_count: usize,
+    /// Largest payload (and output) accepted, in bytes.
+    #[arg(long, env = "TASKFORGE_MAX_PAYLOAD_BYTES", default_value_t = 1 << 20)]
+    max_payload_bytes: usize,
+}
+
+#[derive(Args, Debug)]
+struct WorkerArgs {
+    /// Scheduler to connect to.
+    #[arg(long, env = "TASKFORGE_SCHEDULER", default_value = "http://127.0.0.1:50051")]
+    scheduler: String,
+    /// Slots: executions run at once.
+    #[arg(long, env = "TASKFORGE_POOL", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pool: u32,
+    /// This worker's id (unique in the cluster). Default: worker-<pid>.
+    #[arg(long, env = "TASKFORGE_WORKER_ID")]
+    id: Option<String>,
+    /// How often to send a heartbeat.
+    #[arg(long, env = "TASKFORGE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = duration)]
+    heartbeat_interval: Duration,
+}
+
+#[derive(Args, Debug)]
+struct GatewayArgs {
+    /// HTTP address to listen on.
+    #[arg(long, env = "TASKFORGE_HTTP", default_value = "127.0.0.1:3000")]
+    http: SocketAddr,
+    /// Scheduler to send requests to.
+    #[arg(long, env = "TASKFORGE_SCHEDULER", default_value = "http://127.0.0.1:50051")]
+    scheduler: String,
+    #[command(flatten)]
+    gateway: GatewayTuning,
+}
+
+#[derive(Args, Debug)]
+struct GatewayTuning {
+    /// Largest request body, in bytes.
+    #[arg(long, env = "TASKFORGE_BODY_LIMIT", default_value_t = 1 << 20)]
+    body_limit: usize,
+    /// When set, requests need `Authorization: Bearer <token>` (except /health and /ready).
+    #[arg(long, env = "TASKFORGE_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|error| format!("{text:?} is not a duration: {error}"))
+}
+
+impl SchedulerTuning {
+    fn options(&self) -> SchedulerOptions {
+        SchedulerOptions {
+            core: SchedulerConfig {
+                heartbeat_timeout: self.heartbeat_timeout,
+                queue_limit: self.queue_limit,
+                prefetch: self.prefetch,
+                retry_backoff: Backoff::default(),
+                timeout_grace: Duration::from_secs(5),
+                retention: Retention {
+                    max_age: self.retention_age,
+                    max_count: self.retention_count,
+                },
+            },
+            default_policy: Policy {
+                max_attempts: self.max_attempts,
+                timeout: self.default_timeout,
+                schedule_to_start: Some(self.schedule_to_start),
+            },
+            max_payload_bytes: self.max_payload_bytes,
+            max_output_bytes: self.max_payload_bytes,
+            id_seed: id_seed(),
+            store_runner: StoreRunner::Thread,
+            ..SchedulerOptions::default()
+        }
+    }
+}
+
+impl GatewayTuning {
+    fn config(&self) -> GatewayConfig {
+        GatewayConfig {
+            body_limit: self.body_limit,
+            api_token: self.api_token.clone().filter(|token| !token.is_empty()),
+            ..GatewayConfig::default()
+        }
+    }
+}
+
+impl StorageArgs {
+    fn open(&self) -> Result<Box<dyn Store>, String> {
+        if self.in_memory {
+            return Ok(Box::new(MemoryStore::new()));
+        }
+        JsonlStore::open(Arc::new(StdFileSystem), self.data_dir.clone())
+            .map(|store| Box::new(store) as Box<dyn Store>)
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// Ids only need to differ between runs; the wall clock at start is enough.
+fn id_seed() -> u64 {
+    (system_clock())() ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Up(args) => up(args).await,
+        Command::Scheduler(args) => scheduler(args).await,
+        Command::Worker(args) => run_worker(args).await,
+        Command::Gateway(args) => run_gateway(args).await,
+    }
+}
+
+async fn up(args: UpArgs) -> Result<(), String> {
+    let config = ClusterConfig {
+        workers: args.workers,
+        pool_size: args.pool,
+        data_dir: (!args.storage.in_memory).then(|| args.storage.data_dir.clone()),
+        http: args.http,
+        grpc: args.grpc,
+        scheduler: args.tuning.options(),
+        gateway: args.gateway.config(),
+        channel: ChannelConfig::default(),
+        worker: WorkerConfig::new("worker", args.pool),
+    };
+    let cluster = Cluster::start(config)
+        .await
+        .map_err(|error| error.to_string())?;
+    let url = format!("http://{}", cluster.http_addr);
+    println!(
+        "TaskForge is up: {} workers x {} slots, gateway {url}, scheduler gRPC {}",
+        args.workers, args.pool, cluster.grpc_addr
+    );
+    println!("  curl -s {url}/functions -H 'content-type: application/json' \\");
+    println!("    -d '{{\"name\":\"greet\",\"language\":\"builtin\",\"code\":\"sum_and_greet\"}}'");
+    println!(
+        "  curl -s '{url}/invoke/<function_id>?wait=5s' -H 'content-type: application/json' -d '{{\"name\":\"Ada\",\"a\":2,\"b\":3}}'"
+    );
+    println!("Press Ctrl-C to stop.");
+    terminated().await;
+    tracing::info!("shutting down: draining workers");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
+    let store = args.storage.open()?;
+    let service = SchedulerService::load(args.tuning.options(), store, system_clock())
+        .map_err(|error| error.to_string())?;
+    let listener = TcpListener::bind(args.grpc)
+        .await
+        .map_err(|error| format!("could not listen on {}: {error}", args.grpc))?;
+    tracing::info!(addr = %args.grpc, "scheduler listening");
+    service
+        .serve(TcpListenerStream::new(listener), terminated())
+        .await
+        .map_err(|error| error.to_string())
+}
+
+async fn run_worker(args: WorkerArgs) -> Result<(), String> {
+    let channel =
+        net::connect_lazy(&args.scheduler, &ChannelConfig::default()).map_err(|e| e.to_string())?;
+    let id = args
+        .id
+        .unwrap_or_else(|| format!("worker-{}", std::process::id()));
+    let config = WorkerConfig {
+        heartbeat_interval: args.heartbeat_interval,
+        seed: id_seed(),
+        ..WorkerConfig::new(id, args.pool)
+    };
+    worker::run(config, channel, system_clock(), terminated())
+        .await
+        .map_err(|error| error.to_string())
+}
+
+async fn run_gateway(args: GatewayArgs) -> Result<(), String> {
+    let channel =
+        net::connect_lazy(&args.scheduler, &ChannelConfig::default()).map_err(|e| e.to_string())?;
+    let router = gateway::router(SchedulerServiceClient::new(channel), args.gateway.config());
+    let listener = TcpListener::bind(args.http)
+        .await
+        .map_err(|error| format!("could not listen on {}: {error}", args.http))?;
+    tracing::info!(addr = %args.http, "gateway listening");
+    gateway::serve(listener, router, terminated())
+        .await
+        .map_err(|error| error.to_string())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn terminated() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

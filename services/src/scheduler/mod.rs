@@ -1,1 +1,164 @@
-//! scheduler
+//! The scheduler service: the seed's `SchedulerService` and `WorkerService` over
+//! gRPC, plus the extensions (watch, listing, cancel, workers, stats).
+//!
+//! One task, the [`actor`], owns the core state machine, the function registry,
+//! the worker streams and the watchers. gRPC handlers turn requests into commands
+//! on a channel and await the actor's reply; nothing else touches the state, so
+//! there are no locks and every decision happens in one defined order. Records go
+//! to the store through the [`committer`] (group commit); replies that promise
+//! durability wait for it.
+
+mod actor;
+mod api;
+mod committer;
+mod convert;
+mod streams;
+
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tonic::transport::server::Connected;
+
+use taskforge_core::Policy;
+use taskforge_core::scheduler::SchedulerConfig;
+use taskforge_proto::scheduler::scheduler_service_server::SchedulerServiceServer;
+use taskforge_proto::worker::worker_service_server::WorkerServiceServer;
+
+use crate::clock::WallClock;
+use crate::store::Store;
+pub use committer::StoreRunner;
+
+/// Everything the scheduler service can be tuned with.
+#[derive(Clone, Debug)]
+pub struct SchedulerOptions {
+    pub core: SchedulerConfig,
+    /// Applied where neither the invocation nor the function says otherwise.
+    pub default_policy: Policy,
+    /// Largest payload a trigger may carry.
+    pub max_payload_bytes: usize,
+    /// Largest output a worker may report; a larger one fails the execution.
+    pub max_output_bytes: usize,
+    /// Pool size assumed for a worker whose hello does not say (a seed worker).
+    pub default_pool_size: u32,
+    /// Seed for execution and function ids. Ids are random 64-bit values, so
+    /// they stay unique across restarts without coordination.
+    pub id_seed: u64,
+    pub store_runner: StoreRunner,
+    /// HTTP/2 keepalive towards clients and workers, so a silent peer is noticed.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            core: SchedulerConfig::default(),
+            default_policy: Policy::default(),
+            max_payload_bytes: 1 << 20,
+            max_output_bytes: 1 << 20,
+            default_pool_size: 4,
+            id_seed: 0,
+            store_runner: StoreRunner::Thread,
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("could not load the store: {0}")]
+    Load(#[from] crate::store::StoreError),
+    #[error("could not start the store's committer: {0}")]
+    Committer(std::io::Error),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A loaded scheduler, ready to serve.
+pub struct SchedulerService {
+    actor: actor::Actor,
+    commands: mpsc::Sender<actor::Command>,
+    options: SchedulerOptions,
+}
+
+impl std::fmt::Debug for SchedulerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedulerService").finish_non_exhaustive()
+    }
+}
+
+impl SchedulerService {
+    /// Loads the store (recovering what an earlier run left) and prepares the
+    /// actor. Must be called inside a tokio runtime.
+    pub fn load(
+        options: SchedulerOptions,
+        mut store: Box<dyn Store>,
+        clock: WallClock,
+    ) -> Result<SchedulerService, SchedulerError> {
+        let recovered = store.load()?;
+        for warning in &recovered.warnings {
+            tracing::warn!("store: {warning}");
+        }
+        let (commands, inbox) = mpsc::channel(4096);
+        let actor = actor::Actor::new(options.clone(), store, clock, inbox, recovered)
+            .map_err(SchedulerError::Committer)?;
+        Ok(SchedulerService {
+            actor,
+            commands,
+            options,
+        })
+    }
+
+    /// Serves both gRPC services on `incoming` until `shutdown` resolves.
+    pub async fn serve<S, IO, E>(
+        self,
+        incoming: S,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), SchedulerError>
+    where
+        S: Stream<Item = Result<IO, E>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let SchedulerService {
+            actor,
+            commands,
+            options,
+        } = self;
+        let actor = tokio::spawn(actor.run());
+        // On shutdown the actor first ends every worker stream and watch (they
+        // would keep the server's graceful close waiting forever), then the
+        // server stops.
+        let (stopped, mut stop) = tokio::sync::watch::channel(false);
+        let notify = commands.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = notify.send(actor::Command::Shutdown).await;
+            let _ = stopped.send(true);
+        });
+        let limit = options.max_payload_bytes + (64 << 10);
+        let api = SchedulerServiceServer::new(api::Api::new(commands.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit.max(options.max_output_bytes + (64 << 10)));
+        let workers = WorkerServiceServer::new(streams::WorkerStreams::new(commands))
+            .max_decoding_message_size(limit.max(options.max_output_bytes + (64 << 10)))
+            .max_encoding_message_size(limit);
+        let served = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(options.keepalive_interval))
+            .http2_keepalive_timeout(Some(options.keepalive_timeout))
+            .tcp_nodelay(true)
+            .add_service(api)
+            .add_service(workers)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await;
+        // Every command sender is gone with the server: the actor flushes and ends.
+        let _ = actor.await;
+        served?;
+        Ok(())
+    }
+}

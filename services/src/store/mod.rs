@@ -1,1 +1,229 @@
-//! store
+//! Durable records: what the scheduler must remember across a restart.
+//!
+//! The scheduler describes every change worth surviving a crash as a [`Record`]
+//! (a function registered; an execution accepted, started, finished or evicted)
+//! and hands it to a [`Store`]. Appending only buffers; [`Store::sync`] is the
+//! durability point, so the caller batches many appends into one sync (group
+//! commit) and acknowledges a client only after the sync that covers its record.
+//! On start, [`Store::load`] returns everything durable from earlier runs as
+//! [`Recovered`] state, ready to restore into the core.
+//!
+//! Two implementations:
+//! - [`JsonlStore`]: JSON Lines files in a data directory, append-only with
+//!   snapshot compaction, doing all its I/O through the [`FileSystem`] trait so
+//!   the simulation can run it on a simulated disk;
+//! - [`MemoryStore`]: no files, for fast tests; clones share what was synced, so
+//!   a test can restart a scheduler on the same store.
+//!
+//! Both fold records into the same live state (see `live.rs`), so they agree on
+//! what a sequence of records means.
+
+mod codec;
+mod fs;
+mod jsonl;
+mod live;
+mod memory;
+
+#[cfg(test)]
+pub(crate) mod crash_fs;
+#[cfg(test)]
+mod tests;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use taskforge_core::{ExecutionId, Policy, Terminal};
+
+pub use fs::{AppendFile, FileSystem, StdFileSystem};
+pub use jsonl::{COMPACTION_MIN_SLACK, COMPACTION_RATIO, JsonlStore};
+pub use memory::MemoryStore;
+
+/// A registered function. Ids are chosen by the caller; a later record with the
+/// same id replaces the earlier one (keeping its place in registration order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionRecord {
+    pub function_id: String,
+    pub name: String,
+    pub language: String,
+    pub code: Bytes,
+    /// Start-to-close limit per attempt in milliseconds; 0 means the default.
+    pub timeout_ms: u64,
+    /// Starts allowed per execution; 0 means the default.
+    pub max_attempts: u32,
+    pub created_at_us: u64,
+}
+
+/// An execution as it was accepted: what to run, on what, under which policy.
+///
+/// The policy's durations are stored in whole milliseconds; anything finer is
+/// truncated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutionRecord {
+    pub id: ExecutionId,
+    pub function_id: String,
+    pub payload: Bytes,
+    pub policy: Policy,
+    pub created_at_us: u64,
+}
+
+/// How an execution ended, and the attempt that ended it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedRecord {
+    pub terminal: Terminal,
+    pub attempt: u32,
+    /// Empty when no worker was involved (cancelled while pending, timed out
+    /// waiting to start).
+    pub worker_id: String,
+    pub started_at_us: u64,
+    pub finished_at_us: u64,
+}
+
+/// One durable change.
+///
+/// Records that change nothing are dropped when appended and skipped (with a
+/// warning) when loaded: a `Started`, `Finished` or `Evicted` for an unknown
+/// execution (e.g. after its eviction), an `Accepted` for an id already held, a
+/// second `Finished` (a terminal state never changes), and a `Started` that is
+/// not newer than the last one or comes after `Finished`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Function(FunctionRecord),
+    Accepted(ExecutionRecord),
+    Started {
+        id: ExecutionId,
+        /// 1 for the first start; each retry counts one more.
+        attempt: u32,
+        worker_id: String,
+        started_at_us: u64,
+    },
+    Finished {
+        id: ExecutionId,
+        finished: FinishedRecord,
+    },
+    /// The execution is forgotten (retention); the next compaction drops it.
+    Evicted {
+        id: ExecutionId,
+    },
+}
+
+/// An execution read back at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredExecution {
+    pub record: ExecutionRecord,
+    /// The highest attempt recorded as started; 0 if it never started. Attempts
+    /// of an unfinished execution were lost with the restart.
+    pub attempts_started: u32,
+    /// `Some` once the execution is terminal.
+    pub finished: Option<FinishedRecord>,
+}
+
+/// Everything durable from earlier runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// In registration order.
+    pub functions: Vec<FunctionRecord>,
+    /// In acceptance order, evicted ones left out.
+    pub executions: Vec<RecoveredExecution>,
+    /// What was skipped and why (a torn last line, a record for an unknown
+    /// execution); worth logging, never fatal.
+    pub warnings: Vec<String>,
+}
+
+/// Durable storage of [`Record`]s.
+///
+/// Synchronous on purpose: production runs it on a thread of its own, the
+/// simulation inline. Implementations are used by one owner at a time.
+pub trait Store: Send + 'static {
+    /// Everything durable from earlier runs. Called once, before anything else.
+    fn load(&mut self) -> Result<Recovered, StoreError>;
+
+    /// Buffers a record; it is not durable yet.
+    fn append(&mut self, record: &Record) -> Result<(), StoreError>;
+
+    /// Writes what is buffered and makes it durable: after `Ok`, every record
+    /// appended before the call survives a crash. After `Err`, those records
+    /// may or may not survive; a later successful `sync` makes them durable.
+    fn sync(&mut self) -> Result<(), StoreError>;
+
+    /// Whether the log has grown enough past the live records that
+    /// [`compact`](Store::compact) is worth its cost.
+    fn wants_compaction(&self) -> bool;
+
+    /// Rewrites the log as a snapshot of the live records, dropping evicted
+    /// executions and superseded records. Also makes everything appended so far
+    /// durable, as `sync` does.
+    fn compact(&mut self) -> Result<(), StoreError>;
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn load(&mut self) -> Result<Recovered, StoreError> {
+        (**self).load()
+    }
+
+    fn append(&mut self, record: &Record) -> Result<(), StoreError> {
+        (**self).append(record)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        (**self).sync()
+    }
+
+    fn wants_compaction(&self) -> bool {
+        (**self).wants_compaction()
+    }
+
+    fn compact(&mut self) -> Result<(), StoreError> {
+        (**self).compact()
+    }
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A file operation failed.
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A line that is followed by more data cannot be read. Only the last line of
+    /// a log may be damaged by a crash, so this one held data that was
+    /// acknowledged: the store refuses to start rather than drop it.
+    #[error(
+        "{}:{line}: {problem}; only the last line of a log can be torn by a crash, \
+         so this file was damaged otherwise and needs a look before the store can start",
+        path.display()
+    )]
+    Corrupt {
+        path: PathBuf,
+        /// 1-based.
+        line: usize,
+        problem: String,
+    },
+    /// A record could not be turned into a line.
+    #[error("cannot encode a record for {}: {source}", path.display())]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// `append`, `sync` or `compact` before `load`.
+    #[error("the store must be loaded before it is written to")]
+    NotLoaded,
+    /// `load` a second time.
+    #[error("the store was already loaded")]
+    AlreadyLoaded,
+}
+
+impl StoreError {
+    fn io(op: &'static str, path: &Path, source: io::Error) -> StoreError {
+        StoreError::Io {
+            op,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}

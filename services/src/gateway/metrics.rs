@@ -1,0 +1,404 @@
+//! `GET /metrics`: Prometheus metrics in the OpenMetrics text format
+//! (prometheus-client), all prefixed `taskforge_`.
+//!
+//! The gateway's own, kept across scrapes:
+//! - `gateway_http_request_duration_seconds{method,route,status}`: a histogram
+//!   of request handling time by route template (`/jobs/{execution_id}`;
+//!   `unmatched` for unknown paths) and status class (`2xx`...).
+//! - `gateway_execution_latency_seconds{status}`: end-to-end latency of
+//!   executions whose end a `?wait=` request saw (created → finished, from the
+//!   scheduler's timestamps). `POST /invoke?wait=` observes every execution it
+//!   sees finish; `GET /jobs/{id}?wait=` only one that finished during the wait,
+//!   so re-reading a finished job does not count it again.
+//!
+//! The cluster's, asked from the scheduler at scrape time (`GetClusterStats` and
+//! `ListWorkers`, in parallel), so workers that left have no stale series:
+//! `scheduler_up`, `workers`, `capacity_slots`, `in_flight`, `queue_depth`,
+//! `queue_limit`, `executions{state}`, and per worker `worker_pool_size`,
+//! `worker_in_flight`, `worker_reported_running`, `worker_draining`
+//! (`{worker}`). When the scheduler does not answer, `scheduler_up` is 0 and
+//! the cluster series are left out; the scrape itself still succeeds.
+
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use taskforge_proto::common::ExecutionInfo;
+use taskforge_proto::scheduler::{ClusterStats, WorkerInfo};
+use tokio::time::Instant;
+
+use super::AppState;
+use super::paths;
+
+/// The content type of the exposition.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: &'static str,
+    route: &'static str,
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExecutionLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
+type U64Gauge = Gauge<u64, AtomicU64>;
+
+/// 100 µs to 2 min, 1-2.5-5 steps.
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 25.0, 60.0, 120.0,
+    ])
+}
+
+/// The gateway's own metrics.
+pub(crate) struct GatewayMetrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Histogram>,
+    execution_latency: Family<ExecutionLabels, Histogram>,
+}
+
+impl fmt::Debug for GatewayMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayMetrics").finish_non_exhaustive()
+    }
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("taskforge");
+        let http_requests = Family::<HttpLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let execution_latency = Family::<ExecutionLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "gateway_http_request_duration_seconds",
+            "Time the gateway took to answer HTTP requests, by route and status class",
+            http_requests.clone(),
+        );
+        registry.register(
+            "gateway_execution_latency_seconds",
+            "End-to-end latency (created to finished) of executions whose end a ?wait= request saw",
+            execution_latency.clone(),
+        );
+        GatewayMetrics {
+            registry,
+            http_requests,
+            execution_latency,
+        }
+    }
+
+    fn observe_request(
+        &self,
+        method: &Method,
+        route: &'static str,
+        status: StatusCode,
+        seconds: f64,
+    ) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                method: method_label(method),
+                route,
+                status: status_class(status),
+            })
+            .observe(seconds);
+    }
+
+    /// Records a finished execution's end-to-end latency, if its timestamps
+    /// allow.
+    pub fn observe_execution(&self, info: &ExecutionInfo) {
+        if info.created_at_us == 0 || info.finished_at_us < info.created_at_us {
+            return;
+        }
+        let micros = info.finished_at_us - info.created_at_us;
+        self.execution_latency
+            .get_or_create(&ExecutionLabels {
+                status: info.status.clone(),
+            })
+            .observe(micros as f64 / 1e6);
+    }
+
+    /// The whole exposition: the cluster's series (when the scheduler
+    /// answered), then the gateway's, then `# EOF`.
+    pub fn render(
+        &self,
+        stats: Option<&ClusterStats>,
+        workers: Option<&[WorkerInfo]>,
+    ) -> Result<String, fmt::Error> {
+        let cluster = cluster_registry(stats, workers);
+        let mut text = String::new();
+        encode_registry(&mut text, &cluster)?;
+        encode_registry(&mut text, &self.registry)?;
+        encode_eof(&mut text)?;
+        Ok(text)
+    }
+}
+
+/// A registry of the cluster's state at this moment.
+fn cluster_registry(stats: Option<&ClusterStats>, workers: Option<&[WorkerInfo]>) -> Registry {
+    let mut registry = Registry::with_prefix("taskforge");
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let gauge = U64Gauge::default();
+        gauge.set(value);
+        registry.register(name, help, gauge);
+    };
+    gauge(
+        &mut registry,
+        "scheduler_up",
+        "1 if the scheduler answered this scrape, else 0",
+        u64::from(stats.is_some() && workers.is_some()),
+    );
+    if let Some(stats) = stats {
+        gauge(
+            &mut registry,
+            "workers",
+            "Connected workers",
+            stats.workers.into(),
+        );
+        gauge(
+            &mut registry,
+            "capacity_slots",
+            "Sum of the connected workers' pool sizes",
+            stats.capacity.into(),
+        );
+        gauge(
+            &mut registry,
+            "in_flight",
+            "Executions dispatched to workers and not finished",
+            stats.in_flight.into(),
+        );
+        gauge(
+            &mut registry,
+            "queue_depth",
+            "Executions waiting for a worker",
+            stats.queued.into(),
+        );
+        gauge(
+            &mut registry,
+            "queue_limit",
+            "Most executions that may wait before triggers are refused",
+            stats.queue_limit.into(),
+        );
+        let by_state = Family::<StateLabels, U64Gauge>::default();
+        for (state, count) in [
+            ("PENDING", stats.pending),
+            ("RUNNING", stats.running),
+            ("COMPLETED", stats.completed),
+            ("FAILED", stats.failed),
+            ("CANCELLED", stats.cancelled),
+        ] {
+            by_state.get_or_create(&StateLabels { state }).set(count);
+        }
+        registry.register(
+            "executions",
+            "Executions the scheduler knows, by state",
+            by_state,
+        );
+    }
+    if let Some(workers) = workers {
+        let pool_size = Family::<WorkerLabels, U64Gauge>::default();
+        let in_flight = Family::<WorkerLabels, U64Gauge>::default();
+        let reported = Family::<WorkerLabels, U64Gauge>::default();
+        let draining = Family::<WorkerLabels, U64Gauge>::default();
+        for worker in workers {
+            let labels = WorkerLabels {
+                worker: worker.worker_id.clone(),
+            };
+            pool_size
+                .get_or_create(&labels)
+                .set(worker.pool_size.into());
+            in_flight
+                .get_or_create(&labels)
+                .set(worker.in_flight.into());
+            reported
+                .get_or_create(&labels)
+                .set(worker.reported_running.into());
+            draining.get_or_create(&labels).set(worker.draining.into());
+        }
+        registry.register("worker_pool_size", "A worker's pool size", pool_size);
+        registry.register(
+            "worker_in_flight",
+            "Executions the scheduler has in flight on a worker",
+            in_flight,
+        );
+        registry.register(
+            "worker_reported_running",
+            "Running tasks a worker reported in its last heartbeat",
+            reported,
+        );
+        registry.register(
+            "worker_draining",
+            "1 if a worker is draining (gets no new work)",
+            draining,
+        );
+    }
+    registry
+}
+
+/// Standard methods by name, anything else as `OTHER` (bounded cardinality).
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// The route template a path belongs to, for the `route` label (bounded
+/// cardinality: ids never become label values).
+pub(crate) fn route_label(path: &str) -> &'static str {
+    paths::ALL
+        .iter()
+        .copied()
+        .find(|template| matches_template(template, path))
+        .unwrap_or("unmatched")
+}
+
+fn matches_template(template: &str, path: &str) -> bool {
+    let mut template = template.split('/');
+    let mut path = path.split('/');
+    loop {
+        match (template.next(), path.next()) {
+            (None, None) => return true,
+            (Some(t), Some(p)) if t.starts_with('{') && !p.is_empty() => {}
+            (Some(t), Some(p)) if t == p => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Middleware: times every request and counts it by route and status class.
+pub(crate) async fn track_request(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = route_label(request.uri().path());
+    let response = next.run(request).await;
+    state.metrics().observe_request(
+        &method,
+        route,
+        response.status(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_label_by_template() {
+        for template in paths::ALL {
+            let concrete = template
+                .replace("{function_id}", "f-1")
+                .replace("{execution_id}", "e-1");
+            assert_eq!(route_label(&concrete), *template);
+        }
+        assert_eq!(route_label("/jobs/e-1/cancel/x"), "unmatched");
+        assert_eq!(route_label("/jobs/"), "unmatched");
+        assert_eq!(route_label("/nope"), "unmatched");
+        assert_eq!(route_label("/"), "unmatched");
+    }
+
+    #[test]
+    fn exposition_has_cluster_and_gateway_series() {
+        let metrics = GatewayMetrics::new();
+        metrics.observe_request(
+            &Method::GET,
+            "/jobs/{execution_id}",
+            StatusCode::NOT_FOUND,
+            0.001,
+        );
+        let custom = Method::from_bytes(b"BREW").unwrap();
+        metrics.observe_request(&custom, "unmatched", StatusCode::NOT_FOUND, 0.001);
+        metrics.observe_execution(&ExecutionInfo {
+            status: "COMPLETED".into(),
+            created_at_us: 1_000_000,
+            finished_at_us: 1_250_000,
+            ..ExecutionInfo::default()
+        });
+        let stats = ClusterStats {
+            workers: 1,
+            capacity: 4,
+            in_flight: 2,
+            queued: 3,
+            completed: 7,
+            queue_limit: 100,
+            ..ClusterStats::default()
+        };
+        let workers = [WorkerInfo {
+            worker_id: "w-1".into(),
+            pool_size: 4,
+            in_flight: 2,
+            ..WorkerInfo::default()
+        }];
+        let text = metrics.render(Some(&stats), Some(&workers)).unwrap();
+        for line in [
+            "taskforge_scheduler_up 1",
+            "taskforge_queue_depth 3",
+            "taskforge_in_flight 2",
+            "taskforge_capacity_slots 4",
+            "taskforge_executions{state=\"COMPLETED\"} 7",
+            "taskforge_worker_pool_size{worker=\"w-1\"} 4",
+            "taskforge_worker_in_flight{worker=\"w-1\"} 2",
+            "taskforge_gateway_http_request_duration_seconds_count{method=\"GET\",route=\"/jobs/{execution_id}\",status=\"4xx\"} 1",
+            "taskforge_gateway_execution_latency_seconds_sum{status=\"COMPLETED\"} 0.25",
+            "taskforge_gateway_http_request_duration_seconds_count{method=\"OTHER\",route=\"unmatched\",status=\"4xx\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1);
+
+        let down = metrics.render(None, None).unwrap();
+        assert!(down.lines().any(|l| l == "taskforge_scheduler_up 0"));
+        assert!(!down.contains("taskforge_queue_depth"));
+    }
+}

@@ -1,0 +1,237 @@
+//! `?wait=DURATION`: parsing the duration, and waiting for an execution to
+//! finish on the scheduler's `WatchExecution` stream (which sends the current
+//! state first, then each change, and ends after a terminal state) — never by
+//! polling.
+//!
+//! Durations are a non-negative decimal number and a unit: `ms`, `s`, `m` or
+//! `h` (`500ms`, `2s`, `1.5s`, `1m`). Longer waits than the configured
+//! `max_wait` are shortened to it; `0s` answers at once with the current state.
+//!
+//! The current state is always awaited (within the longer of the wait and the
+//! RPC deadline), so a wait that runs out still answers with a real state. A
+//! watch that breaks off after the first state (e.g. the scheduler restarts)
+//! ends the wait early with the last state seen; the client can wait again.
+
+use std::time::Duration;
+
+use taskforge_proto::common::ExecutionInfo;
+use taskforge_proto::scheduler::WatchExecutionRequest;
+use tokio::time::{Instant, timeout_at};
+
+use super::AppState;
+use super::error::ApiError;
+use super::view::{NOT_FOUND, is_terminal};
+
+/// Why a duration could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DurationError {
+    #[error("it is empty")]
+    Empty,
+    #[error("it has no unit (use ms, s, m or h, e.g. `500ms`)")]
+    MissingUnit,
+    #[error("unknown unit {0:?} (use ms, s, m or h)")]
+    UnknownUnit(String),
+    #[error("it does not start with a non-negative number")]
+    NoNumber,
+    #[error("{0:?} is not a number")]
+    BadNumber(String),
+    #[error("it is too long")]
+    TooLong,
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `1m`, `1h`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(DurationError::Empty);
+    }
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err(DurationError::NoNumber);
+    }
+    if number.starts_with('.') || number.ends_with('.') {
+        return Err(DurationError::BadNumber(number.to_string()));
+    }
+    let value: f64 = number
+        .parse()
+        .map_err(|_| DurationError::BadNumber(number.to_string()))?;
+    let unit_seconds = match unit {
+        "" => return Err(DurationError::MissingUnit),
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => return Err(DurationError::UnknownUnit(other.to_string())),
+    };
+    Duration::try_from_secs_f64(value * unit_seconds).map_err(|_| DurationError::TooLong)
+}
+
+/// The `wait` query parameter, capped at `max_wait`; `None` when absent.
+pub(crate) fn wait_param(
+    raw: Option<&str>,
+    max_wait: Duration,
+) -> Result<Option<Duration>, ApiError> {
+    raw.map(|raw| match parse_duration(raw) {
+        Ok(wait) => Ok(wait.min(max_wait)),
+        // Longer than any cap: the cap.
+        Err(DurationError::TooLong) => Ok(max_wait),
+        Err(e) => Err(ApiError::invalid_parameter(format!(
+            "invalid `wait` value {raw:?}: {e}"
+        ))),
+    })
+    .transpose()
+}
+
+/// How a wait ended.
+#[derive(Debug)]
+pub(crate) enum Waited {
+    /// The execution finished. `seen_finishing` is false when it had already
+    /// finished when the watch began.
+    Terminal {
+        info: ExecutionInfo,
+        seen_finishing: bool,
+    },
+    /// The wait ran out (or the watch broke off); the last state seen.
+    Current(ExecutionInfo),
+}
+
+/// Watches `execution_id` until it is terminal or `wait` has passed.
+///
+/// Fails only if not even the current state could be had: unknown id (404),
+/// scheduler unreachable (503), no answer in time (504), and so on.
+pub(crate) async fn until_terminal(
+    state: &AppState,
+    execution_id: &str,
+    wait: Duration,
+) -> Result<Waited, ApiError> {
+    let now = Instant::now();
+    let deadline = now + wait;
+    let first_deadline = deadline.max(now + state.config().rpc_timeout);
+    let no_state =
+        || ApiError::deadline_exceeded("the scheduler did not send the execution's state in time");
+
+    let mut client = state.client();
+    let request = WatchExecutionRequest {
+        execution_id: execution_id.to_string(),
+    };
+    let mut stream = match timeout_at(first_deadline, client.watch_execution(request)).await {
+        Err(_) => return Err(no_state()),
+        Ok(Err(status)) => return Err(ApiError::from_status(&status)),
+        Ok(Ok(response)) => response.into_inner(),
+    };
+
+    let named = |mut info: ExecutionInfo| {
+        if info.execution_id.is_empty() {
+            info.execution_id = execution_id.to_string();
+        }
+        info
+    };
+    let mut last = match timeout_at(first_deadline, stream.message()).await {
+        Err(_) => return Err(no_state()),
+        Ok(Err(status)) => return Err(ApiError::from_status(&status)),
+        Ok(Ok(None)) => {
+            return Err(ApiError::scheduler_error(
+                "the scheduler ended the watch without sending a state",
+            ));
+        }
+        Ok(Ok(Some(info))) => named(info),
+    };
+    if last.status == NOT_FOUND {
+        return Err(ApiError::not_found(format!(
+            "no execution with id {execution_id:?}"
+        )));
+    }
+    if is_terminal(&last.status) {
+        return Ok(Waited::Terminal {
+            info: last,
+            seen_finishing: false,
+        });
+    }
+    loop {
+        match timeout_at(deadline, stream.message()).await {
+            Ok(Ok(Some(info))) => {
+                last = named(info);
+                if is_terminal(&last.status) {
+                    return Ok(Waited::Terminal {
+                        info: last,
+                        seen_finishing: true,
+                    });
+                }
+            }
+            Ok(Ok(None)) => return Ok(Waited::Current(last)),
+            Ok(Err(status)) => {
+                tracing::debug!(code = ?status.code(), message = status.message(), execution_id, "watch broke off");
+                return Ok(Waited::Current(last));
+            }
+            Err(_) => return Ok(Waited::Current(last)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration(" 10ms "), Ok(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        assert_eq!(parse_duration(""), Err(DurationError::Empty));
+        assert_eq!(parse_duration("500"), Err(DurationError::MissingUnit));
+        assert_eq!(
+            parse_duration("5d"),
+            Err(DurationError::UnknownUnit("d".into()))
+        );
+        assert_eq!(
+            parse_duration("5 s"),
+            Err(DurationError::UnknownUnit(" s".into()))
+        );
+        assert_eq!(parse_duration("-1s"), Err(DurationError::NoNumber));
+        assert_eq!(parse_duration("ms"), Err(DurationError::NoNumber));
+        assert_eq!(
+            parse_duration("1.2.3s"),
+            Err(DurationError::BadNumber("1.2.3".into()))
+        );
+        assert_eq!(
+            parse_duration(".5s"),
+            Err(DurationError::BadNumber(".5".into()))
+        );
+        assert_eq!(
+            parse_duration("99999999999999999999999h"),
+            Err(DurationError::TooLong)
+        );
+    }
+
+    #[test]
+    fn waits_are_capped() {
+        let max = Duration::from_secs(60);
+        assert_eq!(wait_param(None, max), Ok(None));
+        assert_eq!(
+            wait_param(Some("2s"), max),
+            Ok(Some(Duration::from_secs(2)))
+        );
+        assert_eq!(wait_param(Some("10m"), max), Ok(Some(max)));
+        assert_eq!(
+            wait_param(Some("99999999999999999999999h"), max),
+            Ok(Some(max))
+        );
+        let error = wait_param(Some("soon"), max).unwrap_err();
+        assert_eq!(error.status, StatusCode::BAD_REQUEST);
+        assert_eq!(error.code, "invalid_parameter");
+        assert!(error.message.contains("`wait`"), "{}", error.message);
+        assert!(error.message.contains("soon"), "{}", error.message);
+    }
+}

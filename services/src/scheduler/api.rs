@@ -1,0 +1,161 @@
+//! The client-facing gRPC API: each call becomes a command to the actor, and the
+//! actor's reply becomes the response.
+
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+
+use taskforge_proto::common::{ExecutionInfo, Function};
+use taskforge_proto::scheduler::scheduler_service_server::SchedulerService;
+use taskforge_proto::scheduler::{
+    CancelExecutionRequest, CancelExecutionResponse, ClusterStats, GetClusterStatsRequest,
+    GetExecutionStatusRequest, GetExecutionStatusResponse, GetFunctionRequest,
+    ListExecutionsRequest, ListExecutionsResponse, ListFunctionsRequest, ListFunctionsResponse,
+    ListWorkersRequest, ListWorkersResponse, RegisterFunctionRequest, RegisterFunctionResponse,
+    TriggerExecutionRequest, TriggerExecutionResponse, WatchExecutionRequest,
+};
+
+use super::actor::{Command, Reply};
+
+/// Sends commands to the actor and awaits its replies.
+#[derive(Clone, Debug)]
+pub(crate) struct Api {
+    commands: mpsc::Sender<Command>,
+}
+
+fn gone() -> Status {
+    Status::unavailable("the scheduler is shutting down")
+}
+
+impl Api {
+    pub(crate) fn new(commands: mpsc::Sender<Command>) -> Api {
+        Api { commands }
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+type InfoStream = Pin<Box<dyn Stream<Item = Result<ExecutionInfo, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SchedulerService for Api {
+    async fn register_function(
+        &self,
+        request: Request<RegisterFunctionRequest>,
+    ) -> Result<Response<RegisterFunctionResponse>, Status> {
+        let request = request.into_inner();
+        let function_id = self
+            .ask(|reply| Command::Register { request, reply })
+            .await?;
+        Ok(Response::new(RegisterFunctionResponse { function_id }))
+    }
+
+    async fn trigger_execution(
+        &self,
+        request: Request<TriggerExecutionRequest>,
+    ) -> Result<Response<TriggerExecutionResponse>, Status> {
+        let request = request.into_inner();
+        let execution_id = self.ask(|reply| Command::Trigger { request, reply }).await?;
+        Ok(Response::new(TriggerExecutionResponse {
+            execution_id,
+            status: "ACCEPTED".to_string(),
+        }))
+    }
+
+    async fn get_execution_status(
+        &self,
+        request: Request<GetExecutionStatusRequest>,
+    ) -> Result<Response<GetExecutionStatusResponse>, Status> {
+        let id = request.into_inner().execution_id;
+        let info = self.ask(|reply| Command::Status { id, reply }).await?;
+        // The seed answers an unknown id with a NOT_FOUND status string, not an
+        // error: its clients rely on that.
+        Ok(Response::new(match info {
+            Some(info) => GetExecutionStatusResponse {
+                status: info.status.clone(),
+                output: info.output.clone(),
+                error: info.error.clone(),
+                info: Some(info),
+            },
+            None => GetExecutionStatusResponse {
+                status: "NOT_FOUND".to_string(),
+                ..Default::default()
+            },
+        }))
+    }
+
+    type WatchExecutionStream = InfoStream;
+
+    async fn watch_execution(
+        &self,
+        request: Request<WatchExecutionRequest>,
+    ) -> Result<Response<InfoStream>, Status> {
+        let id = request.into_inner().execution_id;
+        let updates = self.ask(|reply| Command::Watch { id, reply }).await?;
+        let stream = UnboundedReceiverStream::new(updates).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_functions(
+        &self,
+        _request: Request<ListFunctionsRequest>,
+    ) -> Result<Response<ListFunctionsResponse>, Status> {
+        let functions = self.ask(|reply| Command::ListFunctions { reply }).await?;
+        Ok(Response::new(ListFunctionsResponse { functions }))
+    }
+
+    async fn get_function(
+        &self,
+        request: Request<GetFunctionRequest>,
+    ) -> Result<Response<Function>, Status> {
+        let id = request.into_inner().function_id;
+        let function = self.ask(|reply| Command::GetFunction { id, reply }).await?;
+        Ok(Response::new(function))
+    }
+
+    async fn list_executions(
+        &self,
+        request: Request<ListExecutionsRequest>,
+    ) -> Result<Response<ListExecutionsResponse>, Status> {
+        let request = request.into_inner();
+        let page = self
+            .ask(|reply| Command::ListExecutions { request, reply })
+            .await?;
+        Ok(Response::new(page))
+    }
+
+    async fn cancel_execution(
+        &self,
+        request: Request<CancelExecutionRequest>,
+    ) -> Result<Response<CancelExecutionResponse>, Status> {
+        let id = request.into_inner().execution_id;
+        let status = self.ask(|reply| Command::Cancel { id, reply }).await?;
+        Ok(Response::new(CancelExecutionResponse { status }))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<ListWorkersRequest>,
+    ) -> Result<Response<ListWorkersResponse>, Status> {
+        let workers = self.ask(|reply| Command::ListWorkers { reply }).await?;
+        Ok(Response::new(ListWorkersResponse { workers }))
+    }
+
+    async fn get_cluster_stats(
+        &self,
+        _request: Request<GetClusterStatsRequest>,
+    ) -> Result<Response<ClusterStats>, Status> {
+        let stats = self.ask(|reply| Command::Stats { reply }).await?;
+        Ok(Response::new(stats))
+    }
+}

@@ -1,0 +1,129 @@
+//! Group commit: the scheduler's records reach disk in batches, one fsync each.
+//!
+//! The actor hands over a batch of records at the end of every turn of its loop
+//! and goes on. The committer takes every batch that is waiting, appends them all,
+//! fsyncs once, and acknowledges the last batch's sequence number. While one fsync
+//! runs, the next group gathers, so durability costs one flush per group, not per
+//! execution. The actor holds back every reply that promises durability (ACCEPTED,
+//! a terminal state) until the batch holding its record is acknowledged.
+//!
+//! In the binary the committer is a dedicated thread, so a slow disk never stalls
+//! the async runtime. In the simulation it is a task on the simulated host (no
+//! threads may escape the simulator), calling the same store.
+
+use tokio::sync::mpsc;
+
+use crate::store::{Record, Store};
+
+/// Where the committer runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreRunner {
+    /// A dedicated OS thread (real disks block).
+    #[default]
+    Thread,
+    /// A task on the current tokio runtime (the simulated filesystem).
+    Task,
+}
+
+/// What the committer reports after each group.
+#[derive(Debug)]
+pub(crate) enum Commit {
+    /// Every batch up to and including this sequence number is durable.
+    Durable(u64),
+    /// The store failed; batches up to this sequence number may not be durable.
+    Failed { through: u64, error: String },
+}
+
+type Batch = (u64, Vec<Record>);
+
+/// The actor's side of the committer.
+#[derive(Debug)]
+pub(crate) struct Committer {
+    batches: mpsc::UnboundedSender<Batch>,
+    next_seq: u64,
+}
+
+impl Committer {
+    /// Starts the committer; its reports arrive on `reports`.
+    pub(crate) fn start(
+        store: Box<dyn Store>,
+        runner: StoreRunner,
+        reports: mpsc::UnboundedSender<Commit>,
+    ) -> std::io::Result<Committer> {
+        let (batches, mut incoming) = mpsc::unbounded_channel::<Batch>();
+        match runner {
+            StoreRunner::Thread => {
+                std::thread::Builder::new()
+                    .name("taskforge-store".into())
+                    .spawn(move || {
+                        let mut store = store;
+                        while let Some(first) = incoming.blocking_recv() {
+                            commit_group(&mut *store, first, &mut incoming, &reports);
+                        }
+                        drop(store);
+                    })?;
+            }
+            StoreRunner::Task => {
+                tokio::spawn(async move {
+                    let mut store = store;
+                    while let Some(first) = incoming.recv().await {
+                        commit_group(&mut *store, first, &mut incoming, &reports);
+                    }
+                });
+            }
+        }
+        Ok(Committer {
+            batches,
+            next_seq: 1,
+        })
+    }
+
+    /// The sequence number the next submitted batch will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Hands a batch over; returns its sequence number.
+    pub(crate) fn submit(&mut self, records: Vec<Record>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        // The committer only stops when this sender is dropped.
+        let _ = self.batches.send((seq, records));
+        seq
+    }
+}
+
+/// Writes `first` and every batch already waiting behind it, then one sync.
+fn commit_group(
+    store: &mut dyn Store,
+    first: Batch,
+    waiting: &mut mpsc::UnboundedReceiver<Batch>,
+    reports: &mpsc::UnboundedSender<Commit>,
+) {
+    let mut through = first.0;
+    let mut result = append_all(store, &first.1);
+    while let Ok((seq, records)) = waiting.try_recv() {
+        through = seq;
+        if result.is_ok() {
+            result = append_all(store, &records);
+        }
+    }
+    let result = result.and_then(|()| store.sync());
+    let report = match result {
+        Ok(()) => Commit::Durable(through),
+        Err(error) => Commit::Failed {
+            through,
+            error: error.to_string(),
+        },
+    };
+    let _ = reports.send(report);
+    if store.wants_compaction() {
+        if let Err(error) = store.compact() {
+            tracing::error!(%error, "store compaction failed; the log keeps growing");
+        }
+    }
+}
+
+fn append_all(store: &mut dyn Store, records: &[Record]) -> Result<(), crate::store::StoreError> {
+    records.iter().try_for_each(|record| store.append(record))
+}

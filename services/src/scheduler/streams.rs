@@ -1,0 +1,94 @@
+//! The worker side of the scheduler: one long-lived bidirectional stream per
+//! worker connection.
+//!
+//! The first message must be a hello. The connection then becomes a session in
+//! the core; a reader task forwards every later message to the actor, and tells
+//! it when the stream ends. Messages towards the worker (executions, cancels)
+//! arrive from the actor on an unbounded channel: the actor never waits on a
+//! slow worker, and the core bounds what is in flight on each one.
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use taskforge_proto::worker::worker_message::Message;
+use taskforge_proto::worker::worker_service_server::WorkerService;
+use taskforge_proto::worker::{SchedulerMessage, WorkerMessage};
+
+use super::actor::Command;
+
+/// Longest worker id accepted in a hello.
+const MAX_WORKER_ID: usize = 128;
+
+#[derive(Clone, Debug)]
+pub(crate) struct WorkerStreams {
+    commands: mpsc::Sender<Command>,
+}
+
+impl WorkerStreams {
+    pub(crate) fn new(commands: mpsc::Sender<Command>) -> WorkerStreams {
+        WorkerStreams { commands }
+    }
+}
+
+pub(crate) type Outbox = mpsc::UnboundedSender<Result<SchedulerMessage, Status>>;
+
+#[tonic::async_trait]
+impl WorkerService for WorkerStreams {
+    type WorkerStreamStream = UnboundedReceiverStream<Result<SchedulerMessage, Status>>;
+
+    async fn worker_stream(
+        &self,
+        request: Request<Streaming<WorkerMessage>>,
+    ) -> Result<Response<Self::WorkerStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(WorkerMessage {
+                message: Some(Message::Hello(hello)),
+            }) => hello,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message on a worker stream must be a hello",
+                ));
+            }
+        };
+        if hello.worker_id.is_empty() || hello.worker_id.len() > MAX_WORKER_ID {
+            return Err(Status::invalid_argument(format!(
+                "worker_id must be 1 to {MAX_WORKER_ID} bytes"
+            )));
+        }
+        let (outbox, messages) = mpsc::unbounded_channel();
+        let (reply, session) = oneshot::channel();
+        let gone = || Status::unavailable("the scheduler is shutting down");
+        self.commands
+            .send(Command::WorkerJoined {
+                hello,
+                outbox,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        let session = session.await.map_err(|_| gone())??;
+
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(WorkerMessage {
+                        message: Some(message),
+                    })) => {
+                        let command = Command::FromWorker { session, message };
+                        if commands.send(command).await.is_err() {
+                            return;
+                        }
+                    }
+                    // An empty message carries nothing; skip it.
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let _ = commands.send(Command::WorkerLeft { session }).await;
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(messages)))
+    }
+}

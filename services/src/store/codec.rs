@@ -1,0 +1,514 @@
+//! The line format of the JSON Lines store.
+//!
+//! One record per line: a JSON object whose `"type"` says which record it is
+//! (`function`, `accepted`, `started`, `finished`, `evicted`). The files are
+//! meant to be read by people with `grep`, `jq` and `tail -f`, so:
+//! - bytes (a payload, an output, a function's code) are written as a JSON
+//!   string when they are valid UTF-8 (`"payload": "{\"a\":1}"`), and only
+//!   otherwise as base64 under the same name with `_b64` appended
+//!   (`"payload_b64": "/w=="`);
+//! - execution ids are the 16 hex digits they are shown as everywhere else;
+//! - durations are whole milliseconds in fields ending in `_ms`, timestamps
+//!   microseconds in fields ending in `_us`;
+//! - terminal states use the API's spellings (`COMPLETED`, `FAILED`, `CANCELLED`);
+//! - long fields come last, so the start of a line says what it is about.
+//!
+//! Unknown fields are ignored when reading, so a newer writer can add optional
+//! fields without breaking an older reader.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use taskforge_core::{ExecutionId, Policy, Status, Terminal};
+
+use super::{ExecutionRecord, FinishedRecord, FunctionRecord, Record};
+
+/// Appends `record` to `out` as one line, newline included. On error `out` may
+/// hold part of a line; the caller truncates it back.
+pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    serde_json::to_writer(&mut *out, &Line::from(record))?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// Reads one line (without its newline). The error says what is wrong with it,
+/// for a message that also names the file and line.
+pub(crate) fn decode(line: &[u8]) -> Result<Record, String> {
+    let line: Line<'static> = serde_json::from_slice(line).map_err(describe)?;
+    line.into_record()
+}
+
+/// serde_json locates errors by line and column; a log line is always line 1 of
+/// its own parse, so only the column is worth reporting.
+fn describe(err: serde_json::Error) -> String {
+    let full = err.to_string();
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    match full.strip_suffix(&suffix) {
+        Some(message) => format!("{message} (at column {})", err.column()),
+        None => full,
+    }
+}
+
+/// A record as it appears in a file. Borrows from the record when writing;
+/// owns everything when reading.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Line<'a> {
+    Function {
+        function_id: Cow<'a, str>,
+        name: Cow<'a, str>,
+        language: Cow<'a, str>,
+        timeout_ms: u64,
+        max_attempts: u32,
+        created_at_us: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<Cow<'a, str>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code_b64: Option<Cow<'a, str>>,
+    },
+    Accepted {
+        id: HexId,
+        function_id: Cow<'a, str>,
+        policy: WirePolicy,
+        created_at_us: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload: Option<Cow<'a, str>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payload_b64: Option<Cow<'a, str>>,
+    },
+    Started {
+        id: HexId,
+        attempt: u32,
+        worker_id: Cow<'a, str>,
+        started_at_us: u64,
+    },
+    Finished {
+        id: HexId,
+        status: Cow<'a, str>,
+        attempt: u32,
+        worker_id: Cow<'a, str>,
+        started_at_us: u64,
+        finished_at_us: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<Cow<'a, str>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Cow<'a, str>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_b64: Option<Cow<'a, str>>,
+    },
+    Evicted {
+        id: HexId,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct WirePolicy {
+    max_attempts: u32,
+    timeout_ms: u64,
+    /// `null`: waits for a start indefinitely.
+    schedule_to_start_ms: Option<u64>,
+}
+
+/// An execution id in its 16-hex-digit form.
+struct HexId(ExecutionId);
+
+impl Serialize for HexId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for HexId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Cow::<str>::deserialize(deserializer)?;
+        ExecutionId::parse(&text).map(HexId).ok_or_else(|| {
+            D::Error::custom(format_args!(
+                "invalid execution id {text:?}: expected 16 hex digits"
+            ))
+        })
+    }
+}
+
+/// The two ways a bytes field can be written: exactly one is `Some`.
+struct WireBytes<'a> {
+    text: Option<Cow<'a, str>>,
+    base64: Option<Cow<'a, str>>,
+}
+
+impl<'a> WireBytes<'a> {
+    fn new(bytes: &'a [u8]) -> WireBytes<'a> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => WireBytes {
+                text: Some(Cow::Borrowed(text)),
+                base64: None,
+            },
+            Err(_) => WireBytes {
+                text: None,
+                base64: Some(Cow::Owned(BASE64.encode(bytes))),
+            },
+        }
+    }
+
+    /// Reads the field `name` back. A missing field is empty, not an error: an
+    /// empty value carries nothing that could be lost.
+    fn into_bytes(self, name: &str) -> Result<Bytes, String> {
+        match (self.text, self.base64) {
+            (Some(_), Some(_)) => Err(format!("both {name} and {name}_b64 are set")),
+            (Some(text), None) => Ok(Bytes::from(text.into_owned())),
+            (None, Some(encoded)) => BASE64
+                .decode(encoded.as_bytes())
+                .map(Bytes::from)
+                .map_err(|err| format!("{name}_b64 is not valid base64: {err}")),
+            (None, None) => Ok(Bytes::new()),
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl<'a> From<&'a Record> for Line<'a> {
+    fn from(record: &'a Record) -> Line<'a> {
+        match record {
+            Record::Function(function) => {
+                let code = WireBytes::new(&function.code);
+                Line::Function {
+                    function_id: Cow::Borrowed(&function.function_id),
+                    name: Cow::Borrowed(&function.name),
+                    language: Cow::Borrowed(&function.language),
+                    timeout_ms: function.timeout_ms,
+                    max_attempts: function.max_attempts,
+                    created_at_us: function.created_at_us,
+                    code: code.text,
+                    code_b64: code.base64,
+                }
+            }
+            Record::Accepted(execution) => {
+                let payload = WireBytes::new(&execution.payload);
+                Line::Accepted {
+                    id: HexId(execution.id),
+                    function_id: Cow::Borrowed(&execution.function_id),
+                    policy: WirePolicy {
+                        max_attempts: execution.policy.max_attempts,
+                        timeout_ms: millis(execution.policy.timeout),
+                        schedule_to_start_ms: execution.policy.schedule_to_start.map(millis),
+                    },
+                    created_at_us: execution.created_at_us,
+                    payload: payload.text,
+                    payload_b64: payload.base64,
+                }
+            }
+            Record::Started {
+                id,
+                attempt,
+                worker_id,
+                started_at_us,
+            } => Line::Started {
+                id: HexId(*id),
+                attempt: *attempt,
+                worker_id: Cow::Borrowed(worker_id),
+                started_at_us: *started_at_us,
+            },
+            Record::Finished { id, finished } => {
+                let (error, output) = match &finished.terminal {
+                    Terminal::Completed { output } => (None, Some(WireBytes::new(output))),
+                    Terminal::Failed { error, output } => (
+                        Some(Cow::Borrowed(error.as_str())),
+                        Some(WireBytes::new(output)),
+                    ),
+                    Terminal::Cancelled => (None, None),
+                };
+                let output = output.unwrap_or(WireBytes {
+                    text: None,
+                    base64: None,
+                });
+                Line::Finished {
+                    id: HexId(*id),
+                    status: Cow::Borrowed(finished.terminal.status().as_str()),
+                    attempt: finished.attempt,
+                    worker_id: Cow::Borrowed(&finished.worker_id),
+                    started_at_us: finished.started_at_us,
+                    finished_at_us: finished.finished_at_us,
+                    error,
+                    output: output.text,
+                    output_b64: output.base64,
+                }
+            }
+            Record::Evicted { id } => Line::Evicted { id: HexId(*id) },
+        }
+    }
+}
+
+impl Line<'_> {
+    fn into_record(self) -> Result<Record, String> {
+        Ok(match self {
+            Line::Function {
+                function_id,
+                name,
+                language,
+                timeout_ms,
+                max_attempts,
+                created_at_us,
+                code,
+                code_b64,
+            } => Record::Function(FunctionRecord {
+                function_id: function_id.into_owned(),
+                name: name.into_owned(),
+                language: language.into_owned(),
+                code: WireBytes {
+                    text: code,
+                    base64: code_b64,
+                }
+                .into_bytes("code")?,
+                timeout_ms,
+                max_attempts,
+                created_at_us,
+            }),
+            Line::Accepted {
+                id,
+                function_id,
+                policy,
+                created_at_us,
+                payload,
+                payload_b64,
+            } => Record::Accepted(ExecutionRecord {
+                id: id.0,
+                function_id: function_id.into_owned(),
+                payload: WireBytes {
+                    text: payload,
+                    base64: payload_b64,
+                }
+                .into_bytes("payload")?,
+                policy: Policy {
+                    max_attempts: policy.max_attempts,
+                    timeout: Duration::from_millis(policy.timeout_ms),
+                    schedule_to_start: policy.schedule_to_start_ms.map(Duration::from_millis),
+                },
+                created_at_us,
+            }),
+            Line::Started {
+                id,
+                attempt,
+                worker_id,
+                started_at_us,
+            } => Record::Started {
+                id: id.0,
+                attempt,
+                worker_id: worker_id.into_owned(),
+                started_at_us,
+            },
+            Line::Finished {
+                id,
+                status,
+                attempt,
+                worker_id,
+                started_at_us,
+                finished_at_us,
+                error,
+                output,
+                output_b64,
+            } => {
+                let output = WireBytes {
+                    text: output,
+                    base64: output_b64,
+                }
+                .into_bytes("output")?;
+                let terminal = match Status::parse(&status) {
+                    Some(Status::Completed) => Terminal::Completed { output },
+                    Some(Status::Failed) => Terminal::Failed {
+                        error: error.map(Cow::into_owned).unwrap_or_default(),
+                        output,
+                    },
+                    Some(Status::Cancelled) => Terminal::Cancelled,
+                    _ => {
+                        return Err(format!(
+                            "status {status:?} is not a terminal state \
+                             (expected COMPLETED, FAILED or CANCELLED)"
+                        ));
+                    }
+                };
+                Record::Finished {
+                    id: id.0,
+                    finished: FinishedRecord {
+                        terminal,
+                        attempt,
+                        worker_id: worker_id.into_owned(),
+                        started_at_us,
+                        finished_at_us,
+                    },
+                }
+            }
+            Line::Evicted { id } => Record::Evicted { id: id.0 },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(record: &Record) -> String {
+        let mut out = Vec::new();
+        encode(record, &mut out).expect("records always encode");
+        String::from_utf8(out).expect("lines are UTF-8")
+    }
+
+    fn finished(terminal: Terminal) -> Record {
+        Record::Finished {
+            id: ExecutionId(0xff),
+            finished: FinishedRecord {
+                terminal,
+                attempt: 1,
+                worker_id: "worker-1".into(),
+                started_at_us: 1_700_000_000_100_000,
+                finished_at_us: 1_700_000_000_200_000,
+            },
+        }
+    }
+
+    /// Pins the format: these lines are what files on disk hold, so a change
+    /// here is a change of file format.
+    #[test]
+    fn every_record_kind_has_a_readable_line() {
+        let function = Record::Function(FunctionRecord {
+            function_id: "fn-1".into(),
+            name: "greet".into(),
+            language: "builtin".into(),
+            code: Bytes::from_static(b"sum_and_greet"),
+            timeout_ms: 0,
+            max_attempts: 0,
+            created_at_us: 1_700_000_000_000_000,
+        });
+        let accepted = Record::Accepted(ExecutionRecord {
+            id: ExecutionId(0xff),
+            function_id: "fn-1".into(),
+            payload: Bytes::from_static(br#"{"name":"Ada","a":1,"b":2}"#),
+            policy: Policy {
+                max_attempts: 3,
+                timeout: Duration::from_secs(300),
+                schedule_to_start: Some(Duration::from_secs(600)),
+            },
+            created_at_us: 1_700_000_000_000_000,
+        });
+        let started = Record::Started {
+            id: ExecutionId(0xff),
+            attempt: 1,
+            worker_id: "worker-1".into(),
+            started_at_us: 1_700_000_000_100_000,
+        };
+        let cases = [
+            (
+                function,
+                r#"{"type":"function","function_id":"fn-1","name":"greet","language":"builtin","timeout_ms":0,"max_attempts":0,"created_at_us":1700000000000000,"code":"sum_and_greet"}"#,
+            ),
+            (
+                accepted,
+                r#"{"type":"accepted","id":"00000000000000ff","function_id":"fn-1","policy":{"max_attempts":3,"timeout_ms":300000,"schedule_to_start_ms":600000},"created_at_us":1700000000000000,"payload":"{\"name\":\"Ada\",\"a\":1,\"b\":2}"}"#,
+            ),
+            (
+                started,
+                r#"{"type":"started","id":"00000000000000ff","attempt":1,"worker_id":"worker-1","started_at_us":1700000000100000}"#,
+            ),
+            (
+                finished(Terminal::Completed {
+                    output: Bytes::from_static(b"hi"),
+                }),
+                r#"{"type":"finished","id":"00000000000000ff","status":"COMPLETED","attempt":1,"worker_id":"worker-1","started_at_us":1700000000100000,"finished_at_us":1700000000200000,"output":"hi"}"#,
+            ),
+            (
+                finished(Terminal::Failed {
+                    error: "boom".into(),
+                    output: Bytes::from_static(&[0xff, 0x00]),
+                }),
+                r#"{"type":"finished","id":"00000000000000ff","status":"FAILED","attempt":1,"worker_id":"worker-1","started_at_us":1700000000100000,"finished_at_us":1700000000200000,"error":"boom","output_b64":"/wA="}"#,
+            ),
+            (
+                finished(Terminal::Cancelled),
+                r#"{"type":"finished","id":"00000000000000ff","status":"CANCELLED","attempt":1,"worker_id":"worker-1","started_at_us":1700000000100000,"finished_at_us":1700000000200000}"#,
+            ),
+            (
+                Record::Evicted {
+                    id: ExecutionId(0xff),
+                },
+                r#"{"type":"evicted","id":"00000000000000ff"}"#,
+            ),
+        ];
+        for (record, expected) in cases {
+            let written = line(&record);
+            assert_eq!(written, format!("{expected}\n"));
+            assert_eq!(decode(expected.as_bytes()), Ok(record));
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_round_trip_as_base64() {
+        let record = Record::Accepted(ExecutionRecord {
+            id: ExecutionId(u64::MAX),
+            function_id: "f".into(),
+            payload: Bytes::from_static(&[0xc3, 0x28, 0x00, 0xff]),
+            policy: Policy {
+                schedule_to_start: None,
+                ..Policy::default()
+            },
+            created_at_us: 0,
+        });
+        let written = line(&record);
+        assert!(written.contains(r#""payload_b64":"wygA/w==""#), "{written}");
+        assert!(
+            written.contains(r#""schedule_to_start_ms":null"#),
+            "{written}"
+        );
+        assert_eq!(decode(written.trim_end().as_bytes()), Ok(record));
+    }
+
+    #[test]
+    fn missing_bytes_fields_read_as_empty_and_unknown_fields_are_ignored() {
+        let record = decode(
+            br#"{"type":"finished","id":"0000000000000001","status":"FAILED","attempt":2,"worker_id":"w","started_at_us":1,"finished_at_us":2,"from_the_future":true}"#,
+        );
+        let Ok(Record::Finished { finished, .. }) = record else {
+            panic!("expected a finished record, got {record:?}");
+        };
+        assert_eq!(
+            finished.terminal,
+            Terminal::Failed {
+                error: String::new(),
+                output: Bytes::new()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_rejected_with_a_reason() {
+        let cases: [(&[u8], &str); 7] = [
+            (br#"{"type":"exploded","id":"0000000000000001"}"#, "unknown variant `exploded`"),
+            (br#"{"type":"evicted","id":"xyz"}"#, "invalid execution id \"xyz\""),
+            (br#"{"type":"evicted"}"#, "missing field `id`"),
+            (
+                br#"{"type":"finished","id":"0000000000000001","status":"RUNNING","attempt":1,"worker_id":"w","started_at_us":1,"finished_at_us":2}"#,
+                "status \"RUNNING\" is not a terminal state",
+            ),
+            (
+                br#"{"type":"accepted","id":"0000000000000001","function_id":"f","policy":{"max_attempts":1,"timeout_ms":1},"created_at_us":0,"payload":"a","payload_b64":"YQ=="}"#,
+                "both payload and payload_b64 are set",
+            ),
+            (
+                br#"{"type":"function","function_id":"f","name":"n","language":"l","timeout_ms":0,"max_attempts":0,"created_at_us":0,"code_b64":"!!"}"#,
+                "code_b64 is not valid base64",
+            ),
+            (br#"{"type":"evicted","id":"00000000000"#, "EOF while parsing a string (at column"),
+        ];
+        for (input, expected) in cases {
+            match decode(input) {
+                Ok(record) => panic!("decoded {record:?} from a bad line"),
+                Err(reason) => assert!(reason.contains(expected), "{reason:?} lacks {expected:?}"),
+            }
+        }
+    }
+}
