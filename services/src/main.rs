@@ -126,7 +126,11 @@ struct SchedulerTuning {
 #[derive(Args, Debug)]
 struct WorkerArgs {
     /// Scheduler to connect to.
-    #[arg(long, env = "TASKFORGE_SCHEDULER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "TASKFORGE_SCHEDULER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     scheduler: String,
     /// Slots: executions run at once.
     #[arg(long, env = "TASKFORGE_POOL", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -145,7 +149,11 @@ struct GatewayArgs {
     #[arg(long, env = "TASKFORGE_HTTP", default_value = "127.0.0.1:3000")]
     http: SocketAddr,
     /// Scheduler to send requests to.
-    #[arg(long, env = "TASKFORGE_SCHEDULER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "TASKFORGE_SCHEDULER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     scheduler: String,
     #[command(flatten)]
     gateway: GatewayTuning,
@@ -294,7 +302,11 @@ async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
     let listener = TcpListener::bind(args.grpc)
         .await
         .map_err(|error| format!("could not listen on {}: {error}", args.grpc))?;
-    tracing::info!(addr = %args.grpc, "scheduler listening");
+    let addr = listener
+        .local_addr()
+        .map_err(|error| format!("could not listen on {}: {error}", args.grpc))?;
+    // On stdout, so a supervisor (or a test) asking for port 0 learns the port.
+    println!("scheduler listening on {addr}");
     service
         .serve(TcpListenerStream::new(listener), terminated())
         .await

@@ -12,6 +12,8 @@
 //! Nothing here sleeps or measures time: a wait that must run out waits on an
 //! execution that never finishes.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,11 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper::StatusCode;
-use hyper::header::{self, HeaderMap};
-use hyper_util::rt::TokioIo;
+use hyper::header;
 use serde_json::{Value, json};
+use support::http::{Call, Reply};
 use taskforge_proto::common::{ExecutionInfo, Function};
 use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_proto::scheduler::scheduler_service_server::{
@@ -37,7 +38,7 @@ use taskforge_proto::scheduler::{
     TriggerExecutionRequest, TriggerExecutionResponse, WatchExecutionRequest, WorkerInfo,
 };
 use taskforge_services::gateway::{self, GatewayConfig};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Endpoint, Server};
@@ -405,118 +406,6 @@ fn test_config() -> GatewayConfig {
     GatewayConfig {
         body_limit: 16 * 1024,
         ..GatewayConfig::default()
-    }
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {:?} (status {})",
-                String::from_utf8_lossy(&self.body),
-                self.status
-            )
-        })
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.body.to_vec()).unwrap()
-    }
-
-    /// Asserts a successful JSON answer and returns it.
-    fn ok(&self, status: StatusCode) -> Value {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        assert_eq!(self.headers[header::CONTENT_TYPE], "application/json");
-        self.json()
-    }
-
-    /// Asserts the gateway's error shape, `{"error":{"code","message"}}`, and
-    /// returns the message.
-    #[track_caller]
-    fn error(&self, status: StatusCode, code: &str) -> String {
-        assert_eq!(
-            self.status,
-            status,
-            "body: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        assert_eq!(self.headers[header::CONTENT_TYPE], "application/json");
-        let body = self.json();
-        let object = body.as_object().expect("an object");
-        assert_eq!(object.len(), 1, "{body}");
-        let error = object["error"].as_object().expect("an error object");
-        assert_eq!(error.len(), 2, "{body}");
-        assert_eq!(error["code"], code, "{body}");
-        let message = error["message"].as_str().expect("a message string");
-        assert!(!message.is_empty());
-        message.to_string()
-    }
-}
-
-struct Call {
-    method: &'static str,
-    path: String,
-    headers: Vec<(&'static str, String)>,
-    body: Vec<u8>,
-}
-
-impl Call {
-    fn new(method: &'static str, path: impl Into<String>) -> Self {
-        Call {
-            method,
-            path: path.into(),
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
-    }
-
-    fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
-
-    fn json(self, body: impl Into<Vec<u8>>) -> Self {
-        self.header("content-type", "application/json").raw(body)
-    }
-
-    fn raw(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
-        self
-    }
-
-    async fn send(self, addr: SocketAddr) -> Reply {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let mut request = hyper::Request::builder()
-            .method(self.method)
-            .uri(self.path.as_str())
-            .header(header::HOST, "gateway");
-        for (name, value) in &self.headers {
-            request = request.header(*name, value);
-        }
-        let request = request.body(Full::new(Bytes::from(self.body))).unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let (parts, body) = response.into_parts();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.collect().await.unwrap().to_bytes(),
-        }
     }
 }
 

@@ -21,9 +21,7 @@ use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use taskforge_core::scheduler::{
-    CancelError, LossReason, Output, Prior, Scheduler, SubmitError,
-};
+use taskforge_core::scheduler::{CancelError, LossReason, Output, Prior, Scheduler, SubmitError};
 use taskforge_core::{
     ExecutionId, Instant, Outcome, SessionId, Status as ExecStatus, Submission, Terminal, WorkerId,
 };
@@ -41,9 +39,7 @@ use super::convert::{check_size, parse_execution_id, resolve_policy};
 use super::streams::Outbox;
 use crate::clock::WallClock;
 use crate::functions::Builtin;
-use crate::store::{
-    ExecutionRecord, FinishedRecord, FunctionRecord, Record, Recovered, Store,
-};
+use crate::store::{ExecutionRecord, FinishedRecord, FunctionRecord, Record, Recovered, Store};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Status>>;
 
@@ -141,10 +137,20 @@ struct Session {
 /// Something held back until a batch of records is durable.
 #[derive(Debug)]
 enum Durable {
-    Accepted { reply: Reply<String>, id: ExecutionId },
-    Registered { reply: Reply<String>, function_id: String },
-    Finished { id: ExecutionId },
-    Cancelled { reply: Reply<String> },
+    Accepted {
+        reply: Reply<String>,
+        id: ExecutionId,
+    },
+    Registered {
+        reply: Reply<String>,
+        function_id: String,
+    },
+    Finished {
+        id: ExecutionId,
+    },
+    Cancelled {
+        reply: Reply<String>,
+    },
 }
 
 /// Stamps of the result being applied, for the record of its execution's end.
@@ -370,9 +376,11 @@ impl Actor {
             }
             Command::GetFunction { id, reply } => {
                 let found = self.functions.get(&id).map(|f| f.proto.clone());
-                let _ = reply.send(
-                    found.ok_or_else(|| Status::not_found(format!("function {id:?} not found"))),
-                );
+                let _ =
+                    reply
+                        .send(found.ok_or_else(|| {
+                            Status::not_found(format!("function {id:?} not found"))
+                        }));
             }
             Command::ListExecutions { request, reply } => {
                 let _ = reply.send(self.list_executions(&request));
@@ -484,12 +492,14 @@ impl Actor {
             policy,
         };
         let now = self.now();
-        self.core.submit(now, submission).map_err(|error| match error {
-            SubmitError::QueueFull { .. } => Status::resource_exhausted(error.to_string()),
-            SubmitError::Duplicate(_) | SubmitError::InvalidPolicy(_) => {
-                Status::invalid_argument(error.to_string())
-            }
-        })?;
+        self.core
+            .submit(now, submission)
+            .map_err(|error| match error {
+                SubmitError::QueueFull { .. } => Status::resource_exhausted(error.to_string()),
+                SubmitError::Duplicate(_) | SubmitError::InvalidPolicy(_) => {
+                    Status::invalid_argument(error.to_string())
+                }
+            })?;
         let created_at_us = (self.clock)();
         self.meta.insert(
             id,
@@ -866,7 +876,9 @@ impl Actor {
         let after = match request.after_execution_id.as_str() {
             "" => None,
             text => Some(ExecutionId::parse(text).ok_or_else(|| {
-                Status::invalid_argument(format!("after_execution_id {text:?} is not an execution id"))
+                Status::invalid_argument(format!(
+                    "after_execution_id {text:?} is not an execution id"
+                ))
             })?),
         };
         let limit = match request.limit as usize {
@@ -877,9 +889,15 @@ impl Actor {
             .core
             .executions()
             .filter(|view| after.is_none_or(|after| view.id > after))
-            .filter(|view| request.function_id.is_empty() || *view.function.as_ref() == request.function_id)
             .filter(|view| {
-                let shown = self.unpublished.get(&view.id).copied().unwrap_or(view.status);
+                request.function_id.is_empty() || *view.function.as_ref() == request.function_id
+            })
+            .filter(|view| {
+                let shown = self
+                    .unpublished
+                    .get(&view.id)
+                    .copied()
+                    .unwrap_or(view.status);
                 status.is_none_or(|wanted| shown == wanted)
             })
             .map(|view| view.id)

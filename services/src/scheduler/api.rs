@@ -65,7 +65,9 @@ impl SchedulerService for Api {
         request: Request<TriggerExecutionRequest>,
     ) -> Result<Response<TriggerExecutionResponse>, Status> {
         let request = request.into_inner();
-        let execution_id = self.ask(|reply| Command::Trigger { request, reply }).await?;
+        let execution_id = self
+            .ask(|reply| Command::Trigger { request, reply })
+            .await?;
         Ok(Response::new(TriggerExecutionResponse {
             execution_id,
             status: "ACCEPTED".to_string(),

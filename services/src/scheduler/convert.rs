@@ -87,7 +87,11 @@ mod tests {
         let p = resolve_policy(&defaults, (2000, 5), (100, 1, 50)).unwrap();
         assert_eq!(
             (p.timeout, p.max_attempts, p.schedule_to_start),
-            (Duration::from_millis(100), 1, Some(Duration::from_millis(50)))
+            (
+                Duration::from_millis(100),
+                1,
+                Some(Duration::from_millis(50))
+            )
         );
         assert!(resolve_policy(&defaults, (0, 0), (0, 1000, 0)).is_err());
         assert!(resolve_policy(&defaults, (u64::MAX, 0), (0, 0, 0)).is_err());

@@ -132,6 +132,11 @@ pub enum WorkerError {
 
 /// Runs the worker until `shutdown` completes and the pool has drained.
 ///
+/// On shutdown the worker sends `WorkerDraining`, finishes what it holds (at
+/// most `drain_timeout`; what is still unfinished then is abandoned, not
+/// reported), ends its side of the stream and returns once the scheduler has
+/// ended its side (or after 5 s).
+///
 /// Connection failures are not errors: the worker keeps dialing (with backoff)
 /// until it is shut down. An error is returned only for a configuration that
 /// cannot work.
@@ -151,11 +156,12 @@ where
     let mut failed_dials: u32 = 0;
     loop {
         let opened = tokio::select! {
-            opened = session::open(&config, channel.clone()) => opened,
+            biased;
             () = shutdown.wait() => {
                 info!(worker = %config.id, "shut down while not connected to the scheduler");
                 return Ok(());
             }
+            opened = session::open(&config, channel.clone()) => opened,
         };
         match opened {
             Ok(connection) => {
@@ -207,11 +213,12 @@ where
         }
         let delay = backoff.next_delay();
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            biased;
             () = shutdown.wait() => {
                 info!(worker = %config.id, "shut down while not connected to the scheduler");
                 return Ok(());
             }
+            () = tokio::time::sleep(delay) => {}
         }
     }
 }

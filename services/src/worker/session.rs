@@ -261,10 +261,14 @@ impl Session {
         }
     }
 
-    /// Ends the worker's side of the stream (after what is queued on it), then
-    /// waits a little for the scheduler to end its side. Running tasks are
-    /// aborted when the session drops.
+    /// Aborts what still runs (after a drain timeout; the scheduler re-queues
+    /// it when the stream ends), ends the worker's side of the stream (after
+    /// what is queued on it), then waits a little for the scheduler to end its
+    /// side.
     async fn close(mut self) -> SessionEnd {
+        for task in self.tasks.values() {
+            task.abort.abort();
+        }
         self.outgoing = None;
         let incoming = &mut self.incoming;
         let drained = tokio::time::timeout(CLOSE_TIMEOUT, async {

@@ -1,0 +1,114 @@
+//! Real `taskforge` processes killed with SIGKILL: a worker mid-execution, and
+//! the scheduler right after it acknowledged executions.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use taskforge_proto::scheduler::{GetExecutionStatusRequest, GetFunctionRequest};
+
+use support::processes::{TempDir, scheduler, scheduler_client, worker};
+use support::watch::{register, running, terminal, trigger};
+
+#[tokio::test]
+async fn a_killed_worker_s_executions_complete_on_another_worker() {
+    let dir = TempDir::new("worker-kill");
+    let (_scheduler, addr) = scheduler(dir.path(), &[]);
+    let mut doomed = worker(addr, "doomed", 2);
+    let _survivor = worker(addr, "survivor", 2);
+    let mut client = scheduler_client(addr);
+    let sleep = register(&mut client, "sleep").await;
+
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(trigger(&mut client, &sleep, "1500").await);
+    }
+    // Wait until all four run: two on each worker.
+    let mut placed = BTreeMap::new();
+    for id in &ids {
+        let info = running(&mut client, id).await;
+        placed.insert(id.clone(), info.worker_id);
+    }
+    let on_doomed: Vec<_> = placed
+        .iter()
+        .filter(|(_, worker)| *worker == "doomed")
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(on_doomed.len(), 2, "least-loaded spread: {placed:?}");
+
+    doomed.kill_9();
+
+    for id in &ids {
+        let info = terminal(&mut client, id).await;
+        assert_eq!(info.status, "COMPLETED", "{info:?}");
+        assert_eq!(info.worker_id, "survivor");
+        let expected_attempt = if on_doomed.contains(id) { 2 } else { 1 };
+        assert_eq!(info.attempt, expected_attempt, "{info:?}");
+    }
+}
+
+#[tokio::test]
+async fn accepted_executions_survive_a_scheduler_kill_9() {
+    let dir = TempDir::new("scheduler-kill");
+    let (mut first, addr) = scheduler(dir.path(), &[]);
+    let mut client = scheduler_client(addr);
+    let echo = register(&mut client, "echo").await;
+    let mut accepted = Vec::new();
+    for n in 0..50 {
+        let payload = format!("{{\"n\":{n}}}");
+        accepted.push((trigger(&mut client, &echo, &payload).await, payload));
+    }
+    // No worker yet: every one of them is pending when the scheduler dies.
+    first.kill_9();
+
+    let (_second, addr) = scheduler(dir.path(), &[]);
+    let mut client = scheduler_client(addr);
+    let function = client
+        .get_function(GetFunctionRequest {
+            function_id: echo.clone(),
+        })
+        .await
+        .expect("the function is still registered")
+        .into_inner();
+    assert_eq!(function.code.as_ref(), b"echo");
+    for (id, _) in &accepted {
+        let status = client
+            .get_execution_status(GetExecutionStatusRequest {
+                execution_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.status, "PENDING",
+            "{id} was acknowledged, so it survives"
+        );
+    }
+
+    let _worker = worker(addr, "late", 4);
+    for (id, payload) in &accepted {
+        let info = terminal(&mut client, id).await;
+        assert_eq!(info.status, "COMPLETED");
+        assert_eq!(info.output.as_ref(), payload.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn finished_executions_keep_their_results_across_a_scheduler_kill_9() {
+    let dir = TempDir::new("scheduler-kill-finished");
+    let (mut first, addr) = scheduler(dir.path(), &[]);
+    let mut client = scheduler_client(addr);
+    let _worker = worker(addr, "w", 2);
+    let echo = register(&mut client, "echo").await;
+    let id = trigger(&mut client, &echo, "\"kept\"").await;
+    // Watching it finish means the terminal record was durable first.
+    assert_eq!(terminal(&mut client, &id).await.status, "COMPLETED");
+    first.kill_9();
+
+    let (_second, addr) = scheduler(dir.path(), &[]);
+    let mut client = scheduler_client(addr);
+    let info = terminal(&mut client, &id).await;
+    assert_eq!(info.status, "COMPLETED");
+    assert_eq!(info.output.as_ref(), b"\"kept\"");
+    assert_eq!(info.worker_id, "w");
+}

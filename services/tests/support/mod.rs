@@ -1,0 +1,6 @@
+//! Helpers shared by the service tests.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod processes;
+pub mod watch;
