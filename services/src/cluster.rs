@@ -12,7 +12,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 
@@ -106,7 +105,7 @@ impl Cluster {
         let scheduler = SchedulerService::load(config.scheduler.clone(), store, clock.clone())?;
         let (stop_scheduler, scheduler_stop) = watch::channel(false);
         let scheduler = tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(grpc);
+            let incoming = net::tcp_incoming(grpc);
             if let Err(error) = scheduler.serve(incoming, stopped(scheduler_stop)).await {
                 tracing::error!(%error, "scheduler stopped");
             }
@@ -135,7 +134,7 @@ impl Cluster {
         let router = gateway::router(client, config.gateway.clone());
         let stop = stopped(edge_stop);
         edge.push(tokio::spawn(async move {
-            if let Err(error) = gateway::serve(http, router, stop).await {
+            if let Err(error) = gateway::serve(net::http_listener(http), router, stop).await {
                 tracing::error!(%error, "gateway stopped");
             }
         }));

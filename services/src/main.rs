@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing_subscriber::EnvFilter;
 
 use taskforge_core::Policy;
@@ -308,7 +307,7 @@ async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
     // On stdout, so a supervisor (or a test) asking for port 0 learns the port.
     println!("scheduler listening on {addr}");
     service
-        .serve(TcpListenerStream::new(listener), terminated())
+        .serve(net::tcp_incoming(listener), terminated())
         .await
         .map_err(|error| error.to_string())
 }
@@ -337,7 +336,7 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), String> {
         .await
         .map_err(|error| format!("could not listen on {}: {error}", args.http))?;
     tracing::info!(addr = %args.http, "gateway listening");
-    gateway::serve(listener, router, terminated())
+    gateway::serve(net::http_listener(listener), router, terminated())
         .await
         .map_err(|error| error.to_string())
 }

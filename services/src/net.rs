@@ -62,3 +62,29 @@ pub fn connect_lazy(address: &str, config: &ChannelConfig) -> Result<Channel, Ad
     })?;
     Ok(config.apply(endpoint).connect_lazy())
 }
+
+/// Accepted connections of a real listener, as the scheduler's `serve` takes
+/// them, with Nagle's algorithm off: small gRPC frames must not wait for the
+/// peer's delayed ACK (tens of milliseconds per round trip otherwise).
+pub fn tcp_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures_util::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        // Best effort: a socket that refuses the option still works, slower.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    })
+}
+
+/// A real listener for the HTTP gateway, with Nagle's algorithm off on every
+/// accepted connection.
+pub fn http_listener(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    })
+}
