@@ -42,6 +42,13 @@ impl ChannelConfig {
             .keep_alive_timeout(self.keepalive_timeout)
             .keep_alive_while_idle(true)
             .tcp_nodelay(true)
+            // The scheduler often answers a unary call before the client has
+            // sent its end of stream; the server then resets the finished
+            // stream, and hyper's client counts each such reset towards a
+            // limit (1024 per connection) meant for misbehaving peers, after
+            // which it drops the connection with GOAWAY(ENHANCE_YOUR_CALM).
+            // Our scheduler is a trusted peer: no limit.
+            .http2_max_local_error_reset_streams(None)
     }
 }
 
