@@ -146,7 +146,7 @@ fn shorten(text: &str) -> String {
 }
 
 /// What kind of JSON value this is, for error messages.
-fn kind(value: &Value) -> &'static str {
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -169,12 +169,12 @@ fn parse_duration(handler: &str, payload: &[u8]) -> Result<Duration, String> {
             Some(other) => {
                 return Err(format!(
                     "{handler}: field \"ms\" must be a number, got {}",
-                    kind(other)
+                    json_kind(other)
                 ));
             }
             None => return Err(format!("{handler}: missing field \"ms\"; {expected}")),
         },
-        other => return Err(format!("{handler}: got {}; {expected}", kind(other))),
+        other => return Err(format!("{handler}: got {}; {expected}", json_kind(other))),
     };
     let ms = ms.as_f64().unwrap_or(f64::NAN);
     if !ms.is_finite() || ms < 0.0 {
@@ -244,7 +244,7 @@ fn sum_and_greet(payload: &[u8]) -> Result<Bytes, String> {
     let Value::Object(fields) = &value else {
         return Err(format!(
             "sum_and_greet: payload is {}; {expected}",
-            kind(&value)
+            json_kind(&value)
         ));
     };
     let name = match fields.get("name") {
@@ -252,7 +252,7 @@ fn sum_and_greet(payload: &[u8]) -> Result<Bytes, String> {
         Some(other) => {
             return Err(format!(
                 "sum_and_greet: field \"name\" must be a string, got {}",
-                kind(other)
+                json_kind(other)
             ));
         }
         None => return Err(format!("sum_and_greet: missing field \"name\"; {expected}")),
@@ -261,7 +261,7 @@ fn sum_and_greet(payload: &[u8]) -> Result<Bytes, String> {
         Some(Value::Number(n)) => Ok(n),
         Some(other) => Err(format!(
             "sum_and_greet: field \"{field}\" must be a number, got {}",
-            kind(other)
+            json_kind(other)
         )),
         None => Err(format!(
             "sum_and_greet: missing field \"{field}\"; {expected}"

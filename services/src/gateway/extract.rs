@@ -130,7 +130,7 @@ pub(crate) fn json_object(body: Option<&[u8]>) -> Result<Map<String, Value>, Api
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(ApiError::invalid_field(format!(
             "the request body must be a JSON object, got {}",
-            json_type(&other)
+            crate::functions::json_kind(&other)
         ))),
         Err(e) => Err(ApiError::malformed_json(format!(
             "the body is not valid JSON: {e}"
@@ -147,7 +147,7 @@ pub(crate) fn required_string(map: &Map<String, Value>, field: &str) -> Result<S
         Some(Value::String(s)) => Ok(s.clone()),
         Some(other) => Err(ApiError::invalid_field(format!(
             "field `{field}` must be a string, got {}",
-            json_type(other)
+            crate::functions::json_kind(other)
         ))),
     }
 }
@@ -171,19 +171,8 @@ pub(crate) fn optional_int<T: TryFrom<u64>>(
             }),
         Some(other) => Err(ApiError::invalid_field(format!(
             "field `{field}` must be a non-negative integer, got {}",
-            json_type(other)
+            crate::functions::json_kind(other)
         ))),
-    }
-}
-
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

@@ -33,6 +33,7 @@ use taskforge_proto::scheduler::{
 use taskforge_proto::worker::worker_message::Message as FromWorker;
 use taskforge_proto::worker::{CancelRequest, SchedulerMessage, WorkerHello, scheduler_message};
 
+use super::observer::SchedulerEvent;
 use super::SchedulerOptions;
 use super::committer::{Commit, Committer};
 use super::convert::{check_size, parse_execution_id, resolve_policy};
@@ -340,6 +341,12 @@ impl Actor {
         }
     }
 
+    fn observe(&self, event: &SchedulerEvent<'_>) {
+        if let Some(observer) = &self.options.observer {
+            observer.observe(event);
+        }
+    }
+
     fn now(&self) -> Instant {
         Instant::from_elapsed(self.origin.elapsed())
     }
@@ -568,6 +575,11 @@ impl Actor {
             .worker_connected(now, session, WorkerId::new(worker_id.clone()), pool_size)
             .map_err(|error| Status::invalid_argument(error.to_string()))?;
         tracing::info!(worker = %worker_id, %session, pool_size, "worker joined");
+        self.observe(&SchedulerEvent::WorkerJoined {
+            session,
+            worker: &worker_id,
+            pool_size,
+        });
         self.sessions.insert(
             session,
             Session {
@@ -623,7 +635,13 @@ impl Actor {
                     started_at_us: result.started_at_us,
                     finished_at_us: result.finished_at_us,
                 });
-                self.core.result(now, session, id, attempt, outcome);
+                let disposition = self.core.result(now, session, id, attempt, outcome);
+                self.observe(&SchedulerEvent::Result {
+                    session,
+                    execution: id,
+                    attempt,
+                    disposition,
+                });
                 self.carry_out();
                 self.stamps = None;
             }
@@ -643,6 +661,7 @@ impl Actor {
     /// Carries out everything the core asked for.
     fn carry_out(&mut self) {
         while let Some(output) = self.core.poll_output() {
+            self.observe(&SchedulerEvent::Output(&output));
             match output {
                 Output::Dispatch(dispatch) => {
                     let started_at_us = (self.clock)();

@@ -12,6 +12,7 @@ mod actor;
 mod api;
 mod committer;
 mod convert;
+mod observer;
 mod streams;
 
 use std::time::Duration;
@@ -29,6 +30,7 @@ use taskforge_proto::worker::worker_service_server::WorkerServiceServer;
 use crate::clock::WallClock;
 use crate::store::Store;
 pub use committer::StoreRunner;
+pub use observer::{SchedulerEvent, SchedulerObserver};
 
 /// Everything the scheduler service can be tuned with.
 #[derive(Clone, Debug)]
@@ -49,6 +51,9 @@ pub struct SchedulerOptions {
     /// HTTP/2 keepalive towards clients and workers, so a silent peer is noticed.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// Sees every decision of the scheduler, in order (the simulation builds
+    /// its trace and checks its invariants with it). `None` costs nothing.
+    pub observer: Option<SchedulerObserver>,
 }
 
 impl Default for SchedulerOptions {
@@ -63,6 +68,7 @@ impl Default for SchedulerOptions {
             store_runner: StoreRunner::Thread,
             keepalive_interval: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(10),
+            observer: None,
         }
     }
 }

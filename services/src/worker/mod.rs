@@ -23,6 +23,7 @@
 //! [`WorkerPool`]: taskforge_core::pool::WorkerPool
 
 mod backoff;
+mod observer;
 mod session;
 mod wire;
 
@@ -37,6 +38,7 @@ use tracing::{debug, info, warn};
 use self::backoff::Backoff;
 use self::session::{Session, SessionEnd};
 
+pub use self::observer::{TaskEvent, TaskObserver};
 pub use self::wire::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
 /// Result timestamps come from the caller's wall clock (unix microseconds):
 /// [`system_clock`] in the binary, a clock following simulated time in the
@@ -64,6 +66,9 @@ pub struct WorkerConfig {
     pub default_timeout: Duration,
     /// Seeds the reconnect jitter.
     pub seed: u64,
+    /// Sees every task start and end (the simulation counts running tasks
+    /// with it). `None` costs nothing.
+    pub observer: Option<TaskObserver>,
 }
 
 impl WorkerConfig {
@@ -79,6 +84,7 @@ impl WorkerConfig {
             handshake_timeout: Duration::from_secs(10),
             default_timeout: DEFAULT_TIMEOUT,
             seed: 0,
+            observer: None,
         }
     }
 

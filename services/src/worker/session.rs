@@ -32,6 +32,7 @@ use tonic::Streaming;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
+use super::observer::{TaskEvent, TaskObserver};
 use super::wire::{self, Job};
 use super::{Shutdown, Timebase, WallClock, WorkerConfig};
 
@@ -140,6 +141,7 @@ pub(super) struct Session {
     drain_deadline: Option<tokio::time::Instant>,
     /// See [`SessionEnd::Lost`].
     settled: bool,
+    observer: Option<TaskObserver>,
 }
 
 impl std::fmt::Debug for Session {
@@ -184,6 +186,7 @@ impl Session {
             next_seq: 0,
             drain_deadline: None,
             settled: false,
+            observer: config.observer.clone(),
         }
     }
 
@@ -377,7 +380,7 @@ impl Session {
             .finished(self.timebase.now(), done.execution, done.attempt, outcome)
         {
             // The pool no longer runs it; nothing will report it.
-            self.tasks.remove(&key);
+            self.let_go(key);
         }
     }
 
@@ -405,7 +408,7 @@ impl Session {
                         self.held.remove(&execution);
                     }
                     let (started_at_us, finished_at_us) =
-                        match self.tasks.remove(&(execution, attempt)) {
+                        match self.let_go((execution, attempt)) {
                             Some(task) => (
                                 task.started_at_us,
                                 task.finished_at_us.unwrap_or_else(|| (self.clock)()),
@@ -456,6 +459,19 @@ impl Session {
                 finished_at_us: None,
             },
         );
+        if let Some(observer) = &self.observer {
+            observer.observe(TaskEvent::Started { execution, attempt });
+        }
+    }
+
+    /// Forgets a task (it ended, or was aborted): its slot is free.
+    fn let_go(&mut self, key: (ExecutionId, u32)) -> Option<Task> {
+        let task = self.tasks.remove(&key)?;
+        if let Some(observer) = &self.observer {
+            let (execution, attempt) = key;
+            observer.observe(TaskEvent::Ended { execution, attempt });
+        }
+        Some(task)
     }
 
     fn send(&self, message: WorkerMessage) -> Result<(), String> {
@@ -476,8 +492,11 @@ impl Drop for Session {
     /// Whatever still runs belongs to this session only: the scheduler runs it
     /// again under a new attempt.
     fn drop(&mut self) {
-        for task in self.tasks.values() {
+        for (&(execution, attempt), task) in &self.tasks {
             task.abort.abort();
+            if let Some(observer) = &self.observer {
+                observer.observe(TaskEvent::Ended { execution, attempt });
+            }
         }
     }
 }
