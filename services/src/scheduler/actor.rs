@@ -33,10 +33,10 @@ use taskforge_proto::scheduler::{
 use taskforge_proto::worker::worker_message::Message as FromWorker;
 use taskforge_proto::worker::{CancelRequest, SchedulerMessage, WorkerHello, scheduler_message};
 
-use super::observer::SchedulerEvent;
 use super::SchedulerOptions;
 use super::committer::{Commit, Committer};
 use super::convert::{check_size, parse_execution_id, resolve_policy};
+use super::observer::SchedulerEvent;
 use super::streams::Outbox;
 use crate::clock::WallClock;
 use crate::functions::Builtin;
@@ -175,6 +175,9 @@ pub(crate) struct Actor {
     waiting: VecDeque<(u64, Durable)>,
     /// Terminal in the core but not yet durable: the status clients still see.
     unpublished: FxHashMap<ExecutionId, ExecStatus>,
+    /// Terminal states whose batch failed to sync: shown to nobody until a
+    /// later sync succeeds (the store's next sync rewrites what failed).
+    stalled: Vec<ExecutionId>,
     functions: BTreeMap<String, RegisteredFunction>,
     meta: FxHashMap<ExecutionId, Meta>,
     sessions: BTreeMap<SessionId, Session>,
@@ -223,6 +226,7 @@ impl Actor {
             log: Vec::new(),
             waiting: VecDeque::new(),
             unpublished: FxHashMap::default(),
+            stalled: Vec::new(),
             functions: BTreeMap::new(),
             meta: FxHashMap::default(),
             sessions: BTreeMap::new(),
@@ -798,6 +802,12 @@ impl Actor {
                 (through, Some(error))
             }
         };
+        if failure.is_none() {
+            for id in std::mem::take(&mut self.stalled) {
+                self.unpublished.remove(&id);
+                self.notify(id);
+            }
+        }
         while self.waiting.front().is_some_and(|&(seq, _)| seq <= through) {
             let Some((_, what)) = self.waiting.pop_front() else {
                 break;
@@ -825,6 +835,7 @@ impl Actor {
                         Some(_) => Err(failed()),
                     });
                 }
+                Durable::Finished { id } if failure.is_some() => self.stalled.push(id),
                 Durable::Finished { id } => {
                     self.unpublished.remove(&id);
                     self.notify(id);

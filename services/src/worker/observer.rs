@@ -17,9 +17,15 @@ use taskforge_core::ExecutionId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskEvent {
     /// A task was spawned to run this attempt: it holds a slot from now on.
-    Started { execution: ExecutionId, attempt: u32 },
+    Started {
+        execution: ExecutionId,
+        attempt: u32,
+    },
     /// The worker let go of the task; its slot is free.
-    Ended { execution: ExecutionId, attempt: u32 },
+    Ended {
+        execution: ExecutionId,
+        attempt: u32,
+    },
 }
 
 /// Receives every [`TaskEvent`] of one worker, in order.

@@ -407,14 +407,13 @@ impl Session {
                     if self.held.get(&execution) == Some(&attempt) {
                         self.held.remove(&execution);
                     }
-                    let (started_at_us, finished_at_us) =
-                        match self.let_go((execution, attempt)) {
-                            Some(task) => (
-                                task.started_at_us,
-                                task.finished_at_us.unwrap_or_else(|| (self.clock)()),
-                            ),
-                            None => (0, (self.clock)()),
-                        };
+                    let (started_at_us, finished_at_us) = match self.let_go((execution, attempt)) {
+                        Some(task) => (
+                            task.started_at_us,
+                            task.finished_at_us.unwrap_or_else(|| (self.clock)()),
+                        ),
+                        None => (0, (self.clock)()),
+                    };
                     debug!(%execution, attempt, ?report, "reporting");
                     self.send(wire::result(
                         execution,

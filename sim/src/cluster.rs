@@ -1,0 +1,244 @@
+//! The cluster under test: the real scheduler, workers and gateway, each on a
+//! turmoil host, wired through the services' network and filesystem seams.
+//!
+//! Every host runs the same library code the `taskforge` binary runs — not a
+//! model of it. A host's software is a closure that builds the service from
+//! scratch, so `bounce` (and the restart after a crash) re-runs start-up the
+//! way a real restart does: the scheduler reloads its JSON Lines store from the
+//! simulated disk (whatever survived the crash), workers dial in again under
+//! the same id and start over with an empty pool.
+//!
+//! The timings are scaled down from the binary's defaults so that a run of a
+//! few simulated seconds sees workers declared lost, reconnects and retries;
+//! they keep the relations the design asks for: every timeout well above the
+//! worst simulated round trip, the heartbeat timeout a few heartbeat intervals,
+//! and the keepalive timeout (which closes a wedged connection) above the
+//! heartbeat timeout (which declares its worker lost), so that results held on
+//! a link can still arrive after their worker was declared lost — and must be
+//! fenced off.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use taskforge_core::Policy;
+use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
+use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
+use taskforge_services::clock::WallClock;
+use taskforge_services::gateway::{self, GatewayConfig};
+use taskforge_services::net::ChannelConfig;
+use taskforge_services::scheduler::{SchedulerOptions, SchedulerService, StoreRunner};
+use taskforge_services::store::JsonlStore;
+use taskforge_services::worker::{self, WorkerConfig};
+
+use crate::fs::{Power, SimFileSystem};
+use crate::net::{self, GATEWAY_PORT, SCHEDULER_PORT};
+use crate::seed::Seed;
+use crate::trace::{Event, Recorder, WorkerIndex};
+
+/// Host names.
+pub const SCHEDULER: &str = "scheduler";
+pub const GATEWAY: &str = "gateway";
+
+pub fn worker_host(worker: WorkerIndex) -> String {
+    format!("worker-{worker}")
+}
+
+/// 2025-01-01T00:00:00Z: the simulated wall clock starts here, in every run.
+pub const EPOCH_SECS: u64 = 1_735_689_600;
+
+pub fn epoch() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(EPOCH_SECS)
+}
+
+/// Where the scheduler keeps its store on its simulated disk.
+const DATA_DIR: &str = "/var/lib/taskforge";
+
+/// How often workers send heartbeats.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+/// Silence after which the scheduler declares a worker lost.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// HTTP/2 keepalive on every connection, both ends.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(1000);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The shape of a cluster.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    /// Pool size of `worker-1`, `worker-2`, ...
+    pub pool_sizes: Vec<u32>,
+    /// Executions the scheduler may put on a worker beyond its pool size.
+    pub prefetch: u32,
+    /// Whether a gateway host serves HTTP.
+    pub gateway: bool,
+}
+
+impl Shape {
+    pub fn workers(&self) -> impl Iterator<Item = WorkerIndex> {
+        1..=self.pool_sizes.len()
+    }
+}
+
+/// The channel settings of every client of the scheduler.
+pub fn channel_config() -> ChannelConfig {
+    ChannelConfig {
+        connect_timeout: Duration::from_millis(500),
+        keepalive_interval: KEEPALIVE_INTERVAL,
+        keepalive_timeout: KEEPALIVE_TIMEOUT,
+    }
+}
+
+/// The simulated wall clock, in microseconds since the Unix epoch.
+pub fn clock() -> WallClock {
+    Arc::new(|| {
+        let since_epoch = turmoil::since_epoch().unwrap_or(Duration::from_secs(EPOCH_SECS));
+        since_epoch.as_micros() as u64
+    })
+}
+
+/// The scheduler's options, scaled for the simulation.
+fn scheduler_options(shape: &Shape, seed: Seed, incarnation: u32) -> SchedulerOptions {
+    SchedulerOptions {
+        core: SchedulerConfig {
+            heartbeat_timeout: HEARTBEAT_TIMEOUT,
+            queue_limit: 10_000,
+            prefetch: shape.prefetch,
+            retry_backoff: Backoff {
+                initial: Duration::from_millis(50),
+                max: Duration::from_millis(800),
+            },
+            timeout_grace: Duration::from_secs(2),
+            // Nothing is forgotten during a run: a status query at the end
+            // must still find every execution.
+            retention: Retention {
+                max_age: Duration::from_secs(24 * 3600),
+                max_count: 1_000_000,
+            },
+        },
+        default_policy: Policy::default(),
+        // A restarted scheduler draws other ids (the actor also mixes in what
+        // it recovered).
+        id_seed: seed
+            .derive("execution ids")
+            .wrapping_add(u64::from(incarnation)),
+        // No threads in the simulation: the committer is a task on the host.
+        store_runner: StoreRunner::Task,
+        keepalive_interval: KEEPALIVE_INTERVAL,
+        keepalive_timeout: KEEPALIVE_TIMEOUT,
+        ..SchedulerOptions::default()
+    }
+}
+
+/// Registers the scheduler, the workers and (if the shape says so) the
+/// gateway on `sim`.
+pub fn install(
+    sim: &mut turmoil::Sim<'_>,
+    shape: &Shape,
+    seed: Seed,
+    recorder: &Recorder,
+    power: &Power,
+) {
+    install_scheduler(sim, shape, seed, recorder, power);
+    for worker in shape.workers() {
+        install_worker(sim, shape, worker, seed, recorder);
+    }
+    if shape.gateway {
+        sim.host(GATEWAY, || async {
+            let channel = net::channel(SCHEDULER, SCHEDULER_PORT, &channel_config());
+            let config = GatewayConfig {
+                rpc_timeout: Duration::from_secs(2),
+                max_wait: Duration::from_secs(5),
+                ..GatewayConfig::default()
+            };
+            let router = gateway::router(SchedulerServiceClient::new(channel), config);
+            let listener = net::bind(GATEWAY_PORT).await?;
+            gateway::serve(net::HttpListener(listener), router, std::future::pending()).await?;
+            Ok(())
+        });
+    }
+}
+
+fn install_scheduler(
+    sim: &mut turmoil::Sim<'_>,
+    shape: &Shape,
+    seed: Seed,
+    recorder: &Recorder,
+    power: &Power,
+) {
+    let shape = shape.clone();
+    let recorder = recorder.clone();
+    let power = power.clone();
+    let incarnations = AtomicU32::new(0);
+    sim.host(SCHEDULER, move || {
+        let incarnation = incarnations.fetch_add(1, Ordering::Relaxed) + 1;
+        let options = SchedulerOptions {
+            observer: Some(recorder.scheduler_observer(incarnation)),
+            ..scheduler_options(&shape, seed, incarnation)
+        };
+        let recorder = recorder.clone();
+        let power = power.clone();
+        async move {
+            recorder.record(Event::SchedulerStarted { incarnation });
+            let fs = Arc::new(SimFileSystem::new(power.clone()));
+            let service = JsonlStore::open(fs, PathBuf::from(DATA_DIR))
+                .map_err(taskforge_services::scheduler::SchedulerError::from)
+                .and_then(|store| SchedulerService::load(options, Box::new(store), clock()));
+            let service = match service {
+                Ok(service) => service,
+                // The power went out while it started: it is about to be
+                // crashed. Anything else is a real failure to start.
+                Err(_) if power.is_cut() => std::future::pending().await,
+                Err(error) => return Err(format!("the scheduler cannot start: {error}").into()),
+            };
+            let listener = net::bind(SCHEDULER_PORT).await?;
+            service
+                .serve(net::incoming(listener), std::future::pending())
+                .await?;
+            Ok(())
+        }
+    });
+}
+
+fn install_worker(
+    sim: &mut turmoil::Sim<'_>,
+    shape: &Shape,
+    worker: WorkerIndex,
+    seed: Seed,
+    recorder: &Recorder,
+) {
+    let pool_size = shape.pool_sizes[worker - 1];
+    let recorder = recorder.clone();
+    let incarnations = AtomicU32::new(0);
+    let jitter = seed.derive(&worker_host(worker));
+    sim.host(worker_host(worker), move || {
+        let incarnation = incarnations.fetch_add(1, Ordering::Relaxed) + 1;
+        let config = WorkerConfig {
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            reconnect_initial: Duration::from_millis(50),
+            reconnect_max: Duration::from_millis(500),
+            handshake_timeout: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(1),
+            seed: jitter.wrapping_add(u64::from(incarnation)),
+            observer: Some(recorder.task_observer(worker, incarnation)),
+            ..WorkerConfig::new(worker_host(worker), pool_size)
+        };
+        let recorder = recorder.clone();
+        run_worker(worker, incarnation, config, recorder)
+    });
+}
+
+async fn run_worker(
+    worker: WorkerIndex,
+    incarnation: u32,
+    config: WorkerConfig,
+    recorder: Recorder,
+) -> turmoil::Result {
+    recorder.record(Event::WorkerStarted {
+        worker,
+        incarnation,
+    });
+    let channel = net::channel(SCHEDULER, SCHEDULER_PORT, &channel_config());
+    worker::run(config, channel, clock(), std::future::pending()).await?;
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! The scenarios: for each, what a seed turns into — the cluster's shape, the
+//! workload, the network's latency and the fault schedule.
+//!
+//! Every scenario runs the same cluster and clients; they differ in the faults
+//! they inject, each aimed at one part of the failure semantics:
+//!
+//! | scenario | faults | what it presses on |
+//! |---|---|---|
+//! | `steady_load` | none | dispatch, pool limits, outputs, the watch/status agreement |
+//! | `worker_crash` | a busy worker dies for good, cleanly or silently | re-queueing lost work; the heartbeat timeout catching a silent death |
+//! | `worker_bounce` | a busy worker restarts under the same id, sometimes behind a held link | replacing a session; fencing its stale results |
+//! | `partition` | scheduler ↔ worker (and client) links cut, then repaired | heartbeat loss, reconnects, late results dropped |
+//! | `hold_release` | links held for a while, then released all at once | long delays; stale results fenced; no duplicate visible |
+//! | `scheduler_crash` | the scheduler crashes (or its disk loses power mid-write) and restarts | ACCEPTED survives; unsynced writes lost; recovery; workers reconnect |
+//! | `random` | a mix of all of these, plus latency changes | their interactions |
+
+use std::ops::Range;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::rngs::SmallRng;
+
+use crate::cluster::{self, SCHEDULER, worker_host};
+use crate::faults::{Fault, Schedule};
+use crate::seed::Seed;
+use crate::trace::WorkerIndex;
+use crate::workload::{self, Request};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scenario {
+    SteadyLoad,
+    WorkerCrash,
+    WorkerBounce,
+    Partition,
+    HoldRelease,
+    SchedulerCrash,
+    Random,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 7] = [
+        Scenario::SteadyLoad,
+        Scenario::WorkerCrash,
+        Scenario::WorkerBounce,
+        Scenario::Partition,
+        Scenario::HoldRelease,
+        Scenario::SchedulerCrash,
+        Scenario::Random,
+    ];
+
+    /// The scenario's name; also the name of its test.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::SteadyLoad => "steady_load",
+            Scenario::WorkerCrash => "worker_crash",
+            Scenario::WorkerBounce => "worker_bounce",
+            Scenario::Partition => "partition",
+            Scenario::HoldRelease => "hold_release",
+            Scenario::SchedulerCrash => "scheduler_crash",
+            Scenario::Random => "random",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Everything a run will do, decided up front from its seed.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub scenario: Scenario,
+    pub seed: Seed,
+    pub cluster: cluster::Shape,
+    pub clients: usize,
+    pub requests: Vec<Request>,
+    /// Message latency on every link, before any fault changes it.
+    pub max_latency: Duration,
+    pub faults: Schedule,
+    /// Clients stop waiting for executions then.
+    pub give_up_at: Duration,
+}
+
+/// After the last fault healed (and the last request was sent), how long
+/// every ACCEPTED execution has to finish.
+const LIVENESS_WINDOW: Duration = Duration::from_secs(12);
+
+/// With a gateway, this client speaks HTTP to it.
+pub const HTTP_CLIENT: usize = 2;
+
+/// Faults fall in this window.
+const FAULT_WINDOW: Range<Duration> = Duration::from_millis(800)..Duration::from_millis(5500);
+
+impl Plan {
+    pub fn new(scenario: Scenario, seed: Seed) -> Plan {
+        let mut rng = seed.rng("cluster");
+        let workers = rng.random_range(2..=4);
+        // The gateway (and a client speaking HTTP to it) joins the scenarios
+        // that are about the whole system rather than one failure.
+        let gateway = matches!(scenario, Scenario::SteadyLoad | Scenario::Random);
+        let cluster = cluster::Shape {
+            pool_sizes: (0..workers).map(|_| rng.random_range(1..=4)).collect(),
+            prefetch: [0, 1, 1, 2][rng.random_range(0..4)],
+            gateway,
+        };
+        let max_latency = Duration::from_micros(rng.random_range(500..15_000));
+        let clients = if gateway { 3 } else { 2 };
+        let shape = workload::Shape {
+            clients,
+            http_client: gateway.then_some(HTTP_CLIENT),
+            ..workload::Shape::default()
+        };
+        let requests = workload::generate(seed, &shape);
+        let faults = faults(scenario, &mut seed.rng("faults"), &cluster, max_latency);
+        let last_request = requests.last().map_or(Duration::ZERO, |r| r.at);
+        // Enough time to run the whole workload again on the slots that
+        // survive the schedule, on top of the window.
+        let surviving_slots: u32 = cluster
+            .workers()
+            .filter(|&worker| {
+                !faults.steps().iter().any(|step| {
+                    matches!(step.fault, Fault::CrashWorker { worker: w, .. } if w == worker)
+                })
+            })
+            .map(|worker| cluster.pool_sizes[worker - 1])
+            .sum();
+        let work: Duration = requests.iter().map(|r| r.runs_for).sum();
+        let give_up_at =
+            faults.healed_at.max(last_request) + LIVENESS_WINDOW + work / surviving_slots.max(1);
+        Plan {
+            scenario,
+            seed,
+            cluster,
+            clients,
+            requests,
+            max_latency,
+            faults,
+            give_up_at,
+        }
+    }
+}
+
+fn pick_time(rng: &mut SmallRng, window: Range<Duration>) -> Duration {
+    let (from, to) = (
+        window.start.as_micros() as u64,
+        window.end.as_micros() as u64,
+    );
+    Duration::from_micros(rng.random_range(from..to.max(from + 1)))
+}
+
+fn pick_worker(rng: &mut SmallRng, cluster: &cluster::Shape) -> WorkerIndex {
+    rng.random_range(1..=cluster.pool_sizes.len())
+}
+
+/// How long a link stays held. Half the time just past the heartbeat
+/// timeout (1 s) and short of the keepalive's (a ping unanswered for 1.5 s):
+/// the worker is declared lost, yet its connection survives, so the results
+/// it sent meanwhile arrive after the release — and must be fenced off.
+fn hold_duration(rng: &mut SmallRng) -> Duration {
+    let ms = match rng.random_range(0..4) {
+        0 => rng.random_range(50..900),
+        1 | 2 => rng.random_range(1_050..1_500),
+        _ => rng.random_range(1_500..3_500),
+    };
+    Duration::from_millis(ms)
+}
+
+fn faults(
+    scenario: Scenario,
+    rng: &mut SmallRng,
+    cluster: &cluster::Shape,
+    base_latency: Duration,
+) -> Schedule {
+    let mut schedule = Schedule::default();
+    match scenario {
+        Scenario::SteadyLoad => {}
+        Scenario::WorkerCrash => {
+            let mut alive: Vec<WorkerIndex> = cluster.workers().collect();
+            let crashes = if alive.len() > 2 && rng.random_bool(0.3) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..crashes {
+                let at = pick_time(rng, FAULT_WINDOW);
+                let worker = alive.remove(rng.random_range(0..alive.len()));
+                crash_worker(rng, &mut schedule, at, worker);
+            }
+        }
+        Scenario::WorkerBounce => {
+            for _ in 0..rng.random_range(1..=2) {
+                let at = pick_time(rng, FAULT_WINDOW);
+                let worker = pick_worker(rng, cluster);
+                bounce_worker(rng, &mut schedule, at, worker);
+            }
+        }
+        Scenario::Partition => {
+            let mut at = pick_time(rng, FAULT_WINDOW.start..Duration::from_secs(3));
+            for _ in 0..rng.random_range(1..=2) {
+                let host = worker_host(pick_worker(rng, cluster));
+                let lasts = Duration::from_millis(rng.random_range(1_500..4_000));
+                cut(&mut schedule, at, lasts, SCHEDULER, &host);
+                at += lasts / 2;
+            }
+            if rng.random_bool(0.4) {
+                let at = pick_time(rng, FAULT_WINDOW);
+                let lasts = Duration::from_millis(rng.random_range(300..3_000));
+                cut(&mut schedule, at, lasts, SCHEDULER, &client_host(rng));
+            }
+        }
+        Scenario::HoldRelease => {
+            let mut at = pick_time(rng, FAULT_WINDOW.start..Duration::from_secs(2));
+            for _ in 0..rng.random_range(2..=4) {
+                let lasts = hold_duration(rng);
+                let peer = if rng.random_bool(0.75) {
+                    worker_host(pick_worker(rng, cluster))
+                } else {
+                    client_host(rng)
+                };
+                hold(&mut schedule, at, lasts, SCHEDULER, &peer);
+                at += lasts + Duration::from_millis(rng.random_range(100..800));
+            }
+        }
+        Scenario::SchedulerCrash => {
+            let mut at = pick_time(rng, FAULT_WINDOW.start..Duration::from_secs(3));
+            for _ in 0..rng.random_range(1..=2) {
+                let down = crash_scheduler(rng, &mut schedule, at);
+                at += down + Duration::from_millis(rng.random_range(500..2_000));
+            }
+        }
+        Scenario::Random => {
+            let mut alive: Vec<WorkerIndex> = cluster.workers().collect();
+            let mut at = pick_time(rng, FAULT_WINDOW.start..Duration::from_secs(2));
+            for _ in 0..rng.random_range(3..=6) {
+                let lasts = match rng.random_range(0..7) {
+                    0 if alive.len() > 1 => {
+                        let worker = alive.remove(rng.random_range(0..alive.len()));
+                        crash_worker(rng, &mut schedule, at, worker);
+                        Duration::from_millis(500)
+                    }
+                    0 | 1 => {
+                        let worker = alive[rng.random_range(0..alive.len())];
+                        bounce_worker(rng, &mut schedule, at, worker)
+                    }
+                    2 => {
+                        let worker = alive[rng.random_range(0..alive.len())];
+                        let lasts = Duration::from_millis(rng.random_range(300..3_500));
+                        cut(&mut schedule, at, lasts, SCHEDULER, &worker_host(worker));
+                        lasts
+                    }
+                    3 => {
+                        let lasts = Duration::from_millis(rng.random_range(300..2_500));
+                        cut(&mut schedule, at, lasts, SCHEDULER, &client_host(rng));
+                        lasts
+                    }
+                    4 => {
+                        let (a, b) = match rng.random_range(0..10) {
+                            0..7 => (
+                                SCHEDULER,
+                                worker_host(alive[rng.random_range(0..alive.len())]),
+                            ),
+                            7 | 8 => (SCHEDULER, client_host(rng)),
+                            // The gateway's own link to the scheduler.
+                            _ => (SCHEDULER, cluster::GATEWAY.to_string()),
+                        };
+                        let lasts = hold_duration(rng);
+                        hold(&mut schedule, at, lasts, a, &b);
+                        lasts
+                    }
+                    5 => crash_scheduler(rng, &mut schedule, at),
+                    _ => {
+                        let lasts = Duration::from_millis(rng.random_range(500..3_000));
+                        let latency = Duration::from_millis(rng.random_range(20..120));
+                        schedule.add(at, Fault::MaxLatency(latency));
+                        schedule.add(at + lasts, Fault::MaxLatency(base_latency));
+                        lasts
+                    }
+                };
+                at += lasts + Duration::from_millis(rng.random_range(100..1_000));
+            }
+        }
+    }
+    schedule
+}
+
+fn client_host(rng: &mut SmallRng) -> String {
+    format!("client-{}", rng.random_range(0..2))
+}
+
+/// Crashes a busy worker for good; half the time silently.
+fn crash_worker(rng: &mut SmallRng, schedule: &mut Schedule, at: Duration, worker: WorkerIndex) {
+    let silent = rng.random_bool(0.5);
+    schedule.add_when_busy(at, worker, Fault::CrashWorker { worker, silent });
+}
+
+/// Bounces a busy worker; half the time behind a held link, so that what it
+/// sent before going down arrives after it came back. Returns how long the
+/// episode lasts.
+fn bounce_worker(
+    rng: &mut SmallRng,
+    schedule: &mut Schedule,
+    at: Duration,
+    worker: WorkerIndex,
+) -> Duration {
+    if rng.random_bool(0.5) {
+        let held = hold_duration(rng);
+        let before = Duration::from_millis(rng.random_range(0..300));
+        schedule.add(at, Fault::Hold(SCHEDULER.into(), worker_host(worker)));
+        schedule.add_when_busy(at + before, worker, Fault::BounceWorker { worker });
+        schedule.add(
+            at + before + held,
+            Fault::Release(SCHEDULER.into(), worker_host(worker)),
+        );
+        before + held
+    } else {
+        schedule.add_when_busy(at, worker, Fault::BounceWorker { worker });
+        Duration::from_millis(500)
+    }
+}
+
+/// Crashes the scheduler — cleanly between two steps, or by cutting its
+/// disk's power in the middle of an operation — and restarts it. Returns how
+/// long the episode lasts.
+fn crash_scheduler(rng: &mut SmallRng, schedule: &mut Schedule, at: Duration) -> Duration {
+    let downtime = Duration::from_millis(rng.random_range(200..2_000));
+    if rng.random_bool(0.6) {
+        let after = rng.random_range(0..6);
+        schedule.add(at, Fault::PowerCut { after, downtime });
+        downtime + Duration::from_secs(1)
+    } else {
+        schedule.add(at, Fault::CrashScheduler);
+        schedule.add(at + downtime, Fault::RestartScheduler);
+        downtime
+    }
+}
+
+fn cut(schedule: &mut Schedule, at: Duration, lasts: Duration, a: &str, b: &str) {
+    schedule.add(at, Fault::Partition(a.into(), b.into()));
+    schedule.add(at + lasts, Fault::Repair(a.into(), b.into()));
+}
+
+fn hold(schedule: &mut Schedule, at: Duration, lasts: Duration, a: &str, b: &str) {
+    schedule.add(at, Fault::Hold(a.into(), b.into()));
+    schedule.add(at + lasts, Fault::Release(a.into(), b.into()));
+}
