@@ -482,7 +482,10 @@ fn restored_executions_queue_again_and_finished_ones_are_remembered() {
     s.restore(
         at_ms(0),
         submission(2, policy()),
-        Prior::Finished(done.clone()),
+        Prior::Finished {
+            terminal: done.clone(),
+            attempt: 1,
+        },
     )
     .unwrap();
     s.restore(
@@ -493,7 +496,8 @@ fn restored_executions_queue_again_and_finished_ones_are_remembered() {
         },
     )
     .unwrap();
-    assert_eq!(s.execution(ExecutionId(2)).unwrap().terminal, Some(&done));
+    let kept = s.execution(ExecutionId(2)).unwrap();
+    assert_eq!((kept.terminal, kept.attempt), (Some(&done), 1));
     assert_eq!(status(&s, 3), Some(Status::Failed), "out of attempts");
     s.worker_connected(at_ms(1), S1, worker("w"), 4).unwrap();
     assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(1), 2)]);

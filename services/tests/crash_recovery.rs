@@ -111,4 +111,5 @@ async fn finished_executions_keep_their_results_across_a_scheduler_kill_9() {
     assert_eq!(info.status, "COMPLETED");
     assert_eq!(info.output.as_ref(), b"\"kept\"");
     assert_eq!(info.worker_id, "w");
+    assert_eq!(info.attempt, 1, "the attempt it finished on is remembered");
 }

@@ -69,10 +69,9 @@ pub enum CancelError {
 pub enum Prior {
     /// Accepted but not finished; `attempts_started` were dispatched, all of which
     /// are lost with the restart.
-    Pending {
-        attempts_started: u32,
-    },
-    Finished(Terminal),
+    Pending { attempts_started: u32 },
+    /// Ended as `terminal` on its `attempt`-th start.
+    Finished { terminal: Terminal, attempt: u32 },
 }
 
 #[derive(Debug)]
@@ -259,7 +258,7 @@ impl Scheduler {
                 }
                 self.pump(now);
             }
-            Prior::Finished(terminal) => {
+            Prior::Finished { terminal, attempt } => {
                 self.by_status[terminal.status() as usize] += 1;
                 self.executions.insert(
                     id,
@@ -267,7 +266,7 @@ impl Scheduler {
                         function: submission.function,
                         payload: Bytes::new(),
                         policy: submission.policy,
-                        attempt: 0,
+                        attempt,
                         lost: 0,
                         start_deadline: None,
                         place: Place::Done(terminal),

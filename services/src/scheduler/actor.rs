@@ -281,7 +281,10 @@ impl Actor {
                     meta.finished_at_us = done.finished_at_us;
                     meta.worker_id = (!done.worker_id.is_empty()).then(|| done.worker_id.into());
                     finished += 1;
-                    Prior::Finished(done.terminal)
+                    Prior::Finished {
+                        terminal: done.terminal,
+                        attempt: done.attempt,
+                    }
                 }
                 None => {
                     pending += 1;
