@@ -1094,6 +1094,15 @@ impl SchedulerService for TestScheduler {
         }))
     }
 
+    type TriggerAndWatchExecutionStream = tokio_stream::Empty<Result<ExecutionInfo, Status>>;
+
+    async fn trigger_and_watch_execution(
+        &self,
+        _: Request<sched::TriggerExecutionRequest>,
+    ) -> Result<Response<Self::TriggerAndWatchExecutionStream>, Status> {
+        not_called()
+    }
+
     type WatchExecutionStream = tokio_stream::Empty<Result<ExecutionInfo, Status>>;
 
     async fn watch_execution(

@@ -253,3 +253,52 @@ async fn bad_input_to_the_real_scheduler_gets_clear_errors() {
     assert_eq!(c.get("/health").await.ok(StatusCode::OK)["status"], "ok");
     c.cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn trigger_and_watch_follows_one_execution_in_one_call() {
+    let c = start(1, 2).await;
+    let mut client = c.client();
+    let function_id = register(&mut client, "sum_and_greet").await;
+    let request = taskforge_proto::scheduler::TriggerExecutionRequest {
+        function_id: function_id.clone(),
+        payload: Bytes::from_static(br#"{"name":"Ada","a":2,"b":3}"#),
+        ..Default::default()
+    };
+    let mut stream = client
+        .trigger_and_watch_execution(request)
+        .await
+        .expect("accepted")
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(info) = stream.message().await.expect("a healthy stream") {
+        seen.push(info);
+    }
+    let first = seen.first().expect("the accepted state");
+    assert!(!first.execution_id.is_empty());
+    assert!(
+        seen.iter()
+            .all(|info| info.execution_id == first.execution_id)
+    );
+    let last = seen.last().unwrap();
+    assert_eq!(
+        last.status, "COMPLETED",
+        "the stream ends after the terminal state"
+    );
+    let output: Value = serde_json::from_slice(&last.output).unwrap();
+    assert_eq!(output, json!({"message": "Hello Ada", "sum": 5}));
+    let statuses: Vec<_> = seen.iter().map(|info| info.status.as_str()).collect();
+    let mut deduped = statuses.clone();
+    deduped.dedup();
+    assert_eq!(statuses, deduped, "each state once: {statuses:?}");
+
+    let unknown = taskforge_proto::scheduler::TriggerExecutionRequest {
+        function_id: "0123456789abcdef".into(),
+        ..Default::default()
+    };
+    let refused = client
+        .trigger_and_watch_execution(unknown)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+    c.cluster.shutdown().await;
+}

@@ -204,6 +204,16 @@ impl SchedulerService for Fake {
         }
     }
 
+    type TriggerAndWatchExecutionStream = InfoStream;
+
+    /// The gateway does not use it.
+    async fn trigger_and_watch_execution(
+        &self,
+        _request: Request<TriggerExecutionRequest>,
+    ) -> Result<Response<InfoStream>, Status> {
+        Err(Status::unimplemented("not in the fake"))
+    }
+
     type WatchExecutionStream = InfoStream;
 
     async fn watch_execution(

@@ -55,6 +55,11 @@ pub(crate) enum Command {
         request: TriggerExecutionRequest,
         reply: Reply<String>,
     },
+    /// Trigger, then follow: the updates start with the accepted state.
+    TriggerAndWatch {
+        request: TriggerExecutionRequest,
+        reply: Reply<mpsc::UnboundedReceiver<ExecutionInfo>>,
+    },
     /// `None` when the execution is unknown.
     Status {
         id: String,
@@ -140,6 +145,12 @@ struct Session {
 enum Durable {
     Accepted {
         reply: Reply<String>,
+        id: ExecutionId,
+    },
+    /// A trigger that also follows its execution: once it is durably
+    /// accepted, the caller gets a watch that starts from its state then.
+    AcceptedWatched {
+        reply: Reply<mpsc::UnboundedReceiver<ExecutionInfo>>,
         id: ExecutionId,
     },
     Registered {
@@ -372,6 +383,10 @@ impl Actor {
             },
             Command::Trigger { request, reply } => match self.trigger(request) {
                 Ok(id) => self.hold(Durable::Accepted { reply, id }),
+                Err(status) => drop(reply.send(Err(status))),
+            },
+            Command::TriggerAndWatch { request, reply } => match self.trigger(request) {
+                Ok(id) => self.hold(Durable::AcceptedWatched { reply, id }),
                 Err(status) => drop(reply.send(Err(status))),
             },
             Command::Status { id, reply } => {
@@ -823,6 +838,14 @@ impl Actor {
                 Durable::Accepted { reply, id } => {
                     let _ = reply.send(match failure {
                         None => Ok(id.to_string()),
+                        Some(_) => Err(failed()),
+                    });
+                }
+                Durable::AcceptedWatched { reply, id } => {
+                    // Its terminal state, if any, is published by a later
+                    // entry: the record comes after the acceptance in the log.
+                    let _ = reply.send(match failure {
+                        None => self.watch(&id.to_string()),
                         Some(_) => Err(failed()),
                     });
                 }

@@ -108,6 +108,20 @@ impl SchedulerService for Api {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    type TriggerAndWatchExecutionStream = InfoStream;
+
+    async fn trigger_and_watch_execution(
+        &self,
+        request: Request<TriggerExecutionRequest>,
+    ) -> Result<Response<InfoStream>, Status> {
+        let request = request.into_inner();
+        let updates = self
+            .ask(|reply| Command::TriggerAndWatch { request, reply })
+            .await?;
+        let stream = UnboundedReceiverStream::new(updates).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn list_functions(
         &self,
         _request: Request<ListFunctionsRequest>,
