@@ -287,10 +287,7 @@ impl Scheduler {
         attempt: u32,
         outcome: Outcome,
     ) -> ResultDisposition {
-        let heard = self
-            .workers
-            .update(session, |worker| worker.last_heard = now);
-        if heard.is_none() || !self.workers.release(session, execution, attempt) {
+        if !self.workers.release(now, session, execution, attempt) {
             return ResultDisposition::Stale;
         }
         let current = self.executions.get(&execution).is_some_and(|exec| {

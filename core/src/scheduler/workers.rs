@@ -110,14 +110,17 @@ impl WorkerTable {
     }
 
     /// Takes `(execution, attempt)` off the session's in-flight list; false if it
-    /// was not there (a duplicate, stale or misrouted report).
+    /// was not there (a duplicate, stale or misrouted report). Anything from a
+    /// live session counts as hearing from it.
     pub(crate) fn release(
         &mut self,
+        now: Instant,
         session: SessionId,
         execution: ExecutionId,
         attempt: u32,
     ) -> bool {
         self.update(session, |worker| {
+            worker.last_heard = now;
             let found = worker
                 .in_flight
                 .iter()
