@@ -569,6 +569,14 @@ impl Actor {
 
     fn watch(&mut self, id: &str) -> Result<mpsc::UnboundedReceiver<ExecutionInfo>, Status> {
         let id = parse_execution_id(id)?;
+        self.follow(id)
+    }
+
+    /// A watch on `id`: its current state, then every change until a terminal one.
+    fn follow(
+        &mut self,
+        id: ExecutionId,
+    ) -> Result<mpsc::UnboundedReceiver<ExecutionInfo>, Status> {
         let info = self
             .info(id)
             .ok_or_else(|| Status::not_found(format!("execution {id} not found")))?;
@@ -845,7 +853,7 @@ impl Actor {
                     // Its terminal state, if any, is published by a later
                     // entry: the record comes after the acceptance in the log.
                     let _ = reply.send(match failure {
-                        None => self.watch(&id.to_string()),
+                        None => self.follow(id),
                         Some(_) => Err(failed()),
                     });
                 }

@@ -1,0 +1,275 @@
+//! Driving executions through the HTTP gateway.
+//!
+//! One execution is `POST /invoke/{function_id}` (its answer is the accept
+//! latency), then `GET /jobs/{execution_id}?wait=…`, which the gateway answers
+//! once the execution is terminal — it waits on the scheduler's watch stream,
+//! it does not poll. A wait that runs out is asked again until `--timeout`.
+//!
+//! HTTP/1.1 carries one request at a time per connection, so the client keeps a
+//! pool of keep-alive connections: a request takes an idle one (or opens one)
+//! and gives it back when its answer has been read. The pool's size bounds the
+//! requests in flight; in an open loop, time spent waiting for a connection
+//! counts in the latency, as it should.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode, Uri, header};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, timeout_at};
+
+use super::{ClusterSize, Failure, FailureKind, Observation, Stamps, TargetError, is_terminal};
+use crate::workload::{Function, Handler};
+
+/// Longest single `?wait=`; the gateway caps waits at its own limit (60 s by
+/// default) anyway.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// A client of one gateway.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    pool: Arc<Pool>,
+}
+
+#[derive(Debug)]
+struct Pool {
+    /// `host:port`, dialed and sent as the Host header.
+    authority: String,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// One permit per connection the pool may hold.
+    permits: Semaphore,
+}
+
+/// An answer: status and body.
+type Reply = (StatusCode, Bytes);
+
+impl HttpClient {
+    /// A client of the gateway at `url` (`http://host:port`) using at most
+    /// `connections` connections at once.
+    pub fn new(url: &str, connections: usize) -> Result<HttpClient, TargetError> {
+        let invalid = |reason: &str| TargetError::Address {
+            address: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let uri: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(invalid("only http:// is supported"));
+        }
+        let host = uri.host().ok_or_else(|| invalid("no host"))?;
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(HttpClient {
+            pool: Arc::new(Pool {
+                authority: format!("{host}:{port}"),
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(connections.max(1)),
+            }),
+        })
+    }
+
+    pub(super) async fn cluster_size(&self) -> Result<ClusterSize, TargetError> {
+        #[derive(Deserialize)]
+        struct Stats {
+            workers: u32,
+            capacity: u32,
+        }
+        let (status, body) = self
+            .pool
+            .send(Method::GET, "/stats".to_string(), None)
+            .await
+            .map_err(TargetError::Http)?;
+        let stats: Stats = parse(status, &body).map_err(TargetError::Http)?;
+        Ok(ClusterSize {
+            workers: stats.workers,
+            capacity: stats.capacity,
+        })
+    }
+
+    pub(super) async fn register(
+        &self,
+        name: &str,
+        handler: Handler,
+    ) -> Result<String, TargetError> {
+        #[derive(Deserialize)]
+        struct Registered {
+            function_id: String,
+        }
+        let body = serde_json::json!({"name": name, "language": "builtin", "code": handler.code()});
+        let body = Bytes::from(body.to_string());
+        let (status, body) = self
+            .pool
+            .send(Method::POST, "/functions".to_string(), Some(body))
+            .await
+            .map_err(TargetError::Http)?;
+        let registered: Registered = parse(status, &body).map_err(TargetError::Http)?;
+        Ok(registered.function_id)
+    }
+
+    pub(super) async fn execute(
+        &self,
+        _lane: usize,
+        function: &Function,
+        deadline: Instant,
+    ) -> Observation {
+        let mut accepted = None;
+        let followed = timeout_at(deadline, self.follow(function, deadline, &mut accepted)).await;
+        followed.unwrap_or_else(|_| Observation::failed(accepted, timed_out()))
+    }
+
+    /// Invokes and waits; `accepted` is set as soon as the invocation is.
+    async fn follow(
+        &self,
+        function: &Function,
+        deadline: Instant,
+        accepted: &mut Option<Instant>,
+    ) -> Observation {
+        #[derive(Deserialize)]
+        struct Accepted {
+            execution_id: String,
+        }
+        let invoke = self.pool.send(
+            Method::POST,
+            format!("/invoke/{}", function.function_id),
+            Some(function.payload.clone()),
+        );
+        let execution_id = match invoke
+            .await
+            .and_then(|(status, body)| parse::<Accepted>(status, &body))
+        {
+            Ok(invoked) => invoked.execution_id,
+            Err(message) => {
+                return Observation::failed(None, Failure::new(FailureKind::Trigger, message));
+            }
+        };
+        let accepted_at = Instant::now();
+        *accepted = Some(accepted_at);
+
+        loop {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(MAX_WAIT);
+            let path = format!("/jobs/{execution_id}?wait={}ms", wait.as_millis().max(1));
+            let job = self
+                .pool
+                .send(Method::GET, path, None)
+                .await
+                .and_then(|(status, body)| parse::<Job>(status, &body));
+            let job = match job {
+                Ok(job) => job,
+                Err(message) => {
+                    let failure = Failure::new(FailureKind::Watch, message);
+                    return Observation::failed(*accepted, failure);
+                }
+            };
+            if is_terminal(&job.status) {
+                let stamps = Stamps {
+                    created_at_us: job.created_at_us.unwrap_or(0),
+                    started_at_us: job.started_at_us.unwrap_or(0),
+                    finished_at_us: job.finished_at_us.unwrap_or(0),
+                };
+                let error = job.error.unwrap_or_default();
+                return Observation::finished(
+                    accepted_at,
+                    function.handler,
+                    job.status,
+                    &error,
+                    stamps,
+                );
+            }
+            // Not finished within this wait: wait again (the outer deadline
+            // ends it).
+        }
+    }
+}
+
+/// The gateway's job view, the fields the load generator reads.
+#[derive(Deserialize)]
+struct Job {
+    status: String,
+    error: Option<String>,
+    created_at_us: Option<u64>,
+    started_at_us: Option<u64>,
+    finished_at_us: Option<u64>,
+}
+
+impl Pool {
+    /// Sends one request on a pooled connection and reads the whole answer.
+    async fn send(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Bytes>,
+    ) -> Result<Reply, String> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| "the connection pool is closed".to_string())?;
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut sender = match idle {
+            Some(sender) if !sender.is_closed() => sender,
+            _ => self.connect().await?,
+        };
+        sender.ready().await.map_err(|e| e.to_string())?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.authority);
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !sender.is_closed() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(sender);
+        }
+        Ok((status, body))
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| format!("could not connect to {}: {e}", self.authority))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
+/// A 2xx JSON answer as `T`; anything else as a message naming the status.
+fn parse<T: serde::de::DeserializeOwned>(status: StatusCode, body: &[u8]) -> Result<T, String> {
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+        return Err(format!("HTTP {}: {text}", status.as_u16()));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("unreadable answer ({e})"))
+}
+
+fn timed_out() -> Failure {
+    Failure::new(FailureKind::Timeout, "no terminal state within --timeout")
+}
