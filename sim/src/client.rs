@@ -103,9 +103,33 @@ pub async fn run(plan: Plan, recorder: Recorder) -> turmoil::Result {
         recorder,
         give_up_at: plan.give_up_at,
     });
+    drive(client, plan.requests, plan.healed_at).await
+}
+
+/// What a client host does with its plan, whatever protocol it speaks.
+pub(crate) trait Protocol: Send + Sync + 'static {
+    /// Registers `function`, retrying until it is registered.
+    fn register(&self, function: Function) -> impl Future<Output = Result<String, String>> + Send;
+    /// Triggers `request` and follows it to its end; its id if it was accepted.
+    fn follow(
+        self: Arc<Self>,
+        request: Request,
+        function_id: String,
+    ) -> impl Future<Output = Option<ExecutionId>> + Send;
+    /// Asks once more what became of `execution`, recording the answer.
+    fn query(&self, execution: ExecutionId) -> impl Future<Output = ()> + Send;
+}
+
+/// Registers every function, sends each request at its time and follows it,
+/// then — once every fault has healed — checks that each promise still holds.
+pub(crate) async fn drive<P: Protocol>(
+    client: Arc<P>,
+    requests: Vec<Request>,
+    healed_at: Duration,
+) -> turmoil::Result {
     let mut functions = Vec::new();
     for function in Function::ALL {
-        functions.push((function, register(&client, function).await?));
+        functions.push((function, client.register(function).await?));
     }
     let function_id = |wanted: Function| {
         functions
@@ -116,14 +140,12 @@ pub async fn run(plan: Plan, recorder: Recorder) -> turmoil::Result {
     };
 
     let mut followers = Vec::new();
-    for request in plan.requests {
+    for request in requests {
         sleep_until(request.at).await;
         let function_id = function_id(request.function);
-        followers.push(tokio::spawn(follow(
-            Arc::clone(&client),
-            request,
-            function_id,
-        )));
+        followers.push(tokio::spawn(
+            Arc::clone(&client).follow(request, function_id),
+        ));
     }
     let mut promised = Vec::new();
     for follower in followers {
@@ -132,11 +154,29 @@ pub async fn run(plan: Plan, recorder: Recorder) -> turmoil::Result {
 
     // Faults may have struck after an execution finished: once all have
     // healed, every promise must still hold.
-    sleep_until(plan.healed_at).await;
+    sleep_until(healed_at).await;
     for execution in promised {
-        query(&client, execution, client.give_up_at).await;
+        client.query(execution).await;
     }
     Ok(())
+}
+
+impl Protocol for Client {
+    fn register(&self, function: Function) -> impl Future<Output = Result<String, String>> + Send {
+        register(self, function)
+    }
+
+    fn follow(
+        self: Arc<Self>,
+        request: Request,
+        function_id: String,
+    ) -> impl Future<Output = Option<ExecutionId>> + Send {
+        follow(self, request, function_id)
+    }
+
+    fn query(&self, execution: ExecutionId) -> impl Future<Output = ()> + Send {
+        query(self, execution, self.give_up_at)
+    }
 }
 
 /// Registers `function`, retrying until the scheduler answers.

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use taskforge_core::ExecutionId;
 use tokio::time::timeout;
 
-use crate::client::{Plan, Retry, now, sleep_until};
+use crate::client::{Plan, Protocol, Retry, drive, now};
 use crate::cluster::GATEWAY;
 use crate::net::{self, GATEWAY_PORT};
 use crate::trace::{Event, Observation, Recorder, View};
@@ -83,36 +83,25 @@ pub async fn run(plan: Plan, recorder: Recorder) -> turmoil::Result {
         recorder,
         give_up_at: plan.give_up_at,
     });
-    let mut functions = Vec::new();
-    for function in Function::ALL {
-        functions.push((function, register(&client, function).await?));
+    drive(client, plan.requests, plan.healed_at).await
+}
+
+impl Protocol for HttpClient {
+    fn register(&self, function: Function) -> impl Future<Output = Result<String, String>> + Send {
+        register(self, function)
     }
-    let function_id = |wanted: Function| {
-        functions
-            .iter()
-            .find(|(function, _)| *function == wanted)
-            .map(|(_, id)| id.clone())
-            .unwrap_or_default()
-    };
-    let mut followers = Vec::new();
-    for request in plan.requests {
-        sleep_until(request.at).await;
-        let function_id = function_id(request.function);
-        followers.push(tokio::spawn(follow(
-            Arc::clone(&client),
-            request,
-            function_id,
-        )));
+
+    fn follow(
+        self: Arc<Self>,
+        request: Planned,
+        function_id: String,
+    ) -> impl Future<Output = Option<ExecutionId>> + Send {
+        follow(self, request, function_id)
     }
-    let mut promised = Vec::new();
-    for follower in followers {
-        promised.extend(follower.await?);
+
+    fn query(&self, execution: ExecutionId) -> impl Future<Output = ()> + Send {
+        query(self, execution)
     }
-    sleep_until(plan.healed_at).await;
-    for execution in promised {
-        query(&client, execution).await;
-    }
-    Ok(())
 }
 
 async fn register(client: &HttpClient, function: Function) -> Result<String, String> {
