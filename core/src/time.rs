@@ -34,6 +34,13 @@ impl Instant {
         Duration::from_nanos(self.0)
     }
 
+    /// The instant `earlier` before this one, or the origin if that is further
+    /// back than the origin.
+    pub fn saturating_sub(self, earlier: Duration) -> Instant {
+        let nanos = u64::try_from(earlier.as_nanos()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_sub(nanos))
+    }
+
     /// How long after `earlier` this instant is; zero if it is not after it.
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use support::*;
 use taskforge_core::scheduler::{
-    Backoff, Output, ResultDisposition, Retention, Scheduler, SchedulerConfig, SubmitError,
+    Backoff, ConnectError, Output, ResultDisposition, Retention, Scheduler, SchedulerConfig,
+    SubmitError,
 };
 use taskforge_core::{ExecutionId, Instant, Outcome, Policy, SessionId, Status, Terminal};
 
@@ -90,22 +91,30 @@ fn twist() -> impl Strategy<Value = Twist> {
 }
 
 fn config() -> impl Strategy<Value = SchedulerConfig> {
-    (0u32..3, 1usize..40, 0u64..400, 1usize..60).prop_map(
-        |(prefetch, queue_limit, backoff_ms, max_count)| SchedulerConfig {
-            heartbeat_timeout: Duration::from_secs(3),
-            queue_limit,
-            prefetch,
-            retry_backoff: Backoff {
-                initial: Duration::from_millis(backoff_ms),
-                max: Duration::from_millis(backoff_ms * 4),
-            },
-            timeout_grace: Duration::from_millis(500),
-            retention: Retention {
-                max_age: Duration::from_secs(30),
-                max_count,
-            },
-        },
+    (
+        (0u32..3, 1usize..40, 0u64..400, 1usize..60),
+        (1u32..4, 0u64..2000),
     )
+        .prop_map(
+            |((prefetch, queue_limit, backoff_ms, max_count), (quarantine_after, takeover_ms))| {
+                SchedulerConfig {
+                    heartbeat_timeout: Duration::from_secs(3),
+                    queue_limit,
+                    prefetch,
+                    retry_backoff: Backoff {
+                        initial: Duration::from_millis(backoff_ms),
+                        max: Duration::from_millis(backoff_ms * 4),
+                    },
+                    timeout_grace: Duration::from_millis(500),
+                    retention: Retention {
+                        max_age: Duration::from_secs(30),
+                        max_count,
+                    },
+                    quarantine_after,
+                    takeover_after: Duration::from_millis(takeover_ms),
+                }
+            },
+        )
 }
 
 /// A live session as the harness sees it from the outputs.
@@ -113,12 +122,13 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
 struct ShadowWorker {
     capacity: u32,
     draining: bool,
+    quarantined: bool,
     in_flight: BTreeSet<(ExecutionId, u32)>,
 }
 
 impl ShadowWorker {
     fn free(&self) -> u32 {
-        if self.draining {
+        if self.draining || self.quarantined {
             0
         } else {
             self.capacity - self.in_flight.len() as u32
@@ -141,6 +151,11 @@ struct Harness {
     starts: BTreeMap<ExecutionId, u32>,
     terminal: BTreeMap<ExecutionId, Terminal>,
     evicted: BTreeSet<ExecutionId>,
+    /// Executions whose last attempt was lost while its session lives on (a
+    /// scheduler-side timeout): their retry should go to another session.
+    avoid: BTreeMap<ExecutionId, SessionId>,
+    /// Lost attempts whose session still holds the slot until it answers.
+    lingering: BTreeSet<(ExecutionId, u32)>,
 }
 
 impl Harness {
@@ -158,6 +173,8 @@ impl Harness {
             starts: BTreeMap::new(),
             terminal: BTreeMap::new(),
             evicted: BTreeSet::new(),
+            avoid: BTreeMap::new(),
+            lingering: BTreeSet::new(),
         }
     }
 
@@ -171,9 +188,30 @@ impl Harness {
                 let session = SessionId(self.next_session);
                 self.next_session += 1;
                 self.sessions.push(session);
-                self.s
-                    .worker_connected(self.now, session, worker(&format!("w{name}")), pool)
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let id = worker(&format!("w{name}"));
+                let takeover_after = self.s.config().takeover_after;
+                let holder = self
+                    .s
+                    .workers()
+                    .find(|view| *view.id == id)
+                    .map(|view| (view.session, view.last_heard));
+                match self.s.worker_connected(self.now, session, id, pool) {
+                    Ok(()) => {
+                        if let Some((_, last_heard)) = holder {
+                            prop_assert!(
+                                last_heard + takeover_after <= self.now,
+                                "a live id was taken over"
+                            );
+                        }
+                    }
+                    Err(ConnectError::IdInUse { session: old, .. }) => {
+                        let (held_by, last_heard) = holder.expect("refused for a free id");
+                        prop_assert_eq!(old, held_by);
+                        prop_assert!(last_heard + takeover_after > self.now);
+                        return self.check();
+                    }
+                    Err(other) => return Err(TestCaseError::fail(other.to_string())),
+                }
                 self.absorb()?;
                 // A replaced session was reported lost before the new one joined.
                 self.live.insert(
@@ -181,6 +219,7 @@ impl Harness {
                     ShadowWorker {
                         capacity: pool + self.prefetch,
                         draining: false,
+                        quarantined: false,
                         in_flight: BTreeSet::new(),
                     },
                 );
@@ -318,6 +357,7 @@ impl Harness {
                 .unwrap()
                 .in_flight
                 .remove(&(execution, attempt));
+            self.lingering.remove(&(execution, attempt));
         }
         self.absorb()
     }
@@ -382,14 +422,31 @@ impl Harness {
                     prop_assert_eq!(d.attempt, *starts, "attempts count up by one");
                     prop_assert!(d.attempt <= self.policies[&d.execution].max_attempts);
                     self.sent.push((d.session, d.execution, d.attempt));
+                    let avoid = self.avoid.remove(&d.execution);
                     if let Some(w) = self.live.get(&d.session) {
-                        prop_assert!(w.free() > 0, "dispatch to a full or draining worker");
-                        let best = self.live.values().map(ShadowWorker::free).max().unwrap();
+                        prop_assert!(
+                            w.free() > 0,
+                            "dispatch to a full, draining or quarantined worker"
+                        );
+                        // Away from the session its last attempt timed out
+                        // on, unless no other has room.
+                        let others_free = self
+                            .live
+                            .iter()
+                            .any(|(s, w)| Some(*s) != avoid && w.free() > 0);
+                        let eligible = |s: &SessionId| !others_free || Some(*s) != avoid;
+                        let best = self
+                            .live
+                            .iter()
+                            .filter(|(s, _)| eligible(s))
+                            .map(|(_, w)| w.free())
+                            .max()
+                            .unwrap();
                         prop_assert_eq!(w.free(), best, "not the least-loaded worker");
                         let first_best = self
                             .live
                             .iter()
-                            .find(|(_, w)| w.free() == best)
+                            .find(|(s, w)| eligible(s) && w.free() == best)
                             .map(|(s, _)| *s);
                         prop_assert_eq!(first_best, Some(d.session), "tie not broken by session");
                         self.live
@@ -410,8 +467,35 @@ impl Harness {
                     let w = self.live.get(&session);
                     prop_assert!(w.is_some_and(|w| w.in_flight.contains(&(execution, attempt))));
                 }
-                Output::Requeued { execution, .. } => {
+                Output::Requeued {
+                    execution,
+                    lost_attempt,
+                    ..
+                } => {
                     prop_assert!(!self.terminal.contains_key(&execution));
+                    let holder = self
+                        .live
+                        .iter()
+                        .find(|(_, w)| w.in_flight.contains(&(execution, lost_attempt)))
+                        .map(|(s, _)| *s);
+                    if let Some(session) = holder {
+                        self.avoid.insert(execution, session);
+                        self.lingering.insert((execution, lost_attempt));
+                    }
+                }
+                Output::Quarantined { session, .. } => {
+                    let w = self.live.get_mut(&session);
+                    prop_assert!(w.as_ref().is_some_and(|w| !w.quarantined));
+                    w.unwrap().quarantined = true;
+                }
+                Output::QuarantineLifted { session, .. } => {
+                    let w = self.live.get_mut(&session);
+                    prop_assert!(
+                        w.as_ref()
+                            .is_some_and(|w| w.quarantined && w.in_flight.is_empty()),
+                        "quarantine lifted while work is unanswered"
+                    );
+                    w.unwrap().quarantined = false;
                 }
                 Output::Finished {
                     execution,
@@ -455,11 +539,13 @@ impl Harness {
                 .collect();
             match view.status {
                 Status::Pending => {
-                    prop_assert!(
-                        self.live
-                            .values()
-                            .all(|w| w.in_flight.iter().all(|e| e.0 != id))
-                    );
+                    // Only a timed-out attempt may still hold a slot.
+                    let only_lingering = self.live.values().all(|w| {
+                        w.in_flight
+                            .iter()
+                            .all(|e| e.0 != id || self.lingering.contains(e))
+                    });
+                    prop_assert!(only_lingering);
                 }
                 Status::Running => {
                     prop_assert_eq!(holders.len(), 1);
@@ -488,6 +574,7 @@ impl Harness {
             prop_assert_eq!(view.in_flight as usize, w.in_flight.len());
             prop_assert!(view.in_flight <= w.capacity, "over capacity");
             prop_assert_eq!(view.draining, w.draining);
+            prop_assert_eq!(view.quarantined, w.quarantined);
         }
         Ok(())
     }

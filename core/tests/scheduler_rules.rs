@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::*;
 use taskforge_core::scheduler::{
-    Backoff, CancelError, LossReason, Output, Prior, ResultDisposition, Retention, Scheduler,
-    SchedulerConfig, SubmitError,
+    Backoff, CancelError, ConnectError, LossReason, Output, Prior, ResultDisposition, Retention,
+    Scheduler, SchedulerConfig, SubmitError,
 };
 use taskforge_core::{ExecutionId, Outcome, Policy, SessionId, Status, Terminal};
 
@@ -30,6 +30,8 @@ fn config() -> SchedulerConfig {
             max_age: Duration::from_secs(60),
             max_count: 1000,
         },
+        quarantine_after: 2,
+        takeover_after: Duration::from_millis(500),
     }
 }
 
@@ -316,12 +318,13 @@ fn results_from_stale_attempts_duplicates_and_wrong_workers_change_nothing() {
 }
 
 #[test]
-fn a_reconnect_under_the_same_id_replaces_the_old_session() {
+fn a_reconnect_under_the_same_id_replaces_a_silent_old_session() {
     let mut s = Scheduler::new(config());
     s.worker_connected(at_ms(0), S1, worker("w"), 1).unwrap();
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     drain(&mut s);
-    s.worker_connected(at_ms(10), S2, worker("w"), 1).unwrap();
+    // Nothing heard from S1 for takeover_after (500 ms): the new stream wins.
+    s.worker_connected(at_ms(500), S2, worker("w"), 1).unwrap();
     let out = drain(&mut s);
     assert!(out.contains(&Output::WorkerLost {
         session: S1,
@@ -330,18 +333,38 @@ fn a_reconnect_under_the_same_id_replaces_the_old_session() {
     }));
     assert_eq!(s.stats().workers, 1);
     // The old stream ending later must not take the new session down.
-    assert!(!s.worker_disconnected(at_ms(11), S1));
+    assert!(!s.worker_disconnected(at_ms(501), S1));
     assert_eq!(s.stats().workers, 1);
-    s.handle_timeout(at_ms(110));
+    s.handle_timeout(at_ms(600));
     assert_eq!(dispatches(&drain(&mut s)), [(S2, ExecutionId(1), 2)]);
 }
 
 #[test]
-fn the_scheduler_backs_up_the_worker_s_timeout() {
+fn a_second_live_connection_under_an_id_is_refused_while_the_first_is_heard() {
     let mut s = Scheduler::new(config());
     s.worker_connected(at_ms(0), S1, worker("w"), 1).unwrap();
+    s.heartbeat(at_ms(300), S1, 0);
+    let refused = s.worker_connected(at_ms(700), S2, worker("w"), 1);
+    assert_eq!(
+        refused,
+        Err(ConnectError::IdInUse {
+            id: worker("w"),
+            session: S1,
+            silent_for: Duration::from_millis(400),
+        })
+    );
+    assert!(drain(&mut s).is_empty(), "the live session keeps its work");
+    assert_eq!(s.workers().map(|w| w.session).collect::<Vec<_>>(), [S1]);
+    // Once the first goes quiet for takeover_after, the id can be taken over.
+    s.worker_connected(at_ms(800), S3, worker("w"), 1).unwrap();
+    assert_eq!(s.workers().map(|w| w.session).collect::<Vec<_>>(), [S3]);
+}
+
+#[test]
+fn the_scheduler_backs_up_the_worker_s_timeout_and_retries_elsewhere() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("w"), 2).unwrap();
     s.submit(at_ms(0), submission(1, policy())).unwrap();
-    s.submit(at_ms(0), submission(2, policy())).unwrap();
     drain(&mut s);
     // timeout 10 s + grace 1 s; the worker keeps heartbeating but never reports.
     for t in (1000..=11_000).step_by(1000) {
@@ -354,11 +377,22 @@ fn the_scheduler_backs_up_the_worker_s_timeout() {
         execution: ExecutionId(1),
         attempt: 1
     }));
-    let view = s.execution(ExecutionId(1)).unwrap();
-    assert_eq!(view.status, Status::Failed);
-    assert!(view.terminal.unwrap().error().starts_with("timed out"));
+    // Not the function's verdict: the attempt is lost, and the execution waits
+    // for another try.
+    assert!(out.contains(&Output::Requeued {
+        execution: ExecutionId(1),
+        lost_attempt: 1,
+        retry_at: at_ms(11_100),
+    }));
+    assert_eq!(status(&s, 1), Some(Status::Pending));
     // The slot stays busy until the worker answers for the attempt.
     assert!(dispatches(&out).is_empty());
+    // Another worker joins with as much room as S1 has left (one slot each;
+    // a tie S1 would win as the older session): the retry goes to S2.
+    s.worker_connected(at_ms(11_050), S2, worker("v"), 1)
+        .unwrap();
+    s.handle_timeout(at_ms(11_100));
+    assert_eq!(dispatches(&drain(&mut s)), [(S2, ExecutionId(1), 2)]);
     let cancelled = Outcome::Failure {
         error: "cancelled".into(),
         output: Bytes::new(),
@@ -367,12 +401,151 @@ fn the_scheduler_backs_up_the_worker_s_timeout() {
         s.result(at_ms(11_500), S1, ExecutionId(1), 1, cancelled),
         ResultDisposition::Released
     );
-    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(2), 1)]);
-    assert_eq!(
-        status(&s, 1),
-        Some(Status::Failed),
-        "terminal never changes"
+    assert_eq!(status(&s, 1), Some(Status::Running), "still running on S2");
+}
+
+#[test]
+fn a_worker_whose_attempts_keep_timing_out_is_quarantined_until_it_answers() {
+    let mut s = Scheduler::new(config());
+    // A black hole with room for everything, and a real worker.
+    s.worker_connected(at_ms(0), S1, worker("hole"), 100)
+        .unwrap();
+    s.worker_connected(at_ms(0), S2, worker("real"), 1).unwrap();
+    let short = Policy {
+        timeout: Duration::from_secs(1),
+        ..policy()
+    };
+    for id in 1..=3 {
+        s.submit(at_ms(0), submission(id, short)).unwrap();
+    }
+    // S1 has the most room: 1 and 2 go there; 3 goes... also there (99 free > 1).
+    let first = dispatches(&drain(&mut s));
+    assert!(
+        first.iter().all(|&(session, _, _)| session == S1),
+        "{first:?}"
     );
+    // Timeout 1 s + grace 1 s, the hole heartbeating all along.
+    for t in (250..=2000).step_by(250) {
+        s.heartbeat(at_ms(t), S1, 3);
+        s.heartbeat(at_ms(t), S2, 0);
+        s.handle_timeout(at_ms(t));
+    }
+    let out = drain(&mut s);
+    assert!(out.contains(&Output::Quarantined {
+        session: S1,
+        worker: worker("hole"),
+    }));
+    let hole = s.workers().find(|w| w.session == S1).unwrap();
+    assert!(hole.quarantined);
+    assert_eq!(hole.timeouts_in_a_row, 3);
+    assert_eq!(s.stats().quarantined, 1);
+    // The retries go to the real worker only, one at a time.
+    s.handle_timeout(at_ms(2100));
+    let retried = dispatches(&drain(&mut s));
+    assert_eq!(retried.len(), 1);
+    let (session, first, attempt) = retried[0];
+    assert_eq!((session, attempt), (S2, 2));
+    s.result(at_ms(2200), S2, first, 2, ok("done"));
+    let retried = dispatches(&drain(&mut s));
+    assert_eq!(retried.len(), 1);
+    let (session, second, attempt) = retried[0];
+    assert_eq!((session, attempt), (S2, 2));
+    // The hole answers for everything it held: it takes work again.
+    for id in 1..=3 {
+        s.result(at_ms(2300), S1, ExecutionId(id), 1, ok("late"));
+    }
+    let out = drain(&mut s);
+    assert!(out.contains(&Output::QuarantineLifted {
+        session: S1,
+        worker: worker("hole"),
+    }));
+    let third = ExecutionId(6 - first.0 - second.0);
+    assert_eq!(dispatches(&out), [(S1, third, 2)]);
+    assert_eq!(
+        s.execution(first).unwrap().terminal.unwrap().output(),
+        &Bytes::from("done"),
+        "a late answer for a lost attempt changes nothing"
+    );
+}
+
+#[test]
+fn an_execution_that_never_gets_a_result_fails_after_its_attempts() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("hole"), 10)
+        .unwrap();
+    let short = Policy {
+        max_attempts: 2,
+        timeout: Duration::from_secs(1),
+        ..policy()
+    };
+    s.submit(at_ms(0), submission(1, short)).unwrap();
+    for t in (100..=6000).step_by(100) {
+        s.heartbeat(at_ms(t), S1, 1);
+        s.handle_timeout(at_ms(t));
+    }
+    // Only one worker: the retry goes back to it (there is nowhere else).
+    let out = drain(&mut s);
+    assert_eq!(
+        dispatches(&out),
+        [(S1, ExecutionId(1), 1), (S1, ExecutionId(1), 2)]
+    );
+    let error = s
+        .execution(ExecutionId(1))
+        .unwrap()
+        .terminal
+        .unwrap()
+        .error();
+    assert!(
+        error.starts_with("timed out: no result within 1s (+1s grace), 2 attempts lost"),
+        "{error}"
+    );
+}
+
+#[test]
+fn restored_executions_keep_their_finishing_time_for_retention() {
+    let mut s = Scheduler::new(config());
+    let done = Terminal::Completed {
+        output: Bytes::from("old"),
+    };
+    // Restarted at t = 80 s; retention is 60 s.
+    s.restore(
+        at_ms(80_000),
+        submission(1, policy()),
+        Prior::Finished {
+            terminal: done.clone(),
+            attempt: 1,
+            finished_at: at_ms(50_000),
+        },
+    )
+    .unwrap();
+    s.restore(
+        at_ms(80_000),
+        submission(2, policy()),
+        Prior::Finished {
+            terminal: done,
+            attempt: 1,
+            finished_at: at_ms(30_000),
+        },
+    )
+    .unwrap();
+    // Finished 50 s before the restart: already past its retention.
+    s.restore(
+        at_ms(80_000),
+        submission(3, policy()),
+        Prior::Finished {
+            terminal: Terminal::Cancelled,
+            attempt: 0,
+            finished_at: at_ms(10_000),
+        },
+    )
+    .unwrap();
+    assert!(s.execution(ExecutionId(3)).is_none());
+    assert_eq!(s.poll_timeout(), Some(at_ms(90_000)), "the older one first");
+    s.handle_timeout(at_ms(90_000));
+    assert!(s.execution(ExecutionId(2)).is_none());
+    assert!(s.execution(ExecutionId(1)).is_some());
+    s.handle_timeout(at_ms(110_000));
+    assert!(s.execution(ExecutionId(1)).is_none());
 }
 
 #[test]
@@ -485,6 +658,7 @@ fn restored_executions_queue_again_and_finished_ones_are_remembered() {
         Prior::Finished {
             terminal: done.clone(),
             attempt: 1,
+            finished_at: at_ms(0),
         },
     )
     .unwrap();

@@ -21,11 +21,12 @@ use taskforge_proto::scheduler::scheduler_service_server::{
     SchedulerService, SchedulerServiceServer,
 };
 use taskforge_proto::scheduler::{
-    CancelExecutionRequest, CancelExecutionResponse, ClusterStats, GetClusterStatsRequest,
-    GetExecutionStatusRequest, GetExecutionStatusResponse, GetFunctionRequest,
-    ListExecutionsRequest, ListExecutionsResponse, ListFunctionsRequest, ListFunctionsResponse,
-    ListWorkersRequest, ListWorkersResponse, RegisterFunctionRequest, RegisterFunctionResponse,
-    TriggerExecutionRequest, TriggerExecutionResponse, WatchExecutionRequest,
+    CancelExecutionRequest, CancelExecutionResponse, ClusterStats, DeleteFunctionRequest,
+    DeleteFunctionResponse, GetClusterStatsRequest, GetExecutionStatusRequest,
+    GetExecutionStatusResponse, GetFunctionRequest, ListExecutionsRequest, ListExecutionsResponse,
+    ListFunctionsRequest, ListFunctionsResponse, ListWorkersRequest, ListWorkersResponse,
+    RegisterFunctionRequest, RegisterFunctionResponse, TriggerExecutionRequest,
+    TriggerExecutionResponse, WatchExecutionRequest,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -235,6 +236,13 @@ impl SchedulerService for Ceiling {
         &self,
         _request: Request<GetFunctionRequest>,
     ) -> Result<Response<Function>, Status> {
+        Err(unimplemented())
+    }
+
+    async fn delete_function(
+        &self,
+        _request: Request<DeleteFunctionRequest>,
+    ) -> Result<Response<DeleteFunctionResponse>, Status> {
         Err(unimplemented())
     }
 

@@ -563,6 +563,7 @@ fn trigger_execution_request() {
         timeout_ms: 0,
         max_attempts: 0,
         schedule_to_start_timeout_ms: 0,
+        idempotency_key: String::new(),
     };
     check(
         Enc::new().string(1, "fn-1").bytes(2, PAYLOAD).done(),
@@ -572,10 +573,11 @@ fn trigger_execution_request() {
             timeout_ms: 1_000,
             max_attempts: 3,
             schedule_to_start_timeout_ms: 10_000,
+            idempotency_key: "retry-1".into(),
             ..ours.clone()
         },
         seed::TRIGGER_EXECUTION_REQUEST,
-        &[3, 4, 5],
+        &[3, 4, 5, 6],
     );
 }
 
@@ -644,6 +646,7 @@ fn worker_hello() {
     let ours = worker::WorkerHello {
         worker_id: "w-1".into(),
         pool_size: 0,
+        caches_functions: false,
     };
     check(
         Enc::new().string(1, "w-1").done(),
@@ -713,6 +716,7 @@ fn worker_message_hello() {
         message: Some(worker_message::Message::Hello(worker::WorkerHello {
             worker_id: "w-1".into(),
             pool_size: 0,
+            caches_functions: false,
         })),
     };
     assert_eq!(
@@ -732,6 +736,7 @@ fn worker_message_hello() {
         message: Some(worker_message::Message::Hello(worker::WorkerHello {
             worker_id: "w-1".into(),
             pool_size: 8,
+            caches_functions: false,
         })),
     };
     let read = read_seed(&extended.encode_to_vec(), seed::WORKER_MESSAGE);
@@ -1126,6 +1131,13 @@ impl SchedulerService for TestScheduler {
         not_called()
     }
 
+    async fn delete_function(
+        &self,
+        _: Request<sched::DeleteFunctionRequest>,
+    ) -> Result<Response<sched::DeleteFunctionResponse>, Status> {
+        not_called()
+    }
+
     async fn list_executions(
         &self,
         _: Request<sched::ListExecutionsRequest>,
@@ -1262,6 +1274,7 @@ fn seed_worker_reaches_our_worker_stream_server() {
                 message: Some(worker_message::Message::Hello(worker::WorkerHello {
                     worker_id: "w-1".into(),
                     pool_size: 0,
+                    caches_functions: false,
                 })),
             },
             worker::WorkerMessage {
@@ -1357,6 +1370,7 @@ fn our_scheduler_client_talks_to_a_seed_server() {
         timeout_ms: 0,
         max_attempts: 0,
         schedule_to_start_timeout_ms: 0,
+        idempotency_key: String::new(),
     }))
     .unwrap()
     .into_inner();
@@ -1457,6 +1471,7 @@ fn our_worker_client_talks_to_a_seed_scheduler() {
             message: Some(worker_message::Message::Hello(worker::WorkerHello {
                 worker_id: "w-1".into(),
                 pool_size: 4,
+                caches_functions: false,
             })),
         },
         worker::WorkerMessage {

@@ -120,6 +120,13 @@ struct SchedulerTuning {
     /// Largest payload (and output) accepted, in bytes.
     #[arg(long, env = "TASKFORGE_MAX_PAYLOAD_BYTES", default_value_t = 1 << 20)]
     max_payload_bytes: usize,
+    /// Largest code a function may be registered with, in bytes.
+    #[arg(long, env = "TASKFORGE_MAX_CODE_BYTES", default_value_t = 1 << 20)]
+    max_code_bytes: usize,
+    /// Attempts in a row a worker may leave unanswered (timed out by the
+    /// scheduler) before it gets no new work until it answers.
+    #[arg(long, env = "TASKFORGE_QUARANTINE_AFTER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    quarantine_after: u32,
 }
 
 #[derive(Args, Debug)]
@@ -185,6 +192,10 @@ impl SchedulerTuning {
                     max_age: self.retention_age,
                     max_count: self.retention_count,
                 },
+                quarantine_after: self.quarantine_after,
+                // Heartbeats come every second by default: a session silent
+                // for half the timeout has missed several.
+                takeover_after: self.heartbeat_timeout / 2,
             },
             default_policy: Policy {
                 max_attempts: self.max_attempts,
@@ -193,6 +204,7 @@ impl SchedulerTuning {
             },
             max_payload_bytes: self.max_payload_bytes,
             max_output_bytes: self.max_payload_bytes,
+            max_code_bytes: self.max_code_bytes,
             id_seed: id_seed(),
             store_runner: StoreRunner::Thread,
             ..SchedulerOptions::default()

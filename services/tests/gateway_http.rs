@@ -31,11 +31,12 @@ use taskforge_proto::scheduler::scheduler_service_server::{
     SchedulerService, SchedulerServiceServer,
 };
 use taskforge_proto::scheduler::{
-    CancelExecutionRequest, CancelExecutionResponse, ClusterStats, GetClusterStatsRequest,
-    GetExecutionStatusRequest, GetExecutionStatusResponse, GetFunctionRequest,
-    ListExecutionsRequest, ListExecutionsResponse, ListFunctionsRequest, ListFunctionsResponse,
-    ListWorkersRequest, ListWorkersResponse, RegisterFunctionRequest, RegisterFunctionResponse,
-    TriggerExecutionRequest, TriggerExecutionResponse, WatchExecutionRequest, WorkerInfo,
+    CancelExecutionRequest, CancelExecutionResponse, ClusterStats, DeleteFunctionRequest,
+    DeleteFunctionResponse, GetClusterStatsRequest, GetExecutionStatusRequest,
+    GetExecutionStatusResponse, GetFunctionRequest, ListExecutionsRequest, ListExecutionsResponse,
+    ListFunctionsRequest, ListFunctionsResponse, ListWorkersRequest, ListWorkersResponse,
+    RegisterFunctionRequest, RegisterFunctionResponse, TriggerExecutionRequest,
+    TriggerExecutionResponse, WatchExecutionRequest, WorkerInfo,
 };
 use taskforge_services::gateway::{self, GatewayConfig};
 use tokio::net::TcpListener;
@@ -261,7 +262,20 @@ impl SchedulerService for Fake {
         let state = self.gate()?;
         Ok(Response::new(ListFunctionsResponse {
             functions: state.functions.values().cloned().collect(),
+            next_after_function_id: String::new(),
         }))
+    }
+
+    async fn delete_function(
+        &self,
+        request: Request<DeleteFunctionRequest>,
+    ) -> Result<Response<DeleteFunctionResponse>, Status> {
+        let mut state = self.gate()?;
+        let id = request.into_inner().function_id;
+        match state.functions.remove(&id) {
+            Some(_) => Ok(Response::new(DeleteFunctionResponse {})),
+            None => Err(Status::not_found(format!("function {id:?} not found"))),
+        }
     }
 
     async fn get_function(
@@ -341,6 +355,7 @@ impl SchedulerService for Fake {
                     draining: false,
                     connected_at_us: 5,
                     last_heartbeat_at_us: 6,
+                    ..WorkerInfo::default()
                 },
                 WorkerInfo {
                     worker_id: "w-2".into(),
@@ -350,6 +365,7 @@ impl SchedulerService for Fake {
                     draining: true,
                     connected_at_us: 7,
                     last_heartbeat_at_us: 0,
+                    ..WorkerInfo::default()
                 },
             ],
         }))
@@ -371,6 +387,7 @@ impl SchedulerService for Fake {
             failed: 2,
             cancelled: 1,
             queue_limit: 100,
+            ..ClusterStats::default()
         }))
     }
 }

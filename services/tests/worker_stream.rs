@@ -18,7 +18,7 @@ use taskforge_proto::worker::scheduler_message;
 use taskforge_proto::worker::worker_message::Message;
 use taskforge_proto::worker::worker_service_server::{WorkerService, WorkerServiceServer};
 use taskforge_proto::worker::{
-    CancelRequest, SchedulerMessage, WorkerHeartbeat, WorkerHello, WorkerMessage,
+    CancelRequest, ForgetFunction, SchedulerMessage, WorkerHeartbeat, WorkerHello, WorkerMessage,
 };
 use taskforge_services::worker::{self, WallClock, WorkerConfig, WorkerError};
 use tokio::net::TcpListener;
@@ -453,6 +453,47 @@ async fn a_task_past_its_timeout_is_reported_timed_out() {
 }
 
 #[tokio::test]
+async fn definitions_are_sent_once_and_used_until_forgotten() {
+    let mut harness = Harness::start(config(1)).await;
+    let hello = harness.hello().await;
+    assert!(hello.caches_functions, "{hello:?}");
+
+    let definition = request(40, 1, "echo", "1", 0).function.unwrap();
+    harness.send(scheduler_message::Message::Define(definition.clone()));
+    for n in [40, 41] {
+        let mut bare = request(n, 1, "echo", "\"hi\"", 0);
+        bare.function = None;
+        harness.execute(bare);
+        let result = harness.result().await;
+        assert_result(&result, n, 1, Outcome::Succeeded);
+        assert_eq!(result.output, Bytes::from_static(b"\"hi\""));
+    }
+
+    harness.send(scheduler_message::Message::Forget(ForgetFunction {
+        function_id: definition.function_id.clone(),
+    }));
+    let mut bare = request(42, 1, "echo", "1", 0);
+    bare.function = None;
+    harness.execute(bare);
+    let result = harness.result().await;
+    assert_result(&result, 42, 1, Outcome::Failed);
+    assert!(
+        result.error.contains("was not defined on this stream"),
+        "{}",
+        result.error
+    );
+
+    // Definitions live as long as the stream: a new stream starts empty.
+    harness.send(scheduler_message::Message::Define(definition));
+    harness.end_stream();
+    harness.hello().await;
+    let mut bare = request(43, 1, "echo", "1", 0);
+    bare.function = None;
+    harness.execute(bare);
+    assert_result(&harness.result().await, 43, 1, Outcome::Failed);
+}
+
+#[tokio::test]
 async fn requests_that_cannot_run_get_a_failed_result() {
     let mut harness = Harness::start(config(1)).await;
     harness.hello().await;
@@ -465,7 +506,7 @@ async fn requests_that_cannot_run_get_a_failed_result() {
     python.function.as_mut().unwrap().language = "python".to_string();
     let cases = [
         (bad_id, "invalid execution id \"not-an-id\""),
-        (no_function, "carries no function definition"),
+        (no_function, "was not defined on this stream"),
         (python, "unsupported language \"python\""),
         (
             request(33, 1, "nope", "1", 0),

@@ -230,6 +230,7 @@ async fn trigger(client: &Client, request: &Request, function_id: String) -> Opt
             timeout_ms: request.timeout.as_millis() as u64,
             max_attempts: request.max_attempts,
             schedule_to_start_timeout_ms: 0,
+            idempotency_key: String::new(),
         };
         let mut api = client.api.clone();
         let reason = match timeout(CALL_TIMEOUT, api.trigger_execution(trigger)).await {

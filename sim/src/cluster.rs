@@ -115,6 +115,9 @@ fn scheduler_options(shape: &Shape, seed: Seed, incarnation: u32) -> SchedulerOp
                 max_age: Duration::from_secs(24 * 3600),
                 max_count: 1_000_000,
             },
+            quarantine_after: 3,
+            // Above the heartbeat interval, below the heartbeat timeout.
+            takeover_after: HEARTBEAT_TIMEOUT / 2,
         },
         default_policy: Policy::default(),
         // A restarted scheduler draws other ids (the actor also mixes in what

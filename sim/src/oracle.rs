@@ -434,7 +434,7 @@ impl Oracle {
                     self.violation(at, Some(*execution), format!("{execution} finished twice"));
                 }
             }
-            Decision::Abort { .. } | Decision::Evicted { .. } => {}
+            Decision::Abort { .. } | Decision::Evicted { .. } | Decision::Quarantined { .. } => {}
         }
     }
 

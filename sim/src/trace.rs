@@ -110,6 +110,10 @@ pub enum Decision {
     Evicted {
         execution: ExecutionId,
     },
+    Quarantined {
+        session: SessionId,
+        lifted: bool,
+    },
 }
 
 /// What a client can see of an execution: its status, output and error.
@@ -242,6 +246,14 @@ impl fmt::Display for Decision {
                 reason,
             } => write!(f, "lost {worker} ({session}): {reason}"),
             Decision::Evicted { execution } => write!(f, "evict {execution}"),
+            Decision::Quarantined {
+                session,
+                lifted: false,
+            } => write!(f, "quarantine {session}"),
+            Decision::Quarantined {
+                session,
+                lifted: true,
+            } => write!(f, "lift quarantine {session}"),
         }
     }
 }
@@ -333,6 +345,14 @@ impl Decision {
                 reason: *reason,
             },
             &Output::Evicted { execution } => Decision::Evicted { execution },
+            &Output::Quarantined { session, .. } => Decision::Quarantined {
+                session,
+                lifted: false,
+            },
+            &Output::QuarantineLifted { session, .. } => Decision::Quarantined {
+                session,
+                lifted: true,
+            },
         }
     }
 

@@ -21,6 +21,16 @@ pub struct SchedulerConfig {
     pub timeout_grace: Duration,
     /// How long terminal executions are remembered.
     pub retention: Retention,
+    /// Attempts in a row the scheduler may time out on one session before it
+    /// quarantines the session: a worker that takes work and never answers
+    /// gets no more until it has answered for everything it holds.
+    pub quarantine_after: u32,
+    /// A connection under a worker id that is already connected replaces the
+    /// old session only when nothing was heard from that one for this long;
+    /// sooner, it is refused (two live processes under one id would
+    /// otherwise replace each other back and forth). Above the workers'
+    /// heartbeat interval, below `heartbeat_timeout`.
+    pub takeover_after: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -32,6 +42,8 @@ impl Default for SchedulerConfig {
             retry_backoff: Backoff::default(),
             timeout_grace: Duration::from_secs(5),
             retention: Retention::default(),
+            quarantine_after: 3,
+            takeover_after: Duration::from_millis(2500),
         }
     }
 }

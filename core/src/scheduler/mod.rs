@@ -12,8 +12,14 @@
 //!   session; a worker never holds more than its pool size plus the prefetch;
 //! - executions wait, in submission order, while no slot is free or no worker is
 //!   connected, until their schedule-to-start deadline; the wait is bounded;
-//! - an attempt lost with its worker is retried after a backoff until
-//!   `max_attempts` starts, then the execution fails saying why;
+//! - an attempt lost with its worker, or that the scheduler timed out because
+//!   no result came, is retried after a backoff (away from the worker that
+//!   kept it, when another has room) until `max_attempts` starts, then the
+//!   execution fails saying why;
+//! - a session whose attempts keep timing out is quarantined (no new work)
+//!   until it has answered for everything it holds;
+//! - a second live connection under a worker id that is still heard from is
+//!   refused, so two processes cannot take the id from each other in turn;
 //! - a result counts only for the current attempt on the session it was sent to;
 //! - a terminal state, once reached, never changes.
 
@@ -54,6 +60,15 @@ pub enum ConnectError {
     SessionInUse(SessionId),
     #[error("a worker must have at least one slot")]
     NoSlots,
+    #[error(
+        "worker id {id} is already connected ({session}, heard from {silent_for:?} ago); \
+         a second connection under the same id is refused while the first is alive"
+    )]
+    IdInUse {
+        id: WorkerId,
+        session: SessionId,
+        silent_for: std::time::Duration,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -70,8 +85,14 @@ pub enum Prior {
     /// Accepted but not finished; `attempts_started` were dispatched, all of which
     /// are lost with the restart.
     Pending { attempts_started: u32 },
-    /// Ended as `terminal` on its `attempt`-th start.
-    Finished { terminal: Terminal, attempt: u32 },
+    /// Ended as `terminal` on its `attempt`-th start, at `finished_at` (on the
+    /// caller's clock, so retention by age counts from the real end, not from
+    /// the restart).
+    Finished {
+        terminal: Terminal,
+        attempt: u32,
+        finished_at: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -86,6 +107,9 @@ struct Execution {
     lost: u32,
     /// Schedule-to-start deadline, armed until the first dispatch.
     start_deadline: Option<Instant>,
+    /// The session its last attempt timed out on: the retry goes elsewhere
+    /// when another worker has room.
+    avoid: Option<SessionId>,
     place: Place,
 }
 
@@ -171,6 +195,17 @@ impl Scheduler {
             return Err(ConnectError::SessionInUse(session));
         }
         if let Some(old) = self.workers.session_of(&id) {
+            let last_heard = self
+                .workers
+                .get(old)
+                .map_or(now, |worker| worker.last_heard);
+            if last_heard + self.config.takeover_after > now {
+                return Err(ConnectError::IdInUse {
+                    id,
+                    session: old,
+                    silent_for: now.saturating_duration_since(last_heard),
+                });
+            }
             self.lose(now, old, LossReason::Replaced);
         }
         let liveness_check = now + self.config.heartbeat_timeout;
@@ -188,6 +223,8 @@ impl Scheduler {
                 last_heard: now,
                 liveness_check,
                 reported_running: 0,
+                timeouts_in_a_row: 0,
+                quarantined: false,
             },
         );
         self.pump(now);
@@ -258,7 +295,11 @@ impl Scheduler {
                 }
                 self.pump(now);
             }
-            Prior::Finished { terminal, attempt } => {
+            Prior::Finished {
+                terminal,
+                attempt,
+                finished_at,
+            } => {
                 self.by_status[terminal.status() as usize] += 1;
                 self.executions.insert(
                     id,
@@ -269,10 +310,11 @@ impl Scheduler {
                         attempt,
                         lost: 0,
                         start_deadline: None,
+                        avoid: None,
                         place: Place::Done(terminal),
                     },
                 );
-                self.retain(now, id);
+                self.retain(now, finished_at.min(now), id);
             }
         }
         Ok(())
@@ -295,11 +337,14 @@ impl Scheduler {
                 && matches!(exec.place, Place::Running { session: s, .. } if s == session)
         });
         let disposition = if current {
+            self.workers
+                .update(session, |worker| worker.timeouts_in_a_row = 0);
             self.finish(now, execution, outcome.into());
             ResultDisposition::Accepted
         } else {
             ResultDisposition::Released
         };
+        self.lift_quarantine_if_answered(session);
         self.pump(now);
         disposition
     }
@@ -390,6 +435,8 @@ impl Scheduler {
             in_flight: worker.in_flight.len() as u32,
             reported_running: worker.reported_running,
             draining: worker.draining,
+            quarantined: worker.quarantined,
+            timeouts_in_a_row: worker.timeouts_in_a_row,
             connected_at: worker.connected_at,
             last_heard: worker.last_heard,
         })
@@ -411,6 +458,7 @@ impl Scheduler {
         let count = |status: Status| self.by_status[status as usize];
         Stats {
             workers: self.workers.len(),
+            quarantined: self.workers.iter().filter(|(_, w)| w.quarantined).count(),
             capacity,
             in_flight,
             queue_limit: self.config.queue_limit,
@@ -464,6 +512,7 @@ impl Scheduler {
                 attempt: attempts_started,
                 lost: attempts_started,
                 start_deadline,
+                avoid: None,
                 place: Place::Queued,
             },
         );
@@ -473,16 +522,18 @@ impl Scheduler {
 
     /// Dispatches while there is both a free slot and a ready execution.
     fn pump(&mut self, now: Instant) {
-        while let Some(session) = self.workers.least_loaded() {
-            if !self.dispatch_next(now, session) {
+        while self.workers.least_loaded().is_some() {
+            if !self.dispatch_next(now) {
                 break;
             }
         }
     }
 
-    /// Dispatches the first ready execution to `session`; false if none is
-    /// ready. Entries of executions that left the queue meanwhile are skipped.
-    fn dispatch_next(&mut self, now: Instant, session: SessionId) -> bool {
+    /// Dispatches the first ready execution to the least-loaded session (one
+    /// its last attempt did not time out on, if another has room); false if
+    /// none is ready. Entries of executions that left the queue meanwhile are
+    /// skipped.
+    fn dispatch_next(&mut self, now: Instant) -> bool {
         let grace = self.config.timeout_grace;
         let (id, exec) = loop {
             let Some(id) = self.ready.pop_front() else {
@@ -492,6 +543,11 @@ impl Scheduler {
                 Some(exec) if matches!(exec.place, Place::Queued) => break (id, exec),
                 _ => continue,
             }
+        };
+        let Some(session) = self.workers.least_loaded_avoiding(exec.avoid.take()) else {
+            // The caller checked for a free slot; keep the execution's turn anyway.
+            self.ready.push_front(id);
+            return false;
         };
         exec.attempt += 1;
         if let Some(at) = exec.start_deadline.take() {
@@ -541,11 +597,20 @@ impl Scheduler {
             execution: id,
             terminal,
         });
-        self.retain(now, id);
+        self.retain(now, now, id);
     }
 
-    fn retain(&mut self, now: Instant, id: ExecutionId) {
-        self.finished.push_back((now, id));
+    /// Remembers that `id` finished at `at` (now, or earlier for a restored
+    /// execution), keeping the retention order by finishing time.
+    fn retain(&mut self, now: Instant, at: Instant, id: ExecutionId) {
+        if self.finished.back().is_none_or(|&(last, _)| last <= at) {
+            self.finished.push_back((at, id));
+        } else {
+            // Only restores land here; they come nearly in order, so the
+            // insertion point is close to the back.
+            let index = self.finished.partition_point(|&(t, _)| t <= at);
+            self.finished.insert(index, (at, id));
+        }
         self.evict(now);
     }
 
@@ -590,32 +655,73 @@ impl Scheduler {
             if s != session || exec.attempt != attempt {
                 continue;
             }
-            exec.lost += 1;
-            if exec.lost >= exec.policy.max_attempts {
-                let error = format!(
-                    "worker lost {} times (last: {}, {}: {reason})",
-                    exec.lost, worker.id, session
-                );
-                self.finish(now, id, failed(error));
-                continue;
-            }
             self.deadlines.remove(deadline, Timer::Attempt(id));
-            self.by_status[Status::Running as usize] -= 1;
-            self.by_status[Status::Pending as usize] += 1;
-            let retry_at = now + self.config.retry_backoff.delay(exec.lost);
-            if retry_at <= now {
-                exec.place = Place::Queued;
-                self.ready.push_front(id);
-            } else {
-                exec.place = Place::Backoff { until: retry_at };
-                self.deadlines.insert(retry_at, Timer::Backoff(id));
-            }
-            self.outputs.push_back(Output::Requeued {
-                execution: id,
-                lost_attempt: attempt,
-                retry_at,
+            self.requeue_lost(now, id, attempt, None, |lost| {
+                format!(
+                    "worker lost {lost} times (last: {}, {session}: {reason})",
+                    worker.id
+                )
             });
         }
+    }
+
+    /// The running attempt `attempt` of `id` will never report: put the
+    /// execution back in line after a backoff (its retry avoiding `avoid`),
+    /// or fail it with `why(lost)` once it has used up its attempts. The
+    /// attempt's deadline must already be disarmed.
+    fn requeue_lost(
+        &mut self,
+        now: Instant,
+        id: ExecutionId,
+        attempt: u32,
+        avoid: Option<SessionId>,
+        why: impl FnOnce(u32) -> String,
+    ) {
+        let Some(exec) = self.executions.get_mut(&id) else {
+            return;
+        };
+        exec.lost += 1;
+        if exec.lost >= exec.policy.max_attempts {
+            let error = why(exec.lost);
+            self.finish(now, id, failed(error));
+            return;
+        }
+        exec.avoid = avoid;
+        self.by_status[Status::Running as usize] -= 1;
+        self.by_status[Status::Pending as usize] += 1;
+        let retry_at = now + self.config.retry_backoff.delay(exec.lost);
+        if retry_at <= now {
+            exec.place = Place::Queued;
+            self.ready.push_front(id);
+        } else {
+            exec.place = Place::Backoff { until: retry_at };
+            self.deadlines.insert(retry_at, Timer::Backoff(id));
+        }
+        self.outputs.push_back(Output::Requeued {
+            execution: id,
+            lost_attempt: attempt,
+            retry_at,
+        });
+    }
+
+    /// A quarantined session that has answered for every attempt it held
+    /// takes work again.
+    fn lift_quarantine_if_answered(&mut self, session: SessionId) {
+        let Some(worker) = self.workers.get(session) else {
+            return;
+        };
+        if !worker.quarantined || !worker.in_flight.is_empty() {
+            return;
+        }
+        let id = worker.id.clone();
+        self.workers.update(session, |worker| {
+            worker.quarantined = false;
+            worker.timeouts_in_a_row = 0;
+        });
+        self.outputs.push_back(Output::QuarantineLifted {
+            session,
+            worker: id,
+        });
     }
 
     fn check_liveness(&mut self, now: Instant, session: SessionId) {
@@ -666,18 +772,41 @@ impl Scheduler {
         if deadline != at {
             return;
         }
+        // No result, not even the worker's own timeout report: the worker is
+        // stuck or ignoring us, and that is not the function's verdict. Tell it
+        // to stop (its slot stays busy until it answers), count a strike
+        // against the session, and run the execution again elsewhere.
         let attempt = exec.attempt;
-        let error = format!(
-            "timed out: no result within {:?} (+{:?} grace)",
-            exec.policy.timeout, self.config.timeout_grace
-        );
-        // The timer is already disarmed (popped); finish() removing it again is a no-op.
+        let (timeout, grace) = (exec.policy.timeout, self.config.timeout_grace);
         self.outputs.push_back(Output::Abort {
             session,
             execution: id,
             attempt,
         });
-        self.finish(now, id, failed(error));
+        let quarantine_after = self.config.quarantine_after;
+        let newly_quarantined = self.workers.update(session, |worker| {
+            worker.timeouts_in_a_row += 1;
+            let strike_out = !worker.quarantined && worker.timeouts_in_a_row >= quarantine_after;
+            worker.quarantined |= strike_out;
+            strike_out.then(|| worker.id.clone())
+        });
+        let worker = self
+            .workers
+            .get(session)
+            .map_or_else(|| "a lost worker".to_string(), |w| w.id.to_string());
+        if let Some(Some(id)) = newly_quarantined {
+            self.outputs.push_back(Output::Quarantined {
+                session,
+                worker: id,
+            });
+        }
+        // The timer was popped: the deadline is disarmed already.
+        self.requeue_lost(now, id, attempt, Some(session), |lost| {
+            format!(
+                "timed out: no result within {timeout:?} (+{grace:?} grace), \
+                 {lost} attempts lost (last: {worker}, {session})"
+            )
+        });
     }
 }
 

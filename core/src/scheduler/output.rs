@@ -43,6 +43,18 @@ pub enum Output {
     },
     /// A terminal execution outlived its retention and was forgotten.
     Evicted { execution: ExecutionId },
+    /// The session's attempts kept timing out with no result: it gets no new
+    /// work until it has answered for every attempt it holds.
+    Quarantined {
+        session: SessionId,
+        worker: WorkerId,
+    },
+    /// A quarantined session answered for everything it held; it takes work
+    /// again.
+    QuarantineLifted {
+        session: SessionId,
+        worker: WorkerId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +125,10 @@ pub struct WorkerView<'a> {
     /// What its last heartbeat said it runs.
     pub reported_running: u32,
     pub draining: bool,
+    /// Gets no new work: its attempts kept timing out with no result.
+    pub quarantined: bool,
+    /// Attempts in a row the scheduler timed out on it.
+    pub timeouts_in_a_row: u32,
     pub connected_at: Instant,
     pub last_heard: Instant,
 }
@@ -121,6 +137,8 @@ pub struct WorkerView<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub workers: usize,
+    /// Connected workers that get no new work (see [`Output::Quarantined`]).
+    pub quarantined: usize,
     /// Σ pool sizes of connected workers (not counting prefetch).
     pub capacity: u64,
     /// Attempts in flight on workers.

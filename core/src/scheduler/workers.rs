@@ -30,11 +30,15 @@ pub(crate) struct Worker {
     /// When the liveness timer for this session is armed to fire.
     pub(crate) liveness_check: Instant,
     pub(crate) reported_running: u32,
+    /// Attempts in a row the scheduler timed out on this session.
+    pub(crate) timeouts_in_a_row: u32,
+    /// Takes no new work until it has answered for every attempt it holds.
+    pub(crate) quarantined: bool,
 }
 
 impl Worker {
     pub(crate) fn free(&self) -> u32 {
-        if self.draining {
+        if self.draining || self.quarantined {
             0
         } else {
             self.capacity.saturating_sub(self.in_flight.len() as u32)
@@ -80,6 +84,17 @@ impl WorkerTable {
     /// The worker with the most free slots, if any has one.
     pub(crate) fn least_loaded(&self) -> Option<SessionId> {
         self.with_free_slots.first().map(|&(_, session)| session)
+    }
+
+    /// The least-loaded worker other than `avoid`, or `avoid` itself when no
+    /// other has a free slot.
+    pub(crate) fn least_loaded_avoiding(&self, avoid: Option<SessionId>) -> Option<SessionId> {
+        let mut best = self.with_free_slots.iter().map(|&(_, session)| session);
+        let first = best.next()?;
+        if Some(first) != avoid {
+            return Some(first);
+        }
+        Some(best.next().unwrap_or(first))
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (SessionId, &Worker)> {

@@ -43,7 +43,7 @@ pub(crate) async fn register(
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut client = state.client();
     let response = state
-        .call(client.list_functions(state.request(ListFunctionsRequest {})))
+        .call(client.list_functions(state.request(ListFunctionsRequest::default())))
         .await?;
     let functions: Vec<FunctionView> = response.functions.iter().map(FunctionView::from).collect();
     Ok(Json(json!({ "functions": functions })))

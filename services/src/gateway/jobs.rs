@@ -58,6 +58,7 @@ pub(crate) async fn invoke(
         timeout_ms: timeout_ms.unwrap_or(0),
         max_attempts: max_attempts.unwrap_or(0),
         schedule_to_start_timeout_ms: 0,
+        idempotency_key: String::new(),
     };
     let mut client = state.client();
     let accepted = state

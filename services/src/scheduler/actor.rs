@@ -11,32 +11,39 @@
 //! terminal state is shown to nobody — watchers, status queries, listings —
 //! before its record is durable. Until then clients see the state it had before.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use prost::Message as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
-use taskforge_core::scheduler::{CancelError, LossReason, Output, Prior, Scheduler, SubmitError};
+use taskforge_core::scheduler::{
+    CancelError, ConnectError, Dispatch, LossReason, Output, Prior, Scheduler, SubmitError,
+};
 use taskforge_core::{
     ExecutionId, Instant, Outcome, SessionId, Status as ExecStatus, Submission, Terminal, WorkerId,
 };
 use taskforge_proto::common::{ExecutionInfo, ExecutionRequest, Function};
 use taskforge_proto::scheduler::{
-    ClusterStats, ListExecutionsRequest, ListExecutionsResponse, RegisterFunctionRequest,
-    TriggerExecutionRequest, WorkerInfo,
+    ClusterStats, ListExecutionsRequest, ListExecutionsResponse, ListFunctionsRequest,
+    ListFunctionsResponse, RegisterFunctionRequest, TriggerExecutionRequest, WorkerInfo,
 };
 use taskforge_proto::worker::worker_message::Message as FromWorker;
-use taskforge_proto::worker::{CancelRequest, SchedulerMessage, WorkerHello, scheduler_message};
+use taskforge_proto::worker::{
+    CancelRequest, ForgetFunction, SchedulerMessage, WorkerHello, scheduler_message,
+};
 
 use super::SchedulerOptions;
 use super::committer::{Commit, Committer};
 use super::convert::{check_size, parse_execution_id, resolve_policy};
 use super::observer::SchedulerEvent;
+use super::paging::Page;
 use super::streams::Outbox;
 use crate::clock::WallClock;
 use crate::functions::Builtin;
@@ -70,7 +77,12 @@ pub(crate) enum Command {
         reply: Reply<mpsc::UnboundedReceiver<ExecutionInfo>>,
     },
     ListFunctions {
-        reply: Reply<Vec<Function>>,
+        request: ListFunctionsRequest,
+        reply: Reply<ListFunctionsResponse>,
+    },
+    DeleteFunction {
+        id: String,
+        reply: Reply<()>,
     },
     GetFunction {
         id: String,
@@ -111,6 +123,9 @@ const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 /// Largest pool size a worker may announce.
 const MAX_POOL_SIZE: u32 = 4096;
+/// Furthest back the core's clock can place a restored execution's end (see
+/// [`Actor::now`]); retention ages beyond it count from this far back.
+const MAX_EPOCH: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Commands taken per turn before outputs are carried out and records flushed.
 const COMMANDS_PER_TURN: usize = 256;
 
@@ -119,6 +134,9 @@ struct RegisteredFunction {
     /// Shared with every execution of the function.
     key: Arc<str>,
     proto: Function,
+    /// Executions of it that are not terminal yet: it cannot be deleted
+    /// while there are any.
+    live: u32,
 }
 
 /// What the service remembers of an execution beyond the core's state.
@@ -138,6 +156,11 @@ struct Session {
     outbox: Outbox,
     /// Seed workers do not announce a pool size and know no cancel message.
     understands_cancel: bool,
+    /// It keeps function definitions for the rest of the stream: each is sent
+    /// once, and executions carry only the function's id.
+    caches_functions: bool,
+    /// Functions defined on this stream so far.
+    defined: BTreeSet<Arc<str>>,
 }
 
 /// Something held back until a batch of records is durable.
@@ -162,6 +185,9 @@ enum Durable {
     },
     Cancelled {
         reply: Reply<String>,
+    },
+    FunctionDeleted {
+        reply: Reply<()>,
     },
 }
 
@@ -195,6 +221,8 @@ pub(crate) struct Actor {
     next_session: u64,
     watchers: FxHashMap<ExecutionId, Vec<mpsc::UnboundedSender<ExecutionInfo>>>,
     stamps: Option<Stamps>,
+    /// Offset of the core's clock from `origin` (see [`Actor::now`]).
+    epoch: Duration,
     ids: SmallRng,
     shutting_down: bool,
 }
@@ -226,6 +254,7 @@ impl Actor {
                 acc.rotate_left(5) ^ e.record.id.0
             });
         let mut actor = Actor {
+            epoch: options.core.retention.max_age.min(MAX_EPOCH),
             core: Scheduler::new(options.core.clone()),
             ids: SmallRng::seed_from_u64(options.id_seed ^ recovered_mix),
             options,
@@ -262,8 +291,12 @@ impl Actor {
                 max_attempts: function.max_attempts,
             };
             let key = Arc::from(function.function_id.as_str());
-            self.functions
-                .insert(function.function_id, RegisteredFunction { key, proto });
+            let registered = RegisteredFunction {
+                key,
+                proto,
+                live: 0,
+            };
+            self.functions.insert(function.function_id, registered);
         }
         let (mut pending, mut finished) = (0usize, 0usize);
         for execution in recovered.executions {
@@ -288,6 +321,8 @@ impl Actor {
             };
             let prior = match execution.finished {
                 Some(done) => {
+                    let ago = self.clock_now_us().saturating_sub(done.finished_at_us);
+                    let finished_at = now.saturating_sub(Duration::from_micros(ago));
                     meta.started_at_us = done.started_at_us;
                     meta.finished_at_us = done.finished_at_us;
                     meta.worker_id = (!done.worker_id.is_empty()).then(|| done.worker_id.into());
@@ -295,10 +330,14 @@ impl Actor {
                     Prior::Finished {
                         terminal: done.terminal,
                         attempt: done.attempt,
+                        finished_at,
                     }
                 }
                 None => {
                     pending += 1;
+                    if let Some(function) = self.functions.get_mut(&record.function_id) {
+                        function.live += 1;
+                    }
                     Prior::Pending {
                         attempts_started: execution.attempts_started,
                     }
@@ -325,10 +364,7 @@ impl Actor {
 
     pub(crate) async fn run(mut self) {
         loop {
-            let deadline = self
-                .core
-                .poll_timeout()
-                .map(|at| self.origin + at.elapsed());
+            let deadline = self.core.poll_timeout().map(|at| self.tokio_instant(at));
             tokio::select! {
                 biased;
                 Some(commit) = self.commits.recv() => self.on_commit(commit),
@@ -365,8 +401,20 @@ impl Actor {
         }
     }
 
+    /// The core's clock: time since `origin`, shifted by `epoch` so that an
+    /// execution restored from a run that ended up to one retention age ago
+    /// still gets its true finishing time (instants cannot be negative).
     fn now(&self) -> Instant {
-        Instant::from_elapsed(self.origin.elapsed())
+        Instant::from_elapsed(self.origin.elapsed() + self.epoch)
+    }
+
+    /// When a core instant falls on tokio's clock.
+    fn tokio_instant(&self, at: Instant) -> tokio::time::Instant {
+        self.origin + at.elapsed().saturating_sub(self.epoch)
+    }
+
+    fn clock_now_us(&self) -> u64 {
+        (self.clock)()
     }
 
     /// Wall-clock micros of a core instant.
@@ -399,10 +447,13 @@ impl Actor {
             Command::Watch { id, reply } => {
                 let _ = reply.send(self.watch(&id));
             }
-            Command::ListFunctions { reply } => {
-                let functions = self.functions.values().map(|f| f.proto.clone()).collect();
-                let _ = reply.send(Ok(functions));
+            Command::ListFunctions { request, reply } => {
+                let _ = reply.send(Ok(self.list_functions(&request)));
             }
+            Command::DeleteFunction { id, reply } => match self.delete_function(&id) {
+                Ok(()) => self.hold(Durable::FunctionDeleted { reply }),
+                Err(status) => drop(reply.send(Err(status))),
+            },
             Command::GetFunction { id, reply } => {
                 let found = self.functions.get(&id).map(|f| f.proto.clone());
                 let _ =
@@ -455,6 +506,7 @@ impl Actor {
         if request.name.trim().is_empty() || request.name.len() > 256 {
             return Err(Status::invalid_argument("name must be 1 to 256 characters"));
         }
+        check_size("code", &request.code, self.options.max_code_bytes)?;
         Builtin::resolve(&request.language, &request.code)
             .map_err(|error| Status::invalid_argument(error.to_string()))?;
         resolve_policy(
@@ -486,18 +538,84 @@ impl Actor {
             created_at_us: (self.clock)(),
         }));
         let key = Arc::from(function_id.as_str());
-        self.functions
-            .insert(function_id.clone(), RegisteredFunction { key, proto });
+        let registered = RegisteredFunction {
+            key,
+            proto,
+            live: 0,
+        };
+        self.functions.insert(function_id.clone(), registered);
         Ok(function_id)
+    }
+
+    fn delete_function(&mut self, id: &str) -> Result<(), Status> {
+        if id.is_empty() {
+            return Err(Status::invalid_argument("function_id is required"));
+        }
+        let function = self
+            .functions
+            .get(id)
+            .ok_or_else(|| Status::not_found(format!("function {id:?} not found")))?;
+        if function.live > 0 {
+            return Err(Status::failed_precondition(format!(
+                "function {id:?} has {} executions pending or running; \
+                 it can be deleted once they finish (or are cancelled)",
+                function.live
+            )));
+        }
+        if let Some(function) = self.functions.remove(id) {
+            let forget = || SchedulerMessage {
+                message: Some(scheduler_message::Message::Forget(ForgetFunction {
+                    function_id: id.to_string(),
+                })),
+            };
+            for session in self.sessions.values_mut() {
+                if session.defined.remove(&function.key) {
+                    let _ = session.outbox.send(Ok(forget()));
+                }
+            }
+        }
+        self.log.push(Record::FunctionDeleted {
+            function_id: id.to_string(),
+        });
+        Ok(())
+    }
+
+    fn list_functions(&self, request: &ListFunctionsRequest) -> ListFunctionsResponse {
+        use std::ops::Bound;
+        let limit = match request.limit as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let from = match request.after_function_id.as_str() {
+            "" => Bound::Unbounded,
+            after => Bound::Excluded(after),
+        };
+        let candidates = self
+            .functions
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(_, function)| function.proto.clone());
+        let page = Page::fill(candidates, limit, self.options.response_budget());
+        let next_after_function_id = match (page.more, page.items.last()) {
+            (true, Some(last)) => last.function_id.clone(),
+            _ => String::new(),
+        };
+        ListFunctionsResponse {
+            functions: page.items,
+            next_after_function_id,
+        }
     }
 
     fn trigger(&mut self, request: TriggerExecutionRequest) -> Result<ExecutionId, Status> {
         if request.function_id.is_empty() {
             return Err(Status::invalid_argument("function_id is required"));
         }
-        let function = self.functions.get(&request.function_id).ok_or_else(|| {
-            Status::not_found(format!("function {:?} not found", request.function_id))
-        })?;
+        let now = self.now();
+        let function = self
+            .functions
+            .get_mut(&request.function_id)
+            .ok_or_else(|| {
+                Status::not_found(format!("function {:?} not found", request.function_id))
+            })?;
         check_size("payload", &request.payload, self.options.max_payload_bytes)?;
         let policy = resolve_policy(
             &self.options.default_policy,
@@ -520,7 +638,6 @@ impl Actor {
             payload: request.payload.clone(),
             policy,
         };
-        let now = self.now();
         self.core
             .submit(now, submission)
             .map_err(|error| match error {
@@ -529,6 +646,7 @@ impl Actor {
                     Status::invalid_argument(error.to_string())
                 }
             })?;
+        function.live += 1;
         let created_at_us = (self.clock)();
         self.meta.insert(
             id,
@@ -603,7 +721,12 @@ impl Actor {
         let now = self.now();
         self.core
             .worker_connected(now, session, WorkerId::new(worker_id.clone()), pool_size)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+            .map_err(|error| match error {
+                ConnectError::IdInUse { .. } => Status::already_exists(error.to_string()),
+                ConnectError::NoSlots | ConnectError::SessionInUse(_) => {
+                    Status::invalid_argument(error.to_string())
+                }
+            })?;
         tracing::info!(worker = %worker_id, %session, pool_size, "worker joined");
         self.observe(&SchedulerEvent::WorkerJoined {
             session,
@@ -616,6 +739,8 @@ impl Actor {
                 worker_id,
                 outbox,
                 understands_cancel: hello.pool_size != 0,
+                caches_functions: hello.caches_functions,
+                defined: BTreeSet::new(),
             },
         );
         Ok(session)
@@ -693,40 +818,7 @@ impl Actor {
         while let Some(output) = self.core.poll_output() {
             self.observe(&SchedulerEvent::Output(&output));
             match output {
-                Output::Dispatch(dispatch) => {
-                    let started_at_us = (self.clock)();
-                    let Some(session) = self.sessions.get(&dispatch.session) else {
-                        continue;
-                    };
-                    let worker_id = session.worker_id.clone();
-                    let function = self.functions.get(&*dispatch.function);
-                    let request = ExecutionRequest {
-                        execution_id: dispatch.execution.to_string(),
-                        function_id: dispatch.function.to_string(),
-                        payload: dispatch.payload,
-                        attempt: dispatch.attempt,
-                        timeout_ms: dispatch.timeout.as_millis() as u64,
-                        function: function.map(|f| f.proto.clone()),
-                    };
-                    let message = scheduler_message::Message::Execute(request);
-                    // A closed outbox means the stream is ending; its
-                    // disconnect will re-queue this attempt.
-                    let _ = session.outbox.send(Ok(SchedulerMessage {
-                        message: Some(message),
-                    }));
-                    self.log.push(Record::Started {
-                        id: dispatch.execution,
-                        attempt: dispatch.attempt,
-                        worker_id: worker_id.to_string(),
-                        started_at_us,
-                    });
-                    if let Some(meta) = self.meta.get_mut(&dispatch.execution) {
-                        meta.started_at_us = started_at_us;
-                        meta.worker_id = Some(worker_id);
-                        meta.shown = ExecStatus::Running;
-                    }
-                    self.notify(dispatch.execution);
-                }
+                Output::Dispatch(dispatch) => self.dispatch(dispatch),
                 Output::Abort {
                     session,
                     execution,
@@ -770,6 +862,17 @@ impl Actor {
                         }
                     }
                 }
+                Output::Quarantined { session, worker } => {
+                    tracing::warn!(
+                        %worker,
+                        %session,
+                        "worker quarantined: its attempts keep ending with no result; \
+                         it gets no new work until it answers for what it holds"
+                    );
+                }
+                Output::QuarantineLifted { session, worker } => {
+                    tracing::info!(%worker, %session, "worker out of quarantine: it answered for all it held");
+                }
                 Output::Evicted { execution } => {
                     self.meta.remove(&execution);
                     self.watchers.remove(&execution);
@@ -779,7 +882,97 @@ impl Actor {
         }
     }
 
+    /// Sends an attempt to its worker (with the function's definition first,
+    /// if the worker caches definitions and has not had this one). A message
+    /// too large to send fails that one attempt, never the worker's stream.
+    fn dispatch(&mut self, dispatch: Dispatch) {
+        let started_at_us = (self.clock)();
+        let Some(session) = self.sessions.get_mut(&dispatch.session) else {
+            return;
+        };
+        let worker_id = session.worker_id.clone();
+        let function = self.functions.get(&*dispatch.function).map(|f| &f.proto);
+        let define = match function {
+            Some(function) if session.caches_functions => session
+                .defined
+                .insert(dispatch.function.clone())
+                .then(|| scheduler_message::Message::Define(function.clone())),
+            _ => None,
+        };
+        let request = ExecutionRequest {
+            execution_id: dispatch.execution.to_string(),
+            function_id: dispatch.function.to_string(),
+            payload: dispatch.payload,
+            attempt: dispatch.attempt,
+            timeout_ms: dispatch.timeout.as_millis() as u64,
+            function: function.filter(|_| !session.caches_functions).cloned(),
+        };
+        let messages = define
+            .into_iter()
+            .chain([scheduler_message::Message::Execute(request)])
+            .map(|message| SchedulerMessage {
+                message: Some(message),
+            });
+        let limit = self.options.message_limit();
+        let mut too_large = None;
+        for message in messages {
+            let size = message.encoded_len();
+            if size > limit {
+                too_large = Some(match message.message {
+                    Some(scheduler_message::Message::Define(_)) => {
+                        session.defined.remove(&dispatch.function);
+                        format!(
+                            "the function's definition is {size} bytes encoded, over the \
+                             {limit}-byte message limit; register it again with smaller code"
+                        )
+                    }
+                    _ => format!(
+                        "the execution request is {size} bytes encoded, over the \
+                         {limit}-byte message limit"
+                    ),
+                });
+                break;
+            }
+            // A closed outbox means the stream is ending; its disconnect will
+            // re-queue this attempt.
+            let _ = session.outbox.send(Ok(message));
+        }
+        self.log.push(Record::Started {
+            id: dispatch.execution,
+            attempt: dispatch.attempt,
+            worker_id: worker_id.to_string(),
+            started_at_us,
+        });
+        if let Some(meta) = self.meta.get_mut(&dispatch.execution) {
+            meta.started_at_us = started_at_us;
+            meta.worker_id = Some(worker_id);
+            meta.shown = ExecStatus::Running;
+        }
+        self.notify(dispatch.execution);
+        if let Some(error) = too_large {
+            // Nothing was sent: answer for the worker, so the slot frees and
+            // only this execution fails.
+            let now = self.now();
+            let outcome = Outcome::Failure {
+                error,
+                output: Bytes::new(),
+            };
+            self.core.result(
+                now,
+                dispatch.session,
+                dispatch.execution,
+                dispatch.attempt,
+                outcome,
+            );
+        }
+    }
+
     fn finished(&mut self, id: ExecutionId, terminal: Terminal) {
+        if let Some(view) = self.core.execution(id) {
+            if let Some(function) = self.functions.get_mut(&**view.function) {
+                function.live = function.live.saturating_sub(1);
+            }
+        }
         let stamps = self.stamps.filter(|s| s.id == id);
         let now_us = (self.clock)();
         let attempt = self.core.execution(id).map_or(0, |view| view.attempt);
@@ -860,6 +1053,12 @@ impl Actor {
                 Durable::Registered { reply, function_id } => {
                     let _ = reply.send(match failure {
                         None => Ok(function_id),
+                        Some(_) => Err(failed()),
+                    });
+                }
+                Durable::FunctionDeleted { reply } => {
+                    let _ = reply.send(match failure {
+                        None => Ok(()),
                         Some(_) => Err(failed()),
                     });
                 }
@@ -988,6 +1187,8 @@ impl Actor {
                 in_flight: worker.in_flight,
                 reported_running: worker.reported_running,
                 draining: worker.draining,
+                quarantined: worker.quarantined,
+                timeouts_in_a_row: worker.timeouts_in_a_row,
                 connected_at_us: self.wall_of(worker.connected_at),
                 last_heartbeat_at_us: self.wall_of(worker.last_heard),
             })
@@ -1028,6 +1229,8 @@ impl Actor {
             failed,
             cancelled,
             queue_limit: stats.queue_limit as u32,
+            watchers: self.watchers.values().map(|w| w.len() as u64).sum(),
+            quarantined_workers: stats.quarantined as u32,
         }
     }
 }

@@ -11,11 +11,12 @@ use tonic::{Request, Response, Status};
 use taskforge_proto::common::{ExecutionInfo, Function};
 use taskforge_proto::scheduler::scheduler_service_server::SchedulerService;
 use taskforge_proto::scheduler::{
-    CancelExecutionRequest, CancelExecutionResponse, ClusterStats, GetClusterStatsRequest,
-    GetExecutionStatusRequest, GetExecutionStatusResponse, GetFunctionRequest,
-    ListExecutionsRequest, ListExecutionsResponse, ListFunctionsRequest, ListFunctionsResponse,
-    ListWorkersRequest, ListWorkersResponse, RegisterFunctionRequest, RegisterFunctionResponse,
-    TriggerExecutionRequest, TriggerExecutionResponse, WatchExecutionRequest,
+    CancelExecutionRequest, CancelExecutionResponse, ClusterStats, DeleteFunctionRequest,
+    DeleteFunctionResponse, GetClusterStatsRequest, GetExecutionStatusRequest,
+    GetExecutionStatusResponse, GetFunctionRequest, ListExecutionsRequest, ListExecutionsResponse,
+    ListFunctionsRequest, ListFunctionsResponse, ListWorkersRequest, ListWorkersResponse,
+    RegisterFunctionRequest, RegisterFunctionResponse, TriggerExecutionRequest,
+    TriggerExecutionResponse, WatchExecutionRequest,
 };
 
 use super::actor::{Command, Reply};
@@ -124,10 +125,23 @@ impl SchedulerService for Api {
 
     async fn list_functions(
         &self,
-        _request: Request<ListFunctionsRequest>,
+        request: Request<ListFunctionsRequest>,
     ) -> Result<Response<ListFunctionsResponse>, Status> {
-        let functions = self.ask(|reply| Command::ListFunctions { reply }).await?;
-        Ok(Response::new(ListFunctionsResponse { functions }))
+        let request = request.into_inner();
+        let page = self
+            .ask(|reply| Command::ListFunctions { request, reply })
+            .await?;
+        Ok(Response::new(page))
+    }
+
+    async fn delete_function(
+        &self,
+        request: Request<DeleteFunctionRequest>,
+    ) -> Result<Response<DeleteFunctionResponse>, Status> {
+        let id = request.into_inner().function_id;
+        self.ask(|reply| Command::DeleteFunction { id, reply })
+            .await?;
+        Ok(Response::new(DeleteFunctionResponse {}))
     }
 
     async fn get_function(

@@ -13,6 +13,7 @@ mod api;
 mod committer;
 mod convert;
 mod observer;
+mod paging;
 mod streams;
 
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub struct SchedulerOptions {
     pub max_payload_bytes: usize,
     /// Largest output a worker may report; a larger one fails the execution.
     pub max_output_bytes: usize,
+    /// Largest code a function may be registered with.
+    pub max_code_bytes: usize,
     /// Pool size assumed for a worker whose hello does not say (a seed worker).
     pub default_pool_size: u32,
     /// Seed for execution and function ids. Ids are random 64-bit values, so
@@ -63,6 +66,7 @@ impl Default for SchedulerOptions {
             default_policy: Policy::default(),
             max_payload_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
+            max_code_bytes: 1 << 20,
             default_pool_size: 4,
             id_seed: 0,
             store_runner: StoreRunner::Thread,
@@ -70,6 +74,30 @@ impl Default for SchedulerOptions {
             keepalive_timeout: Duration::from_secs(10),
             observer: None,
         }
+    }
+}
+
+/// Room, beyond the largest blob a message carries, for everything else in it
+/// (ids, stamps, error text, framing).
+const MESSAGE_OVERHEAD: usize = 64 << 10;
+
+impl SchedulerOptions {
+    /// The largest blob any one message carries: a payload, an output or code.
+    fn largest_blob(&self) -> usize {
+        self.max_payload_bytes
+            .max(self.max_output_bytes)
+            .max(self.max_code_bytes)
+    }
+
+    /// Largest gRPC message either side of either service may send.
+    pub fn message_limit(&self) -> usize {
+        self.largest_blob() + MESSAGE_OVERHEAD
+    }
+
+    /// Bytes of items one listing page may hold: the message limit less room
+    /// for the rest of the response.
+    pub(crate) fn response_budget(&self) -> usize {
+        self.largest_blob()
     }
 }
 
@@ -145,12 +173,12 @@ impl SchedulerService {
             let _ = notify.send(actor::Command::Shutdown).await;
             let _ = stopped.send(true);
         });
-        let limit = options.max_payload_bytes + (64 << 10);
+        let limit = options.message_limit();
         let api = SchedulerServiceServer::new(api::Api::new(commands.clone()))
             .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit.max(options.max_output_bytes + (64 << 10)));
+            .max_encoding_message_size(limit);
         let workers = WorkerServiceServer::new(streams::WorkerStreams::new(commands))
-            .max_decoding_message_size(limit.max(options.max_output_bytes + (64 << 10)))
+            .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(options.keepalive_interval))

@@ -1,7 +1,8 @@
 //! The line format of the JSON Lines store.
 //!
 //! One record per line: a JSON object whose `"type"` says which record it is
-//! (`function`, `accepted`, `started`, `finished`, `evicted`). The files are
+//! (`function`, `function_deleted`, `accepted`, `started`, `finished`,
+//! `evicted`). The files are
 //! meant to be read by people with `grep`, `jq` and `tail -f`, so:
 //! - bytes (a payload, an output, a function's code) are written as a JSON
 //!   string when they are valid UTF-8 (`"payload": "{\"a\":1}"`), and only
@@ -70,6 +71,9 @@ enum Line<'a> {
         code: Option<Cow<'a, str>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         code_b64: Option<Cow<'a, str>>,
+    },
+    FunctionDeleted {
+        function_id: Cow<'a, str>,
     },
     Accepted {
         id: HexId,
@@ -189,6 +193,9 @@ impl<'a> From<&'a Record> for Line<'a> {
                     code_b64: code.base64,
                 }
             }
+            Record::FunctionDeleted { function_id } => Line::FunctionDeleted {
+                function_id: Cow::Borrowed(function_id),
+            },
             Record::Accepted(execution) => {
                 let payload = WireBytes::new(&execution.payload);
                 Line::Accepted {
@@ -345,6 +352,9 @@ impl Line<'_> {
                 }
             }
             Line::Evicted { id } => Record::Evicted { id: id.0 },
+            Line::FunctionDeleted { function_id } => Record::FunctionDeleted {
+                function_id: function_id.into_owned(),
+            },
         })
     }
 }

@@ -186,7 +186,6 @@ impl Log {
         disk.replace(self, live_records(live, which), |out| match which {
             Which::Functions => live
                 .functions()
-                .iter()
                 .try_for_each(|function| out.record(&Record::Function(function.clone()))),
             Which::Executions => live
                 .execution_snapshot()
@@ -436,7 +435,7 @@ impl Store for JsonlStore {
             self.disk.sync_parent()?;
         }
         let recovered = Recovered {
-            functions: live.functions().to_vec(),
+            functions: live.functions().cloned().collect(),
             executions: live.recovered_executions(),
             warnings,
         };
@@ -448,7 +447,7 @@ impl Store for JsonlStore {
     fn append(&mut self, record: &Record) -> Result<(), StoreError> {
         self.ensure_loaded()?;
         let log = match record {
-            Record::Function(_) => &mut self.functions,
+            Record::Function(_) | Record::FunctionDeleted { .. } => &mut self.functions,
             _ => &mut self.executions,
         };
         let mark = log.buffer.len();

@@ -16,9 +16,11 @@ use super::{ExecutionRecord, FinishedRecord, FunctionRecord, Record, RecoveredEx
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LiveState {
-    /// In registration order.
-    functions: Vec<FunctionRecord>,
-    function_slots: HashMap<String, usize>,
+    /// Keyed by registration sequence, so iteration is registration order and
+    /// a deletion is a removal.
+    functions: BTreeMap<u64, FunctionRecord>,
+    function_slots: HashMap<String, u64>,
+    next_function: u64,
     /// Keyed by acceptance sequence, so iteration is acceptance order and an
     /// eviction is a removal, not a tombstone.
     executions: BTreeMap<u64, LiveExecution>,
@@ -53,6 +55,7 @@ impl LiveExecution {
 /// Why a record changed nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Ignored {
+    UnknownFunction(String),
     UnknownExecution {
         kind: &'static str,
         id: ExecutionId,
@@ -70,6 +73,9 @@ pub(crate) enum Ignored {
 impl fmt::Display for Ignored {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Ignored::UnknownFunction(id) => {
+                write!(f, "deletion of unknown function {id:?} ignored")
+            }
             Ignored::UnknownExecution { kind, id } => {
                 write!(f, "{kind} record for unknown execution {id} ignored")
             }
@@ -102,6 +108,14 @@ impl LiveState {
         match record {
             Record::Function(function) => {
                 self.register(function);
+                Ok(())
+            }
+            Record::FunctionDeleted { function_id } => {
+                let slot = self
+                    .function_slots
+                    .remove(function_id)
+                    .ok_or_else(|| Ignored::UnknownFunction(function_id.clone()))?;
+                self.functions.remove(&slot);
                 Ok(())
             }
             Record::Accepted(execution) => self.accept(execution),
@@ -158,14 +172,17 @@ impl LiveState {
     }
 
     fn register(&mut self, function: &FunctionRecord) {
-        match self.function_slots.get(&function.function_id) {
-            Some(&slot) => self.functions[slot] = function.clone(),
+        let slot = match self.function_slots.get(&function.function_id) {
+            Some(&slot) => slot,
             None => {
+                let slot = self.next_function;
+                self.next_function += 1;
                 self.function_slots
-                    .insert(function.function_id.clone(), self.functions.len());
-                self.functions.push(function.clone());
+                    .insert(function.function_id.clone(), slot);
+                slot
             }
-        }
+        };
+        self.functions.insert(slot, function.clone());
     }
 
     fn accept(&mut self, execution: &ExecutionRecord) -> Result<(), Ignored> {
@@ -199,8 +216,8 @@ impl LiveState {
     }
 
     /// Functions in registration order; a snapshot holds one record each.
-    pub(crate) fn functions(&self) -> &[FunctionRecord] {
-        &self.functions
+    pub(crate) fn functions(&self) -> impl ExactSizeIterator<Item = &FunctionRecord> {
+        self.functions.values()
     }
 
     /// How many records [`execution_snapshot`](Self::execution_snapshot) yields.
@@ -366,7 +383,7 @@ mod tests {
             function("b", "two"),
             function("a", "three"),
         ]);
-        let names: Vec<_> = live.functions().iter().map(|f| f.name.as_str()).collect();
+        let names: Vec<_> = live.functions().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["three", "two"]);
     }
 

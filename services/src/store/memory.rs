@@ -48,7 +48,7 @@ impl Store for MemoryStore {
     fn load(&mut self) -> Result<Recovered, StoreError> {
         let synced = lock(&self.synced);
         Ok(Recovered {
-            functions: synced.functions().to_vec(),
+            functions: synced.functions().cloned().collect(),
             executions: synced.recovered_executions(),
             warnings: Vec::new(),
         })

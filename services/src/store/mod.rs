@@ -89,6 +89,10 @@ pub struct FinishedRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     Function(FunctionRecord),
+    /// The function is forgotten; the next compaction drops it.
+    FunctionDeleted {
+        function_id: String,
+    },
     Accepted(ExecutionRecord),
     Started {
         id: ExecutionId,

@@ -104,7 +104,10 @@ fn state_of(records: &[Record]) -> (Vec<FunctionRecord>, Vec<RecoveredExecution>
     for record in records {
         let _ = live.apply(record);
     }
-    (live.functions().to_vec(), live.recovered_executions())
+    (
+        live.functions().cloned().collect(),
+        live.recovered_executions(),
+    )
 }
 
 fn state(recovered: &Recovered) -> (Vec<FunctionRecord>, Vec<RecoveredExecution>) {

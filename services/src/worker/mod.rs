@@ -23,6 +23,7 @@
 //! [`WorkerPool`]: taskforge_core::pool::WorkerPool
 
 mod backoff;
+mod definitions;
 mod observer;
 mod session;
 mod wire;

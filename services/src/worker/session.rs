@@ -32,6 +32,7 @@ use tonic::Streaming;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
+use super::definitions::Definitions;
 use super::observer::{TaskEvent, TaskObserver};
 use super::wire::{self, Job};
 use super::{Shutdown, Timebase, WallClock, WorkerConfig};
@@ -137,6 +138,8 @@ pub(super) struct Session {
     /// The attempt of each execution the pool holds (queued or running), so a
     /// cancel for another attempt can be ignored.
     held: BTreeMap<ExecutionId, u32>,
+    /// Functions the scheduler defined on this stream.
+    definitions: Definitions,
     next_seq: u64,
     drain_deadline: Option<tokio::time::Instant>,
     /// See [`SessionEnd::Lost`].
@@ -183,6 +186,7 @@ impl Session {
             done_rx,
             tasks: BTreeMap::new(),
             held: BTreeMap::new(),
+            definitions: Definitions::default(),
             next_seq: 0,
             drain_deadline: None,
             settled: false,
@@ -306,6 +310,15 @@ impl Session {
                 self.cancel(&cancel);
                 Ok(())
             }
+            Some(Message::Define(function)) => {
+                debug!(function = %function.function_id, "function defined");
+                self.definitions.define(&function);
+                Ok(())
+            }
+            Some(Message::Forget(forget)) => {
+                self.definitions.forget(&forget.function_id);
+                Ok(())
+            }
             None => {
                 debug!(worker = %self.worker_id, "empty or unknown message from the scheduler; ignored");
                 Ok(())
@@ -314,7 +327,7 @@ impl Session {
     }
 
     fn execute(&mut self, request: ExecutionRequest) -> Result<(), String> {
-        match wire::assignment(request, self.default_timeout) {
+        match wire::assignment(request, &self.definitions, self.default_timeout) {
             Ok(assignment) => {
                 let (execution, attempt) = (assignment.execution, assignment.attempt);
                 if self

@@ -13,6 +13,7 @@ use taskforge_proto::worker::{
     CancelRequest, WorkerDraining, WorkerHeartbeat, WorkerHello, WorkerMessage,
 };
 
+use super::definitions::Definitions;
 use crate::functions::Builtin;
 
 /// The start-to-close limit of a request that carries none.
@@ -36,9 +37,11 @@ pub(super) struct Rejection {
     pub(super) error: String,
 }
 
-/// Validates an execution request into an assignment for the pool.
+/// Validates an execution request into an assignment for the pool, running
+/// the function `definitions` resolve it to.
 pub(super) fn assignment(
     request: ExecutionRequest,
+    definitions: &Definitions,
     default_timeout: Duration,
 ) -> Result<Assignment<Job>, Rejection> {
     let reject = |error: String| Rejection {
@@ -52,19 +55,7 @@ pub(super) fn assignment(
             shorten(&request.execution_id)
         )));
     };
-    let Some(function) = &request.function else {
-        return Err(reject(format!(
-            "the request for function {:?} carries no function definition \
-             (ExecutionRequest.function); this worker needs it to run anything",
-            shorten(&request.function_id)
-        )));
-    };
-    let builtin = Builtin::resolve(&function.language, &function.code).map_err(|e| {
-        reject(format!(
-            "cannot run function {:?}: {e}",
-            shorten(&function.function_id)
-        ))
-    })?;
+    let builtin = definitions.resolve(&request).map_err(reject)?;
     let timeout = match request.timeout_ms {
         0 => default_timeout,
         ms if ms > MAX_TIMEOUT.as_millis() as u64 => {
@@ -95,6 +86,7 @@ pub(super) fn hello(worker_id: &str, pool_size: u32) -> WorkerMessage {
     message(Message::Hello(WorkerHello {
         worker_id: worker_id.to_string(),
         pool_size,
+        caches_functions: true,
     }))
 }
 
@@ -162,7 +154,7 @@ fn message(message: Message) -> WorkerMessage {
 }
 
 /// At most 64 characters of `text`, for error messages.
-fn shorten(text: &str) -> String {
+pub(super) fn shorten(text: &str) -> String {
     const LIMIT: usize = 64;
     match text.char_indices().nth(LIMIT) {
         Some((end, _)) => format!("{}...", &text[..end]),
@@ -196,7 +188,12 @@ mod tests {
 
     #[test]
     fn a_good_request_becomes_an_assignment() {
-        let a = assignment(request(ID, "builtin", "echo", 1500), DEFAULT_TIMEOUT).unwrap();
+        let a = assignment(
+            request(ID, "builtin", "echo", 1500),
+            &Definitions::default(),
+            DEFAULT_TIMEOUT,
+        )
+        .unwrap();
         assert_eq!(a.execution, ExecutionId(0xab));
         assert_eq!(a.attempt, 3);
         assert_eq!(a.timeout, Duration::from_millis(1500));
@@ -207,7 +204,12 @@ mod tests {
     #[test]
     fn zero_timeout_means_the_default() {
         let default = Duration::from_secs(42);
-        let a = assignment(request(ID, "builtin", "sleep", 0), default).unwrap();
+        let a = assignment(
+            request(ID, "builtin", "sleep", 0),
+            &Definitions::default(),
+            default,
+        )
+        .unwrap();
         assert_eq!(a.timeout, default);
     }
 
@@ -236,19 +238,24 @@ mod tests {
                     function: None,
                     ..request(ID, "builtin", "echo", 0)
                 },
-                "carries no function definition",
+                "was not defined on this stream",
             ),
         ];
         for (request, expected) in cases {
             let raw_id = request.execution_id.clone();
-            let rejection = assignment(request, DEFAULT_TIMEOUT).unwrap_err();
+            let rejection =
+                assignment(request, &Definitions::default(), DEFAULT_TIMEOUT).unwrap_err();
             assert!(rejection.error.contains(expected), "{}", rejection.error);
             assert_eq!(rejection.execution_id, raw_id);
             assert_eq!(rejection.attempt, 3);
         }
         let long_id = "z".repeat(10_000);
-        let rejection =
-            assignment(request(&long_id, "builtin", "echo", 0), DEFAULT_TIMEOUT).unwrap_err();
+        let rejection = assignment(
+            request(&long_id, "builtin", "echo", 0),
+            &Definitions::default(),
+            DEFAULT_TIMEOUT,
+        )
+        .unwrap_err();
         assert!(rejection.error.len() < 200);
     }
 
