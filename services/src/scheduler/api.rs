@@ -2,12 +2,13 @@
 //! actor's reply becomes the response.
 
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
+use taskforge_core::ExecutionId;
 use taskforge_proto::common::{ExecutionInfo, Function};
 use taskforge_proto::scheduler::scheduler_service_server::SchedulerService;
 use taskforge_proto::scheduler::{
@@ -19,7 +20,7 @@ use taskforge_proto::scheduler::{
     TriggerExecutionResponse, WatchExecutionRequest,
 };
 
-use super::actor::{Command, Reply};
+use super::actor::{Command, Reply, Watch};
 
 /// Sends commands to the actor and awaits its replies.
 #[derive(Clone, Debug)]
@@ -47,6 +48,43 @@ impl Api {
 }
 
 type InfoStream = Pin<Box<dyn Stream<Item = Result<ExecutionInfo, Status>> + Send>>;
+
+impl Api {
+    fn stream(&self, watch: Watch) -> WatchStream {
+        WatchStream {
+            id: watch.id,
+            updates: watch.updates,
+            commands: self.commands.clone(),
+        }
+    }
+}
+
+/// A watch's updates as a response stream. When the stream is dropped (the
+/// client went away, or it ended) it tells the actor, so the dead watch is
+/// dropped at once instead of at the execution's next change.
+#[derive(Debug)]
+struct WatchStream {
+    id: ExecutionId,
+    updates: mpsc::UnboundedReceiver<ExecutionInfo>,
+    commands: mpsc::Sender<Command>,
+}
+
+impl Stream for WatchStream {
+    type Item = Result<ExecutionInfo, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.updates.poll_recv(cx).map(|update| update.map(Ok))
+    }
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.updates.close();
+        // Best effort: with the actor's inbox full, the next watch of this
+        // execution (or the sweep at the watch limit) finds it instead.
+        let _ = self.commands.try_send(Command::Unwatched { id: self.id });
+    }
+}
 
 #[tonic::async_trait]
 impl SchedulerService for Api {
@@ -84,10 +122,12 @@ impl SchedulerService for Api {
         // The seed answers an unknown id with a NOT_FOUND status string, not an
         // error: its clients rely on that.
         Ok(Response::new(match info {
-            Some(info) => GetExecutionStatusResponse {
+            // The output goes once, in the seed's field: carried twice, a
+            // large output would push the response past the message limit.
+            Some(mut info) => GetExecutionStatusResponse {
                 status: info.status.clone(),
-                output: info.output.clone(),
-                error: info.error.clone(),
+                output: std::mem::take(&mut info.output),
+                error: std::mem::take(&mut info.error),
                 info: Some(info),
             },
             None => GetExecutionStatusResponse {
@@ -104,9 +144,8 @@ impl SchedulerService for Api {
         request: Request<WatchExecutionRequest>,
     ) -> Result<Response<InfoStream>, Status> {
         let id = request.into_inner().execution_id;
-        let updates = self.ask(|reply| Command::Watch { id, reply }).await?;
-        let stream = UnboundedReceiverStream::new(updates).map(Ok);
-        Ok(Response::new(Box::pin(stream)))
+        let watch = self.ask(|reply| Command::Watch { id, reply }).await?;
+        Ok(Response::new(Box::pin(self.stream(watch))))
     }
 
     type TriggerAndWatchExecutionStream = InfoStream;
@@ -116,11 +155,10 @@ impl SchedulerService for Api {
         request: Request<TriggerExecutionRequest>,
     ) -> Result<Response<InfoStream>, Status> {
         let request = request.into_inner();
-        let updates = self
+        let watch = self
             .ask(|reply| Command::TriggerAndWatch { request, reply })
             .await?;
-        let stream = UnboundedReceiverStream::new(updates).map(Ok);
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(self.stream(watch))))
     }
 
     async fn list_functions(

@@ -15,6 +15,7 @@ mod convert;
 mod observer;
 mod paging;
 mod streams;
+mod watchers;
 
 use std::time::Duration;
 
@@ -45,6 +46,10 @@ pub struct SchedulerOptions {
     pub max_output_bytes: usize,
     /// Largest code a function may be registered with.
     pub max_code_bytes: usize,
+    /// Most open watches of one execution, and of all executions together;
+    /// beyond them a watch is refused with RESOURCE_EXHAUSTED (HTTP 429).
+    pub max_watchers_per_execution: usize,
+    pub max_watchers: usize,
     /// Pool size assumed for a worker whose hello does not say (a seed worker).
     pub default_pool_size: u32,
     /// Seed for execution and function ids. Ids are random 64-bit values, so
@@ -67,6 +72,8 @@ impl Default for SchedulerOptions {
             max_payload_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
             max_code_bytes: 1 << 20,
+            max_watchers_per_execution: 1_000,
+            max_watchers: 100_000,
             default_pool_size: 4,
             id_seed: 0,
             store_runner: StoreRunner::Thread,

@@ -20,6 +20,24 @@ use super::actor::Command;
 /// Longest worker id accepted in a hello.
 const MAX_WORKER_ID: usize = 128;
 
+/// Worker ids end up in logs, listings and metric labels: only characters
+/// that need no escaping anywhere are accepted.
+fn check_worker_id(id: &str) -> Result<(), Status> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+    if id.is_empty() || id.len() > MAX_WORKER_ID {
+        return Err(Status::invalid_argument(format!(
+            "worker_id must be 1 to {MAX_WORKER_ID} bytes"
+        )));
+    }
+    if let Some(bad) = id.chars().find(|&c| !allowed(c)) {
+        return Err(Status::invalid_argument(format!(
+            "worker_id {:?} contains {bad:?}; only letters, digits and . _ : - are allowed",
+            id.escape_debug().to_string()
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct WorkerStreams {
     commands: mpsc::Sender<Command>,
@@ -52,11 +70,7 @@ impl WorkerService for WorkerStreams {
                 ));
             }
         };
-        if hello.worker_id.is_empty() || hello.worker_id.len() > MAX_WORKER_ID {
-            return Err(Status::invalid_argument(format!(
-                "worker_id must be 1 to {MAX_WORKER_ID} bytes"
-            )));
-        }
+        check_worker_id(&hello.worker_id)?;
         let (outbox, messages) = mpsc::unbounded_channel();
         let (reply, session) = oneshot::channel();
         let gone = || Status::unavailable("the scheduler is shutting down");
@@ -90,5 +104,33 @@ impl WorkerService for WorkerStreams {
             let _ = commands.send(Command::WorkerLeft { session }).await;
         });
         Ok(Response::new(UnboundedReceiverStream::new(messages)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_ids_are_restricted_to_label_safe_characters() {
+        for good in [
+            "worker-1",
+            "host.example:7",
+            "a_b",
+            &"w".repeat(MAX_WORKER_ID),
+        ] {
+            assert!(check_worker_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "evil\"} 1\ntaskforge_injected_total 1337",
+            "with space",
+            "tab\t",
+            "é",
+            &"w".repeat(MAX_WORKER_ID + 1),
+        ] {
+            let error = check_worker_id(bad).unwrap_err();
+            assert_eq!(error.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
     }
 }

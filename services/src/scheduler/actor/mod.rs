@@ -11,6 +11,11 @@
 //! terminal state is shown to nobody — watchers, status queries, listings —
 //! before its record is durable. Until then clients see the state it had before.
 
+mod listings;
+mod outputs;
+mod watch;
+mod workers;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,9 +50,11 @@ use super::convert::{check_size, parse_execution_id, resolve_policy};
 use super::observer::SchedulerEvent;
 use super::paging::Page;
 use super::streams::Outbox;
+use super::watchers::Watchers;
 use crate::clock::WallClock;
 use crate::functions::Builtin;
 use crate::store::{ExecutionRecord, FinishedRecord, FunctionRecord, Record, Recovered, Store};
+pub(crate) use watch::Watch;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Status>>;
 
@@ -65,7 +72,7 @@ pub(crate) enum Command {
     /// Trigger, then follow: the updates start with the accepted state.
     TriggerAndWatch {
         request: TriggerExecutionRequest,
-        reply: Reply<mpsc::UnboundedReceiver<ExecutionInfo>>,
+        reply: Reply<Watch>,
     },
     /// `None` when the execution is unknown.
     Status {
@@ -74,7 +81,12 @@ pub(crate) enum Command {
     },
     Watch {
         id: String,
-        reply: Reply<mpsc::UnboundedReceiver<ExecutionInfo>>,
+        reply: Reply<Watch>,
+    },
+    /// A watch's stream ended: drop the execution's watches whose client
+    /// has gone.
+    Unwatched {
+        id: ExecutionId,
     },
     ListFunctions {
         request: ListFunctionsRequest,
@@ -173,7 +185,7 @@ enum Durable {
     /// A trigger that also follows its execution: once it is durably
     /// accepted, the caller gets a watch that starts from its state then.
     AcceptedWatched {
-        reply: Reply<mpsc::UnboundedReceiver<ExecutionInfo>>,
+        reply: Reply<Watch>,
         id: ExecutionId,
     },
     Registered {
@@ -217,9 +229,12 @@ pub(crate) struct Actor {
     stalled: Vec<ExecutionId>,
     functions: BTreeMap<String, RegisteredFunction>,
     meta: FxHashMap<ExecutionId, Meta>,
+    /// Every execution held, in id order: listings page through it from a
+    /// cursor instead of sorting everything per call.
+    listed: BTreeSet<ExecutionId>,
     sessions: BTreeMap<SessionId, Session>,
     next_session: u64,
-    watchers: FxHashMap<ExecutionId, Vec<mpsc::UnboundedSender<ExecutionInfo>>>,
+    watchers: Watchers,
     stamps: Option<Stamps>,
     /// Offset of the core's clock from `origin` (see [`Actor::now`]).
     epoch: Duration,
@@ -253,6 +268,7 @@ impl Actor {
             .fold(recovered.executions.len() as u64, |acc, e| {
                 acc.rotate_left(5) ^ e.record.id.0
             });
+        let watchers = Watchers::new(options.max_watchers_per_execution, options.max_watchers);
         let mut actor = Actor {
             epoch: options.core.retention.max_age.min(MAX_EPOCH),
             core: Scheduler::new(options.core.clone()),
@@ -269,9 +285,10 @@ impl Actor {
             stalled: Vec::new(),
             functions: BTreeMap::new(),
             meta: FxHashMap::default(),
+            listed: BTreeSet::new(),
             sessions: BTreeMap::new(),
             next_session: 1,
-            watchers: FxHashMap::default(),
+            watchers,
             stamps: None,
             shutting_down: false,
         };
@@ -346,6 +363,7 @@ impl Actor {
             match self.core.restore(now, submission, prior) {
                 Ok(()) => {
                     self.meta.insert(id, meta);
+                    self.listed.insert(id);
                 }
                 Err(error) => tracing::warn!(%id, %error, "skipped a recovered execution"),
             }
@@ -363,29 +381,7 @@ impl Actor {
     }
 
     pub(crate) async fn run(mut self) {
-        loop {
-            let deadline = self.core.poll_timeout().map(|at| self.tokio_instant(at));
-            tokio::select! {
-                biased;
-                Some(commit) = self.commits.recv() => self.on_commit(commit),
-                command = self.inbox.recv() => {
-                    let Some(command) = command else { break };
-                    self.handle(command);
-                    for _ in 1..COMMANDS_PER_TURN {
-                        match self.inbox.try_recv() {
-                            Ok(command) => self.handle(command),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                () = sleep_until(deadline) => {
-                    let now = self.now();
-                    self.core.handle_timeout(now);
-                }
-            }
-            self.carry_out();
-            self.flush();
-        }
+        while self.turn().await {}
         // Every sender is gone: wait for what is still on its way to disk.
         while !self.waiting.is_empty() {
             match self.commits.recv().await {
@@ -393,6 +389,39 @@ impl Actor {
                 None => break,
             }
         }
+    }
+
+    /// One turn of the loop: whatever woke it (a commit report, up to
+    /// COMMANDS_PER_TURN commands, a deadline), then every deadline that is
+    /// due, then the outputs and the batch of records. False once every
+    /// command sender is gone.
+    async fn turn(&mut self) -> bool {
+        let deadline = self.core.poll_timeout().map(|at| self.tokio_instant(at));
+        tokio::select! {
+            biased;
+            Some(commit) = self.commits.recv() => self.on_commit(commit),
+            command = self.inbox.recv() => {
+                let Some(command) = command else { return false };
+                self.handle(command);
+                for _ in 1..COMMANDS_PER_TURN {
+                    match self.inbox.try_recv() {
+                        Ok(command) => self.handle(command),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = sleep_until(deadline) => {}
+        }
+        // Deadlines are checked every turn, not only when the timer branch
+        // wins: under a steady stream of commands it never would, and
+        // heartbeat and attempt timeouts would wait for a quiet moment.
+        let now = self.now();
+        if self.core.poll_timeout().is_some_and(|at| at <= now) {
+            self.core.handle_timeout(now);
+        }
+        self.carry_out();
+        self.flush();
+        true
     }
 
     fn observe(&self, event: &SchedulerEvent<'_>) {
@@ -447,6 +476,7 @@ impl Actor {
             Command::Watch { id, reply } => {
                 let _ = reply.send(self.watch(&id));
             }
+            Command::Unwatched { id } => self.watchers.sweep(id),
             Command::ListFunctions { request, reply } => {
                 let _ = reply.send(Ok(self.list_functions(&request)));
             }
@@ -580,31 +610,6 @@ impl Actor {
         Ok(())
     }
 
-    fn list_functions(&self, request: &ListFunctionsRequest) -> ListFunctionsResponse {
-        use std::ops::Bound;
-        let limit = match request.limit as usize {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let from = match request.after_function_id.as_str() {
-            "" => Bound::Unbounded,
-            after => Bound::Excluded(after),
-        };
-        let candidates = self
-            .functions
-            .range::<str, _>((from, Bound::Unbounded))
-            .map(|(_, function)| function.proto.clone());
-        let page = Page::fill(candidates, limit, self.options.response_budget());
-        let next_after_function_id = match (page.more, page.items.last()) {
-            (true, Some(last)) => last.function_id.clone(),
-            _ => String::new(),
-        };
-        ListFunctionsResponse {
-            functions: page.items,
-            next_after_function_id,
-        }
-    }
-
     fn trigger(&mut self, request: TriggerExecutionRequest) -> Result<ExecutionId, Status> {
         if request.function_id.is_empty() {
             return Err(Status::invalid_argument("function_id is required"));
@@ -648,6 +653,7 @@ impl Actor {
             })?;
         function.live += 1;
         let created_at_us = (self.clock)();
+        self.listed.insert(id);
         self.meta.insert(
             id,
             Meta {
@@ -683,323 +689,6 @@ impl Actor {
                 Err(Status::failed_precondition(error.to_string()))
             }
         }
-    }
-
-    fn watch(&mut self, id: &str) -> Result<mpsc::UnboundedReceiver<ExecutionInfo>, Status> {
-        let id = parse_execution_id(id)?;
-        self.follow(id)
-    }
-
-    /// A watch on `id`: its current state, then every change until a terminal one.
-    fn follow(
-        &mut self,
-        id: ExecutionId,
-    ) -> Result<mpsc::UnboundedReceiver<ExecutionInfo>, Status> {
-        let info = self
-            .info(id)
-            .ok_or_else(|| Status::not_found(format!("execution {id} not found")))?;
-        let terminal = ExecStatus::parse(&info.status).is_some_and(ExecStatus::is_terminal);
-        let (updates, receiver) = mpsc::unbounded_channel();
-        let _ = updates.send(info);
-        if !terminal && !self.shutting_down {
-            self.watchers.entry(id).or_default().push(updates);
-        }
-        Ok(receiver)
-    }
-
-    fn worker_joined(&mut self, hello: WorkerHello, outbox: Outbox) -> Result<SessionId, Status> {
-        if self.shutting_down {
-            return Err(Status::unavailable("the scheduler is shutting down"));
-        }
-        let session = SessionId(self.next_session);
-        self.next_session += 1;
-        let pool_size = match hello.pool_size {
-            0 => self.options.default_pool_size,
-            n => n.min(MAX_POOL_SIZE),
-        };
-        let worker_id: Arc<str> = hello.worker_id.into();
-        let now = self.now();
-        self.core
-            .worker_connected(now, session, WorkerId::new(worker_id.clone()), pool_size)
-            .map_err(|error| match error {
-                ConnectError::IdInUse { .. } => Status::already_exists(error.to_string()),
-                ConnectError::NoSlots | ConnectError::SessionInUse(_) => {
-                    Status::invalid_argument(error.to_string())
-                }
-            })?;
-        tracing::info!(worker = %worker_id, %session, pool_size, "worker joined");
-        self.observe(&SchedulerEvent::WorkerJoined {
-            session,
-            worker: &worker_id,
-            pool_size,
-        });
-        self.sessions.insert(
-            session,
-            Session {
-                worker_id,
-                outbox,
-                understands_cancel: hello.pool_size != 0,
-                caches_functions: hello.caches_functions,
-                defined: BTreeSet::new(),
-            },
-        );
-        Ok(session)
-    }
-
-    fn on_worker_message(&mut self, session: SessionId, message: FromWorker) {
-        let now = self.now();
-        match message {
-            FromWorker::Heartbeat(beat) => {
-                let running = u32::try_from(beat.running_tasks).unwrap_or(0);
-                self.core.heartbeat(now, session, running);
-            }
-            FromWorker::Result(result) => {
-                let Some(id) = ExecutionId::parse(&result.execution_id) else {
-                    tracing::debug!(%session, id = %result.execution_id, "result for a malformed execution id");
-                    return;
-                };
-                // A seed worker does not echo attempts: it means the one it runs.
-                let attempt = match result.attempt {
-                    0 => self
-                        .core
-                        .in_flight(session)
-                        .iter()
-                        .find(|(held, _)| *held == id)
-                        .map_or(0, |&(_, attempt)| attempt),
-                    n => n,
-                };
-                let outcome = if result.output.len() > self.options.max_output_bytes {
-                    Outcome::Failure {
-                        error: format!(
-                            "output is {} bytes; the limit is {}",
-                            result.output.len(),
-                            self.options.max_output_bytes
-                        ),
-                        output: Bytes::new(),
-                    }
-                } else if result.success {
-                    Outcome::Success(result.output)
-                } else {
-                    Outcome::Failure {
-                        error: result.error,
-                        output: result.output,
-                    }
-                };
-                self.stamps = Some(Stamps {
-                    id,
-                    started_at_us: result.started_at_us,
-                    finished_at_us: result.finished_at_us,
-                });
-                let disposition = self.core.result(now, session, id, attempt, outcome);
-                self.observe(&SchedulerEvent::Result {
-                    session,
-                    execution: id,
-                    attempt,
-                    disposition,
-                });
-                self.carry_out();
-                self.stamps = None;
-            }
-            FromWorker::Draining(_) => {
-                if self.core.worker_draining(now, session) {
-                    if let Some(s) = self.sessions.get(&session) {
-                        tracing::info!(worker = %s.worker_id, %session, "worker draining");
-                    }
-                }
-            }
-            FromWorker::Hello(_) => {
-                tracing::debug!(%session, "ignored a second hello on a worker stream");
-            }
-        }
-    }
-
-    /// Carries out everything the core asked for.
-    fn carry_out(&mut self) {
-        while let Some(output) = self.core.poll_output() {
-            self.observe(&SchedulerEvent::Output(&output));
-            match output {
-                Output::Dispatch(dispatch) => self.dispatch(dispatch),
-                Output::Abort {
-                    session,
-                    execution,
-                    attempt,
-                } => {
-                    if let Some(s) = self.sessions.get(&session) {
-                        if s.understands_cancel {
-                            let cancel = CancelRequest {
-                                execution_id: execution.to_string(),
-                                attempt,
-                            };
-                            let _ = s.outbox.send(Ok(SchedulerMessage {
-                                message: Some(scheduler_message::Message::Cancel(cancel)),
-                            }));
-                        }
-                    }
-                }
-                Output::Requeued { execution, .. } => {
-                    if let Some(meta) = self.meta.get_mut(&execution) {
-                        meta.shown = ExecStatus::Pending;
-                    }
-                    self.notify(execution);
-                }
-                Output::Finished {
-                    execution,
-                    terminal,
-                } => self.finished(execution, terminal),
-                Output::WorkerLost {
-                    session,
-                    worker,
-                    reason,
-                } => {
-                    // Dropping the outbox closes the stream if it is still open.
-                    self.sessions.remove(&session);
-                    match reason {
-                        LossReason::Disconnected => {
-                            tracing::info!(%worker, %session, "worker left");
-                        }
-                        LossReason::HeartbeatTimeout | LossReason::Replaced => {
-                            tracing::warn!(%worker, %session, %reason, "worker lost");
-                        }
-                    }
-                }
-                Output::Quarantined { session, worker } => {
-                    tracing::warn!(
-                        %worker,
-                        %session,
-                        "worker quarantined: its attempts keep ending with no result; \
-                         it gets no new work until it answers for what it holds"
-                    );
-                }
-                Output::QuarantineLifted { session, worker } => {
-                    tracing::info!(%worker, %session, "worker out of quarantine: it answered for all it held");
-                }
-                Output::Evicted { execution } => {
-                    self.meta.remove(&execution);
-                    self.watchers.remove(&execution);
-                    self.log.push(Record::Evicted { id: execution });
-                }
-            }
-        }
-    }
-
-    /// Sends an attempt to its worker (with the function's definition first,
-    /// if the worker caches definitions and has not had this one). A message
-    /// too large to send fails that one attempt, never the worker's stream.
-    fn dispatch(&mut self, dispatch: Dispatch) {
-        let started_at_us = (self.clock)();
-        let Some(session) = self.sessions.get_mut(&dispatch.session) else {
-            return;
-        };
-        let worker_id = session.worker_id.clone();
-        let function = self.functions.get(&*dispatch.function).map(|f| &f.proto);
-        let define = match function {
-            Some(function) if session.caches_functions => session
-                .defined
-                .insert(dispatch.function.clone())
-                .then(|| scheduler_message::Message::Define(function.clone())),
-            _ => None,
-        };
-        let request = ExecutionRequest {
-            execution_id: dispatch.execution.to_string(),
-            function_id: dispatch.function.to_string(),
-            payload: dispatch.payload,
-            attempt: dispatch.attempt,
-            timeout_ms: dispatch.timeout.as_millis() as u64,
-            function: function.filter(|_| !session.caches_functions).cloned(),
-        };
-        let messages = define
-            .into_iter()
-            .chain([scheduler_message::Message::Execute(request)])
-            .map(|message| SchedulerMessage {
-                message: Some(message),
-            });
-        let limit = self.options.message_limit();
-        let mut too_large = None;
-        for message in messages {
-            let size = message.encoded_len();
-            if size > limit {
-                too_large = Some(match message.message {
-                    Some(scheduler_message::Message::Define(_)) => {
-                        session.defined.remove(&dispatch.function);
-                        format!(
-                            "the function's definition is {size} bytes encoded, over the \
-                             {limit}-byte message limit; register it again with smaller code"
-                        )
-                    }
-                    _ => format!(
-                        "the execution request is {size} bytes encoded, over the \
-                         {limit}-byte message limit"
-                    ),
-                });
-                break;
-            }
-            // A closed outbox means the stream is ending; its disconnect will
-            // re-queue this attempt.
-            let _ = session.outbox.send(Ok(message));
-        }
-        self.log.push(Record::Started {
-            id: dispatch.execution,
-            attempt: dispatch.attempt,
-            worker_id: worker_id.to_string(),
-            started_at_us,
-        });
-        if let Some(meta) = self.meta.get_mut(&dispatch.execution) {
-            meta.started_at_us = started_at_us;
-            meta.worker_id = Some(worker_id);
-            meta.shown = ExecStatus::Running;
-        }
-        self.notify(dispatch.execution);
-        if let Some(error) = too_large {
-            // Nothing was sent: answer for the worker, so the slot frees and
-            // only this execution fails.
-            let now = self.now();
-            let outcome = Outcome::Failure {
-                error,
-                output: Bytes::new(),
-            };
-            self.core.result(
-                now,
-                dispatch.session,
-                dispatch.execution,
-                dispatch.attempt,
-                outcome,
-            );
-        }
-    }
-
-    fn finished(&mut self, id: ExecutionId, terminal: Terminal) {
-        if let Some(view) = self.core.execution(id) {
-            if let Some(function) = self.functions.get_mut(&**view.function) {
-                function.live = function.live.saturating_sub(1);
-            }
-        }
-        let stamps = self.stamps.filter(|s| s.id == id);
-        let now_us = (self.clock)();
-        let attempt = self.core.execution(id).map_or(0, |view| view.attempt);
-        let Some(meta) = self.meta.get_mut(&id) else {
-            return;
-        };
-        if let Some(stamps) = stamps {
-            if stamps.started_at_us != 0 {
-                meta.started_at_us = stamps.started_at_us;
-            }
-        }
-        meta.finished_at_us = stamps
-            .map(|s| s.finished_at_us)
-            .filter(|&at| at != 0)
-            .unwrap_or(now_us);
-        self.log.push(Record::Finished {
-            id,
-            finished: FinishedRecord {
-                terminal,
-                attempt,
-                worker_id: meta.worker_id.as_deref().unwrap_or_default().to_string(),
-                started_at_us: meta.started_at_us,
-                finished_at_us: meta.finished_at_us,
-            },
-        });
-        self.unpublished.insert(id, meta.shown);
-        self.hold(Durable::Finished { id });
     }
 
     /// Sends the batch gathered this turn to the committer.
@@ -1076,168 +765,71 @@ impl Actor {
             }
         }
     }
-
-    /// The execution as clients may see it now.
-    fn info(&self, id: ExecutionId) -> Option<ExecutionInfo> {
-        let view = self.core.execution(id)?;
-        let meta = self.meta.get(&id);
-        let mut info = ExecutionInfo {
-            execution_id: id.to_string(),
-            function_id: view.function.to_string(),
-            status: view.status.as_str().to_string(),
-            attempt: view.attempt,
-            worker_id: meta
-                .and_then(|m| m.worker_id.as_deref())
-                .unwrap_or_default()
-                .to_string(),
-            created_at_us: meta.map_or(0, |m| m.created_at_us),
-            started_at_us: meta.map_or(0, |m| m.started_at_us),
-            ..Default::default()
-        };
-        if let Some(shown) = self.unpublished.get(&id) {
-            info.status = shown.as_str().to_string();
-        } else if let Some(terminal) = view.terminal {
-            info.output = terminal.output().clone();
-            info.error = terminal.error().to_string();
-            info.finished_at_us = meta.map_or(0, |m| m.finished_at_us);
-        }
-        Some(info)
-    }
-
-    /// Sends the execution's current state to its watchers; a terminal state
-    /// ends their streams.
-    fn notify(&mut self, id: ExecutionId) {
-        if !self.watchers.contains_key(&id) {
-            return;
-        }
-        let Some(info) = self.info(id) else {
-            self.watchers.remove(&id);
-            return;
-        };
-        let terminal = ExecStatus::parse(&info.status).is_some_and(ExecStatus::is_terminal);
-        if terminal {
-            for watcher in self.watchers.remove(&id).unwrap_or_default() {
-                let _ = watcher.send(info.clone());
-            }
-        } else if let Some(watchers) = self.watchers.get_mut(&id) {
-            watchers.retain(|watcher| watcher.send(info.clone()).is_ok());
-        }
-    }
-
-    fn list_executions(
-        &self,
-        request: &ListExecutionsRequest,
-    ) -> Result<ListExecutionsResponse, Status> {
-        let status = match request.status.as_str() {
-            "" => None,
-            text => Some(ExecStatus::parse(text).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "status {text:?} is not one of PENDING, RUNNING, COMPLETED, FAILED, CANCELLED"
-                ))
-            })?),
-        };
-        let after = match request.after_execution_id.as_str() {
-            "" => None,
-            text => Some(ExecutionId::parse(text).ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "after_execution_id {text:?} is not an execution id"
-                ))
-            })?),
-        };
-        let limit = match request.limit as usize {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let mut ids: Vec<ExecutionId> = self
-            .core
-            .executions()
-            .filter(|view| after.is_none_or(|after| view.id > after))
-            .filter(|view| {
-                request.function_id.is_empty() || *view.function.as_ref() == request.function_id
-            })
-            .filter(|view| {
-                let shown = self
-                    .unpublished
-                    .get(&view.id)
-                    .copied()
-                    .unwrap_or(view.status);
-                status.is_none_or(|wanted| shown == wanted)
-            })
-            .map(|view| view.id)
-            .collect();
-        ids.sort_unstable();
-        let more = ids.len() > limit;
-        ids.truncate(limit);
-        let next_after_execution_id = match (more, ids.last()) {
-            (true, Some(last)) => last.to_string(),
-            _ => String::new(),
-        };
-        Ok(ListExecutionsResponse {
-            executions: ids.into_iter().filter_map(|id| self.info(id)).collect(),
-            next_after_execution_id,
-        })
-    }
-
-    fn list_workers(&self) -> Vec<WorkerInfo> {
-        self.core
-            .workers()
-            .map(|worker| WorkerInfo {
-                worker_id: worker.id.to_string(),
-                pool_size: worker.pool_size,
-                in_flight: worker.in_flight,
-                reported_running: worker.reported_running,
-                draining: worker.draining,
-                quarantined: worker.quarantined,
-                timeouts_in_a_row: worker.timeouts_in_a_row,
-                connected_at_us: self.wall_of(worker.connected_at),
-                last_heartbeat_at_us: self.wall_of(worker.last_heard),
-            })
-            .collect()
-    }
-
-    fn stats(&self) -> ClusterStats {
-        let stats = self.core.stats();
-        // Executions finished but not yet durable still count where clients see them.
-        let (mut pending, mut running) = (stats.pending as u64, stats.running as u64);
-        let (mut completed, mut failed, mut cancelled) = (
-            stats.completed as u64,
-            stats.failed as u64,
-            stats.cancelled as u64,
-        );
-        for (id, shown) in &self.unpublished {
-            if let Some(view) = self.core.execution(*id) {
-                match view.status {
-                    ExecStatus::Completed => completed -= 1,
-                    ExecStatus::Failed => failed -= 1,
-                    ExecStatus::Cancelled => cancelled -= 1,
-                    ExecStatus::Pending | ExecStatus::Running => continue,
-                }
-                match shown {
-                    ExecStatus::Running => running += 1,
-                    _ => pending += 1,
-                }
-            }
-        }
-        ClusterStats {
-            workers: stats.workers as u32,
-            capacity: stats.capacity as u32,
-            in_flight: stats.in_flight as u32,
-            queued: stats.pending as u32,
-            pending,
-            running,
-            completed,
-            failed,
-            cancelled,
-            queue_limit: stats.queue_limit as u32,
-            watchers: self.watchers.values().map(|w| w.len() as u64).sum(),
-            quarantined_workers: stats.quarantined as u32,
-        }
-    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    fn actor(options: SchedulerOptions) -> (Actor, mpsc::Sender<Command>) {
+        let mut store = MemoryStore::new();
+        let recovered = store.load().unwrap();
+        let (commands, inbox) = mpsc::channel(2 * COMMANDS_PER_TURN);
+        let clock: WallClock = Arc::new(|| 1_000_000);
+        let actor = Actor::new(options, Box::new(store), clock, inbox, recovered).unwrap();
+        (actor, commands)
+    }
+
+    /// A scheduler flooded with requests still declares a silent worker lost
+    /// on time: deadlines do not wait for the inbox to go quiet.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_inbox_does_not_delay_deadlines() {
+        let mut options = SchedulerOptions::default();
+        options.core.heartbeat_timeout = Duration::from_secs(1);
+        options.store_runner = super::super::StoreRunner::Task;
+        let (mut actor, commands) = actor(options);
+
+        let (outbox, _to_worker) = mpsc::unbounded_channel();
+        let (reply, joined) = oneshot::channel();
+        let hello = WorkerHello {
+            worker_id: "silent".into(),
+            pool_size: 1,
+            caches_functions: true,
+        };
+        commands
+            .send(Command::WorkerJoined {
+                hello,
+                outbox,
+                reply,
+            })
+            .await
+            .unwrap();
+        assert!(actor.turn().await);
+        joined.await.unwrap().unwrap();
+        assert_eq!(actor.core.stats().workers, 1);
+
+        // The worker says nothing past its heartbeat timeout while the inbox
+        // fills with requests: the turn that takes them must also act on
+        // the deadline.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let mut answers = Vec::new();
+        for _ in 0..COMMANDS_PER_TURN {
+            let (reply, answer) = oneshot::channel();
+            commands.try_send(Command::Stats { reply }).unwrap();
+            answers.push(answer);
+        }
+        assert!(actor.turn().await);
+        assert_eq!(actor.core.stats().workers, 0, "the silent worker is lost");
+        for answer in answers {
+            assert!(answer.await.unwrap().is_ok());
+        }
     }
 }

@@ -1,0 +1,184 @@
+//! What the actor answers about its state: executions, functions, workers
+//! and counters, as clients may see them (a terminal state not yet durable
+//! shows as the state before it).
+
+use std::cell::Cell;
+use std::ops::Bound;
+
+use super::*;
+
+/// Most executions one listing looks at (see `list_executions`).
+const SCAN_LIMIT: usize = 4096;
+
+impl Actor {
+    pub(super) fn list_functions(&self, request: &ListFunctionsRequest) -> ListFunctionsResponse {
+        let limit = match request.limit as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let from = match request.after_function_id.as_str() {
+            "" => Bound::Unbounded,
+            after => Bound::Excluded(after),
+        };
+        let candidates = self
+            .functions
+            .range::<str, _>((from, Bound::Unbounded))
+            .map(|(_, function)| function.proto.clone());
+        let page = Page::fill(candidates, limit, self.options.response_budget());
+        let next_after_function_id = match (page.more, page.items.last()) {
+            (true, Some(last)) => last.function_id.clone(),
+            _ => String::new(),
+        };
+        ListFunctionsResponse {
+            functions: page.items,
+            next_after_function_id,
+        }
+    }
+
+    /// The execution as clients may see it now.
+    pub(super) fn info(&self, id: ExecutionId) -> Option<ExecutionInfo> {
+        let view = self.core.execution(id)?;
+        let meta = self.meta.get(&id);
+        let mut info = ExecutionInfo {
+            execution_id: id.to_string(),
+            function_id: view.function.to_string(),
+            status: view.status.as_str().to_string(),
+            attempt: view.attempt,
+            worker_id: meta
+                .and_then(|m| m.worker_id.as_deref())
+                .unwrap_or_default()
+                .to_string(),
+            created_at_us: meta.map_or(0, |m| m.created_at_us),
+            started_at_us: meta.map_or(0, |m| m.started_at_us),
+            ..Default::default()
+        };
+        if let Some(shown) = self.unpublished.get(&id) {
+            info.status = shown.as_str().to_string();
+        } else if let Some(terminal) = view.terminal {
+            info.output = terminal.output().clone();
+            info.error = terminal.error().to_string();
+            info.finished_at_us = meta.map_or(0, |m| m.finished_at_us);
+        }
+        Some(info)
+    }
+
+    pub(super) fn list_executions(
+        &self,
+        request: &ListExecutionsRequest,
+    ) -> Result<ListExecutionsResponse, Status> {
+        let status = match request.status.as_str() {
+            "" => None,
+            text => Some(ExecStatus::parse(text).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "status {text:?} is not one of PENDING, RUNNING, COMPLETED, FAILED, CANCELLED"
+                ))
+            })?),
+        };
+        let after = match request.after_execution_id.as_str() {
+            "" => None,
+            text => Some(ExecutionId::parse(text).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "after_execution_id {text:?} is not an execution id"
+                ))
+            })?),
+        };
+        let limit = match request.limit as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        // Walk the id index from the cursor, looking at no more than
+        // SCAN_LIMIT executions: a filter that matches little ends the page
+        // early (with a cursor) instead of holding the actor.
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let last_scanned = Cell::new(None);
+        let matches = self
+            .listed
+            .range((from, Bound::Unbounded))
+            .take(SCAN_LIMIT)
+            .inspect(|&&id| last_scanned.set(Some(id)))
+            .filter(|&&id| {
+                let Some(view) = self.core.execution(id) else {
+                    return false;
+                };
+                let shown = self.unpublished.get(&id).copied().unwrap_or(view.status);
+                (request.function_id.is_empty() || **view.function == *request.function_id)
+                    && status.is_none_or(|wanted| shown == wanted)
+            })
+            .filter_map(|&id| self.info(id));
+        let page = Page::fill(matches, limit, self.options.response_budget());
+        let cursor = if page.more {
+            page.items.last().map(|info| info.execution_id.clone())
+        } else {
+            // The scan stopped at its bound with executions left beyond it.
+            last_scanned
+                .get()
+                .filter(|&last| {
+                    self.listed
+                        .range((Bound::Excluded(last), Bound::Unbounded))
+                        .next()
+                        .is_some()
+                })
+                .map(|last| last.to_string())
+        };
+        Ok(ListExecutionsResponse {
+            executions: page.items,
+            next_after_execution_id: cursor.unwrap_or_default(),
+        })
+    }
+
+    pub(super) fn list_workers(&self) -> Vec<WorkerInfo> {
+        self.core
+            .workers()
+            .map(|worker| WorkerInfo {
+                worker_id: worker.id.to_string(),
+                pool_size: worker.pool_size,
+                in_flight: worker.in_flight,
+                reported_running: worker.reported_running,
+                draining: worker.draining,
+                quarantined: worker.quarantined,
+                timeouts_in_a_row: worker.timeouts_in_a_row,
+                connected_at_us: self.wall_of(worker.connected_at),
+                last_heartbeat_at_us: self.wall_of(worker.last_heard),
+            })
+            .collect()
+    }
+
+    pub(super) fn stats(&self) -> ClusterStats {
+        let stats = self.core.stats();
+        // Executions finished but not yet durable still count where clients see them.
+        let (mut pending, mut running) = (stats.pending as u64, stats.running as u64);
+        let (mut completed, mut failed, mut cancelled) = (
+            stats.completed as u64,
+            stats.failed as u64,
+            stats.cancelled as u64,
+        );
+        for (id, shown) in &self.unpublished {
+            if let Some(view) = self.core.execution(*id) {
+                match view.status {
+                    ExecStatus::Completed => completed -= 1,
+                    ExecStatus::Failed => failed -= 1,
+                    ExecStatus::Cancelled => cancelled -= 1,
+                    ExecStatus::Pending | ExecStatus::Running => continue,
+                }
+                match shown {
+                    ExecStatus::Running => running += 1,
+                    _ => pending += 1,
+                }
+            }
+        }
+        ClusterStats {
+            workers: stats.workers as u32,
+            capacity: stats.capacity as u32,
+            in_flight: stats.in_flight as u32,
+            queued: stats.pending as u32,
+            pending,
+            running,
+            completed,
+            failed,
+            cancelled,
+            queue_limit: stats.queue_limit as u32,
+            watchers: self.watchers.len() as u64,
+            quarantined_workers: stats.quarantined as u32,
+        }
+    }
+}

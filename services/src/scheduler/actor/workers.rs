@@ -1,0 +1,116 @@
+//! Worker streams as the actor sees them: a hello makes a session in the
+//! core; later messages (heartbeats, results, draining) feed it.
+
+use super::*;
+
+impl Actor {
+    pub(super) fn worker_joined(
+        &mut self,
+        hello: WorkerHello,
+        outbox: Outbox,
+    ) -> Result<SessionId, Status> {
+        if self.shutting_down {
+            return Err(Status::unavailable("the scheduler is shutting down"));
+        }
+        let session = SessionId(self.next_session);
+        self.next_session += 1;
+        let pool_size = match hello.pool_size {
+            0 => self.options.default_pool_size,
+            n => n.min(MAX_POOL_SIZE),
+        };
+        let worker_id: Arc<str> = hello.worker_id.into();
+        let now = self.now();
+        self.core
+            .worker_connected(now, session, WorkerId::new(worker_id.clone()), pool_size)
+            .map_err(|error| match error {
+                ConnectError::IdInUse { .. } => Status::already_exists(error.to_string()),
+                ConnectError::NoSlots | ConnectError::SessionInUse(_) => {
+                    Status::invalid_argument(error.to_string())
+                }
+            })?;
+        tracing::info!(worker = %worker_id, %session, pool_size, "worker joined");
+        self.observe(&SchedulerEvent::WorkerJoined {
+            session,
+            worker: &worker_id,
+            pool_size,
+        });
+        self.sessions.insert(
+            session,
+            Session {
+                worker_id,
+                outbox,
+                understands_cancel: hello.pool_size != 0,
+                caches_functions: hello.caches_functions,
+                defined: BTreeSet::new(),
+            },
+        );
+        Ok(session)
+    }
+
+    pub(super) fn on_worker_message(&mut self, session: SessionId, message: FromWorker) {
+        let now = self.now();
+        match message {
+            FromWorker::Heartbeat(beat) => {
+                let running = u32::try_from(beat.running_tasks).unwrap_or(0);
+                self.core.heartbeat(now, session, running);
+            }
+            FromWorker::Result(result) => {
+                let Some(id) = ExecutionId::parse(&result.execution_id) else {
+                    tracing::debug!(%session, id = %result.execution_id, "result for a malformed execution id");
+                    return;
+                };
+                // A seed worker does not echo attempts: it means the one it runs.
+                let attempt = match result.attempt {
+                    0 => self
+                        .core
+                        .in_flight(session)
+                        .iter()
+                        .find(|(held, _)| *held == id)
+                        .map_or(0, |&(_, attempt)| attempt),
+                    n => n,
+                };
+                let outcome = if result.output.len() > self.options.max_output_bytes {
+                    Outcome::Failure {
+                        error: format!(
+                            "output is {} bytes; the limit is {}",
+                            result.output.len(),
+                            self.options.max_output_bytes
+                        ),
+                        output: Bytes::new(),
+                    }
+                } else if result.success {
+                    Outcome::Success(result.output)
+                } else {
+                    Outcome::Failure {
+                        error: result.error,
+                        output: result.output,
+                    }
+                };
+                self.stamps = Some(Stamps {
+                    id,
+                    started_at_us: result.started_at_us,
+                    finished_at_us: result.finished_at_us,
+                });
+                let disposition = self.core.result(now, session, id, attempt, outcome);
+                self.observe(&SchedulerEvent::Result {
+                    session,
+                    execution: id,
+                    attempt,
+                    disposition,
+                });
+                self.carry_out();
+                self.stamps = None;
+            }
+            FromWorker::Draining(_) => {
+                if self.core.worker_draining(now, session) {
+                    if let Some(s) = self.sessions.get(&session) {
+                        tracing::info!(worker = %s.worker_id, %session, "worker draining");
+                    }
+                }
+            }
+            FromWorker::Hello(_) => {
+                tracing::debug!(%session, "ignored a second hello on a worker stream");
+            }
+        }
+    }
+}
