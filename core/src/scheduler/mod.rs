@@ -352,6 +352,27 @@ impl Scheduler {
     /// Cancels an execution: a pending one ends at once; a running one ends at
     /// once too, and its worker is told to abort. Returns the status it had.
     pub fn cancel(&mut self, now: Instant, execution: ExecutionId) -> Result<Status, CancelError> {
+        self.stop(now, execution, Terminal::Cancelled)
+    }
+
+    /// Ends an execution that has not finished as FAILED with `error`, as a
+    /// cancel does (a running attempt is aborted on its worker): for the
+    /// caller's own reasons, such as an acceptance it could not make durable.
+    pub fn fail(
+        &mut self,
+        now: Instant,
+        execution: ExecutionId,
+        error: String,
+    ) -> Result<Status, CancelError> {
+        self.stop(now, execution, failed(error))
+    }
+
+    fn stop(
+        &mut self,
+        now: Instant,
+        execution: ExecutionId,
+        terminal: Terminal,
+    ) -> Result<Status, CancelError> {
         let exec = self
             .executions
             .get(&execution)
@@ -371,7 +392,7 @@ impl Scheduler {
             }),
             Place::Queued | Place::Backoff { .. } => {}
         }
-        self.finish(now, execution, Terminal::Cancelled);
+        self.finish(now, execution, terminal);
         Ok(status)
     }
 

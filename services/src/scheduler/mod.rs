@@ -12,6 +12,7 @@ mod actor;
 mod api;
 mod committer;
 mod convert;
+mod idempotency;
 mod observer;
 mod paging;
 mod streams;

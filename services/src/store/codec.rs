@@ -27,7 +27,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use taskforge_core::{ExecutionId, Policy, Status, Terminal};
 
-use super::{ExecutionRecord, FinishedRecord, FunctionRecord, Record};
+use super::{ExecutionRecord, FinishedRecord, FunctionRecord, IdempotencyKey, Record};
 
 /// Appends `record` to `out` as one line, newline included. On error `out` may
 /// hold part of a line; the caller truncates it back.
@@ -80,6 +80,11 @@ enum Line<'a> {
         function_id: Cow<'a, str>,
         policy: WirePolicy,
         created_at_us: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<Cow<'a, str>>,
+        /// 16 hex digits; present with `idempotency_key`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_digest: Option<Cow<'a, str>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         payload: Option<Cow<'a, str>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +212,14 @@ impl<'a> From<&'a Record> for Line<'a> {
                         schedule_to_start_ms: execution.policy.schedule_to_start.map(millis),
                     },
                     created_at_us: execution.created_at_us,
+                    idempotency_key: execution
+                        .idempotency
+                        .as_ref()
+                        .map(|claim| Cow::Borrowed(claim.key.as_str())),
+                    request_digest: execution
+                        .idempotency
+                        .as_ref()
+                        .map(|claim| Cow::Owned(format!("{:016x}", claim.digest))),
                     payload: payload.text,
                     payload_b64: payload.base64,
                 }
@@ -282,9 +295,26 @@ impl Line<'_> {
                 function_id,
                 policy,
                 created_at_us,
+                idempotency_key,
+                request_digest,
                 payload,
                 payload_b64,
             } => Record::Accepted(ExecutionRecord {
+                idempotency: match (idempotency_key, request_digest) {
+                    (None, None) => None,
+                    (Some(key), Some(digest)) => Some(IdempotencyKey {
+                        key: key.into_owned(),
+                        digest: u64::from_str_radix(&digest, 16).map_err(|_| {
+                            format!("request_digest {digest:?} is not 16 hex digits")
+                        })?,
+                    }),
+                    _ => {
+                        return Err(
+                            "idempotency_key and request_digest come together or not at all"
+                                .to_string(),
+                        );
+                    }
+                },
                 id: id.0,
                 function_id: function_id.into_owned(),
                 payload: WireBytes {
@@ -396,6 +426,7 @@ mod tests {
             created_at_us: 1_700_000_000_000_000,
         });
         let accepted = Record::Accepted(ExecutionRecord {
+            idempotency: None,
             id: ExecutionId(0xff),
             function_id: "fn-1".into(),
             payload: Bytes::from_static(br#"{"name":"Ada","a":1,"b":2}"#),
@@ -459,6 +490,7 @@ mod tests {
     #[test]
     fn bytes_that_are_not_utf8_round_trip_as_base64() {
         let record = Record::Accepted(ExecutionRecord {
+            idempotency: None,
             id: ExecutionId(u64::MAX),
             function_id: "f".into(),
             payload: Bytes::from_static(&[0xc3, 0x28, 0x00, 0xff]),

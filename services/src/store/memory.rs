@@ -87,6 +87,7 @@ mod tests {
 
     fn accepted(id: u64) -> Record {
         Record::Accepted(ExecutionRecord {
+            idempotency: None,
             id: ExecutionId(id),
             function_id: "f".into(),
             payload: Bytes::from_static(b"p"),

@@ -65,6 +65,18 @@ pub struct ExecutionRecord {
     pub payload: Bytes,
     pub policy: Policy,
     pub created_at_us: u64,
+    /// The client's idempotency key, if it gave one: a retried trigger with
+    /// the same key finds this execution again, after a restart too.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// A client's idempotency key and the digest of the request it came with, so
+/// a reuse of the key for another request can be told apart from a retry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// FNV-1a of the function id and payload (see `scheduler::idempotency`).
+    pub digest: u64,
 }
 
 /// How an execution ended, and the attempt that ended it.

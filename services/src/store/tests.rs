@@ -42,6 +42,7 @@ fn function(id: &str, code: &[u8]) -> Record {
 
 fn execution(id: u64, payload: &[u8]) -> ExecutionRecord {
     ExecutionRecord {
+        idempotency: None,
         id: ExecutionId(id),
         function_id: "f".into(),
         payload: Bytes::copy_from_slice(payload),
@@ -644,9 +645,13 @@ fn arb_record() -> impl Strategy<Value = Record> {
                 created_at_us: timeout_ms,
             })
         }),
-        4 => (id(), arb_bytes(), 0u32..5, 0u64..10_000, proptest::option::of(0u64..10_000))
-            .prop_map(|(id, payload, max_attempts, timeout_ms, start_ms)| {
+        4 => (
+            (id(), arb_bytes(), 0u32..5, 0u64..10_000, proptest::option::of(0u64..10_000)),
+            proptest::option::of(("[ -~]{1,24}", any::<u64>())),
+        )
+            .prop_map(|((id, payload, max_attempts, timeout_ms, start_ms), key)| {
                 Record::Accepted(ExecutionRecord {
+                    idempotency: key.map(|(key, digest)| IdempotencyKey { key, digest }),
                     id,
                     function_id: "f0".into(),
                     payload,

@@ -49,11 +49,14 @@ use super::committer::{Commit, Committer};
 use super::convert::{check_size, parse_execution_id, resolve_policy};
 use super::observer::SchedulerEvent;
 use super::paging::Page;
+use super::idempotency::{self, IdempotencyKeys, check_key};
 use super::streams::Outbox;
 use super::watchers::Watchers;
 use crate::clock::WallClock;
 use crate::functions::Builtin;
-use crate::store::{ExecutionRecord, FinishedRecord, FunctionRecord, Record, Recovered, Store};
+use crate::store::{
+    ExecutionRecord, FinishedRecord, FunctionRecord, IdempotencyKey, Record, Recovered, Store,
+};
 pub(crate) use watch::Watch;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Status>>;
@@ -160,6 +163,12 @@ struct Meta {
     worker_id: Option<Arc<str>>,
     /// The last non-terminal status clients were shown.
     shown: ExecStatus,
+    /// The client's idempotency key, freed when the execution is forgotten.
+    idempotency_key: Option<Box<str>>,
+    /// Its acceptance never became durable and it was failed (see
+    /// `Actor::abandon`): a retry that found it through its key before that
+    /// gets UNAVAILABLE too.
+    abandoned: bool,
 }
 
 #[derive(Debug)]
@@ -180,13 +189,13 @@ struct Session {
 enum Durable {
     Accepted {
         reply: Reply<String>,
-        id: ExecutionId,
+        trigger: Triggered,
     },
     /// A trigger that also follows its execution: once it is durably
     /// accepted, the caller gets a watch that starts from its state then.
     AcceptedWatched {
         reply: Reply<Watch>,
-        id: ExecutionId,
+        trigger: Triggered,
     },
     Registered {
         reply: Reply<String>,
@@ -201,6 +210,15 @@ enum Durable {
     FunctionDeleted {
         reply: Reply<()>,
     },
+}
+
+/// What a trigger amounted to.
+#[derive(Clone, Copy, Debug)]
+struct Triggered {
+    id: ExecutionId,
+    /// False for a retry that found an earlier execution by its idempotency
+    /// key: that one's acceptance was settled by its own batch.
+    fresh: bool,
 }
 
 /// Stamps of the result being applied, for the record of its execution's end.
@@ -229,6 +247,7 @@ pub(crate) struct Actor {
     stalled: Vec<ExecutionId>,
     functions: BTreeMap<String, RegisteredFunction>,
     meta: FxHashMap<ExecutionId, Meta>,
+    keys: IdempotencyKeys,
     /// Every execution held, in id order: listings page through it from a
     /// cursor instead of sorting everything per call.
     listed: BTreeSet<ExecutionId>,
@@ -285,6 +304,7 @@ impl Actor {
             stalled: Vec::new(),
             functions: BTreeMap::new(),
             meta: FxHashMap::default(),
+            keys: IdempotencyKeys::default(),
             listed: BTreeSet::new(),
             sessions: BTreeMap::new(),
             next_session: 1,
@@ -329,12 +349,17 @@ impl Actor {
                 payload: record.payload,
                 policy: record.policy,
             };
+            if let Some(claim) = &record.idempotency {
+                self.keys.claim(claim.key.clone(), id, claim.digest);
+            }
             let mut meta = Meta {
                 created_at_us: record.created_at_us,
                 started_at_us: 0,
                 finished_at_us: 0,
                 worker_id: None,
                 shown: ExecStatus::Pending,
+                idempotency_key: record.idempotency.map(|claim| claim.key.into()),
+                abandoned: false,
             };
             let prior = match execution.finished {
                 Some(done) => {
@@ -459,11 +484,11 @@ impl Actor {
                 Err(status) => drop(reply.send(Err(status))),
             },
             Command::Trigger { request, reply } => match self.trigger(request) {
-                Ok(id) => self.hold(Durable::Accepted { reply, id }),
+                Ok(trigger) => self.hold(Durable::Accepted { reply, trigger }),
                 Err(status) => drop(reply.send(Err(status))),
             },
             Command::TriggerAndWatch { request, reply } => match self.trigger(request) {
-                Ok(id) => self.hold(Durable::AcceptedWatched { reply, id }),
+                Ok(trigger) => self.hold(Durable::AcceptedWatched { reply, trigger }),
                 Err(status) => drop(reply.send(Err(status))),
             },
             Command::Status { id, reply } => {
@@ -610,10 +635,29 @@ impl Actor {
         Ok(())
     }
 
-    fn trigger(&mut self, request: TriggerExecutionRequest) -> Result<ExecutionId, Status> {
+    fn trigger(&mut self, request: TriggerExecutionRequest) -> Result<Triggered, Status> {
         if request.function_id.is_empty() {
             return Err(Status::invalid_argument("function_id is required"));
         }
+        let idempotency = match request.idempotency_key.as_str() {
+            "" => None,
+            key => {
+                check_key(key)?;
+                let digest = idempotency::digest(&request.function_id, &request.payload);
+                // A retry: the same execution, answered once its acceptance
+                // is durable (it is, or it is in a batch before this one).
+                if let Some(existing) = self.keys.find(key, digest)? {
+                    return Ok(Triggered {
+                        id: existing,
+                        fresh: false,
+                    });
+                }
+                Some(IdempotencyKey {
+                    key: key.to_string(),
+                    digest,
+                })
+            }
+        };
         let now = self.now();
         let function = self
             .functions
@@ -653,6 +697,9 @@ impl Actor {
             })?;
         function.live += 1;
         let created_at_us = (self.clock)();
+        if let Some(claim) = &idempotency {
+            self.keys.claim(claim.key.clone(), id, claim.digest);
+        }
         self.listed.insert(id);
         self.meta.insert(
             id,
@@ -662,6 +709,8 @@ impl Actor {
                 finished_at_us: 0,
                 worker_id: None,
                 shown: ExecStatus::Pending,
+                idempotency_key: idempotency.as_ref().map(|claim| claim.key.as_str().into()),
+                abandoned: false,
             },
         );
         self.log.push(Record::Accepted(ExecutionRecord {
@@ -670,8 +719,32 @@ impl Actor {
             payload: request.payload,
             policy,
             created_at_us,
+            idempotency,
         }));
-        Ok(id)
+        Ok(Triggered { id, fresh: true })
+    }
+
+    /// The store failed before `id`'s acceptance was durable, so the client
+    /// was told UNAVAILABLE: the execution must not run on as if accepted.
+    /// It ends FAILED (aborted on its worker if it started) and its key is
+    /// freed, so the client's retry makes a new execution. One that already
+    /// finished did run: it keeps its result and its key (a retry returns
+    /// it), and the store's next good sync makes its records durable.
+    fn abandon(&mut self, id: ExecutionId, failure: &str) {
+        let now = self.now();
+        let error = format!(
+            "not run: the store failed before its acceptance was durable ({failure}); \
+             the trigger was answered UNAVAILABLE"
+        );
+        if self.core.fail(now, id, error).is_err() {
+            return;
+        }
+        if let Some(meta) = self.meta.get_mut(&id) {
+            meta.abandoned = true;
+            if let Some(key) = meta.idempotency_key.take() {
+                self.keys.release(&key, id);
+            }
+        }
     }
 
     fn cancel(&mut self, id: &str) -> Result<(), Status> {
@@ -689,6 +762,29 @@ impl Actor {
                 Err(Status::failed_precondition(error.to_string()))
             }
         }
+    }
+
+    /// Settles an acceptance whose batch was written: Ok if it is durable;
+    /// if the write failed, the execution is abandoned and the client told
+    /// UNAVAILABLE (it may retry, with the same idempotency key).
+    fn accepted(&mut self, trigger: Triggered, failure: Option<&str>) -> Result<(), Status> {
+        let id = trigger.id;
+        match failure {
+            Some(failure) if trigger.fresh => self.abandon(id, failure),
+            // A retry in a batch that failed: the execution it found stands
+            // (or not) by its own batch; this answer cannot promise either.
+            Some(failure) => {
+                return Err(Status::unavailable(format!("the store failed: {failure}")));
+            }
+            None => {}
+        }
+        if self.meta.get(&id).is_some_and(|meta| meta.abandoned) {
+            return Err(Status::unavailable(
+                "the store failed before this execution's acceptance was durable; \
+                 it was not run: trigger it again",
+            ));
+        }
+        Ok(())
     }
 
     /// Sends the batch gathered this turn to the committer.
@@ -725,19 +821,19 @@ impl Actor {
                 Status::unavailable(format!("the store failed: {error}"))
             };
             match what {
-                Durable::Accepted { reply, id } => {
-                    let _ = reply.send(match failure {
-                        None => Ok(id.to_string()),
-                        Some(_) => Err(failed()),
-                    });
+                Durable::Accepted { reply, trigger } => {
+                    let answer = self
+                        .accepted(trigger, failure.as_deref())
+                        .map(|()| trigger.id.to_string());
+                    let _ = reply.send(answer);
                 }
-                Durable::AcceptedWatched { reply, id } => {
+                Durable::AcceptedWatched { reply, trigger } => {
                     // Its terminal state, if any, is published by a later
                     // entry: the record comes after the acceptance in the log.
-                    let _ = reply.send(match failure {
-                        None => self.follow(id),
-                        Some(_) => Err(failed()),
-                    });
+                    let answer = self
+                        .accepted(trigger, failure.as_deref())
+                        .and_then(|()| self.follow(trigger.id));
+                    let _ = reply.send(answer);
                 }
                 Durable::Registered { reply, function_id } => {
                     let _ = reply.send(match failure {

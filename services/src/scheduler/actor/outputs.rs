@@ -66,7 +66,11 @@ impl Actor {
                     tracing::info!(%worker, %session, "worker out of quarantine: it answered for all it held");
                 }
                 Output::Evicted { execution } => {
-                    self.meta.remove(&execution);
+                    if let Some(meta) = self.meta.remove(&execution) {
+                        if let Some(key) = meta.idempotency_key {
+                            self.keys.release(&key, execution);
+                        }
+                    }
                     self.listed.remove(&execution);
                     self.watchers.remove(execution);
                     self.log.push(Record::Evicted { id: execution });
