@@ -4,17 +4,24 @@
 //!
 //! The fake decides each execution's fate from its function's `code`: `echo`
 //! returns the payload, `text` returns UTF-8 text, `binary` returns bytes that
-//! are not UTF-8, `fail` fails, and `hang` stays PENDING for ever. Its watch
-//! sends PENDING, RUNNING, then the final state (or, for `hang`, PENDING and
-//! nothing more). It can be switched to answer every call with
-//! RESOURCE_EXHAUSTED or UNAVAILABLE.
+//! are not UTF-8, `huge` returns more than the gateway's client may decode,
+//! `fail` fails, and `hang` stays PENDING for ever. Its watch sends PENDING,
+//! RUNNING, then the final state (or, for `hang`, PENDING and nothing more).
+//! It can be switched to answer every call with RESOURCE_EXHAUSTED or
+//! UNAVAILABLE, or to refuse only watches.
+//!
+//! Like today's scheduler, it answers GetExecutionStatus with the output and
+//! error at the top level only (or, switched, in `info` only, as an older
+//! one might); it honours idempotency keys, refuses to delete a function with
+//! live executions, and pages listings by `limit` and by a page bound that
+//! stands in for the scheduler's size and scan bounds.
 //!
 //! Nothing here sleeps or measures time: a wait that must run out waits on an
 //! execution that never finishes.
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -56,23 +63,98 @@ enum Mode {
     Down,
 }
 
+/// Where GetExecutionStatus puts the output and error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum StatusShape {
+    /// Top-level `output`/`error` only; `info`'s left empty (today's scheduler).
+    #[default]
+    TopLevel,
+    /// In `info` only, top level empty.
+    InfoOnly,
+}
+
+/// How the fake refuses watches (while everything else works).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WatchRefusal {
+    /// The call itself fails.
+    AtCall,
+    /// The stream opens, then fails before its first state.
+    InStream,
+}
+
+const WATCH_REFUSAL: &str = "too many watches: 64 open on this execution";
+
+/// What the fake remembers of a trigger with an idempotency key.
+#[derive(Debug)]
+struct Keyed {
+    function_id: String,
+    payload: Bytes,
+    execution_id: String,
+}
+
 #[derive(Debug, Default)]
 struct FakeState {
     mode: Mode,
     functions: BTreeMap<String, Function>,
+    /// Function ids handed out so far (deleted ones are not reused).
+    functions_registered: usize,
     executions: BTreeMap<String, ExecutionInfo>,
     /// Every trigger the fake accepted, as received.
     triggers: Vec<TriggerExecutionRequest>,
+    /// Executions started under an idempotency key.
+    keys: HashMap<String, Keyed>,
     /// GetExecutionStatus calls: `?wait=` must not poll.
     status_calls: usize,
+    status_shape: StatusShape,
+    watch_refusal: Option<WatchRefusal>,
+    /// Every ListFunctions request, as received.
+    function_lists: Vec<ListFunctionsRequest>,
+    /// Most items a listing looks at per page, whatever the `limit`: a page
+    /// may end short, or empty, with a cursor.
+    page_bound: Option<usize>,
+    /// Workers listed after the two regular ones.
+    extra_workers: Vec<WorkerInfo>,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Fake(Arc<Mutex<FakeState>>);
 
-const BUILTINS: [&str; 5] = ["echo", "text", "binary", "fail", "hang"];
+const BUILTINS: [&str; 6] = ["echo", "text", "binary", "huge", "fail", "hang"];
 const TEXT_OUTPUT: &[u8] = b"hello, world";
 const BINARY_OUTPUT: &[u8] = &[0xff, 0xfe, 0x00, 0x01];
+/// Over the 4 MiB a tonic client decodes by default.
+const HUGE_OUTPUT_BYTES: usize = 5 << 20;
+
+fn is_live(info: &ExecutionInfo) -> bool {
+    matches!(info.status.as_str(), "PENDING" | "RUNNING")
+}
+
+/// A page of `candidates` (in id order, after the cursor): up to `limit`
+/// items that pass `keep`, looking at no more than `bound` candidates. The
+/// cursor is the last candidate looked at, when any candidate left would pass.
+fn fake_page<T: Clone>(
+    candidates: impl Iterator<Item = (String, T)>,
+    keep: impl Fn(&T) -> bool,
+    limit: u32,
+    bound: Option<usize>,
+) -> (Vec<T>, String) {
+    let limit = if limit == 0 { 100 } else { limit as usize };
+    let bound = bound.unwrap_or(usize::MAX);
+    let mut candidates = candidates.peekable();
+    let (mut items, mut looked_at, mut last) = (Vec::new(), 0, String::new());
+    while items.len() < limit && looked_at < bound {
+        let Some((id, item)) = candidates.next() else {
+            break;
+        };
+        looked_at += 1;
+        last = id;
+        if keep(&item) {
+            items.push(item);
+        }
+    }
+    let more = candidates.any(|(_, item)| keep(&item));
+    (items, if more { last } else { String::new() })
+}
 
 impl Fake {
     fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
@@ -119,7 +201,8 @@ impl SchedulerService for Fake {
                 BUILTINS.join(", ")
             )));
         }
-        let function_id = format!("f-{:04}", state.functions.len() + 1);
+        state.functions_registered += 1;
+        let function_id = format!("f-{:04}", state.functions_registered);
         state.functions.insert(
             function_id.clone(),
             Function {
@@ -146,6 +229,20 @@ impl SchedulerService for Fake {
                 request.function_id
             )));
         };
+        if let Some(keyed) = state.keys.get(&request.idempotency_key) {
+            if keyed.function_id != request.function_id || keyed.payload != request.payload {
+                return Err(Status::already_exists(format!(
+                    "idempotency key {:?} was used for another function or payload",
+                    request.idempotency_key
+                )));
+            }
+            let execution_id = keyed.execution_id.clone();
+            state.triggers.push(request);
+            return Ok(Response::new(TriggerExecutionResponse {
+                execution_id,
+                status: "ACCEPTED".into(),
+            }));
+        }
         let execution_id = format!("e-{:04}", state.executions.len() + 1);
         let mut info = ExecutionInfo {
             execution_id: execution_id.clone(),
@@ -162,6 +259,7 @@ impl SchedulerService for Fake {
             b"echo" => info.output = request.payload.clone(),
             b"text" => info.output = Bytes::from_static(TEXT_OUTPUT),
             b"binary" => info.output = Bytes::from_static(BINARY_OUTPUT),
+            b"huge" => info.output = Bytes::from(vec![b'x'; HUGE_OUTPUT_BYTES]),
             b"fail" => {
                 info.status = "FAILED".into();
                 info.error = "boom".into();
@@ -175,6 +273,14 @@ impl SchedulerService for Fake {
             }
         }
         state.executions.insert(execution_id.clone(), info);
+        if !request.idempotency_key.is_empty() {
+            let keyed = Keyed {
+                function_id: request.function_id.clone(),
+                payload: request.payload.clone(),
+                execution_id: execution_id.clone(),
+            };
+            state.keys.insert(request.idempotency_key.clone(), keyed);
+        }
         state.triggers.push(request);
         Ok(Response::new(TriggerExecutionResponse {
             execution_id,
@@ -190,12 +296,23 @@ impl SchedulerService for Fake {
         state.status_calls += 1;
         let id = request.into_inner().execution_id;
         match state.executions.get(&id) {
-            Some(info) => Ok(Response::new(GetExecutionStatusResponse {
-                status: info.status.clone(),
-                output: info.output.clone(),
-                error: info.error.clone(),
-                info: Some(info.clone()),
-            })),
+            Some(info) => {
+                let mut response = GetExecutionStatusResponse {
+                    status: info.status.clone(),
+                    info: Some(info.clone()),
+                    ..GetExecutionStatusResponse::default()
+                };
+                if state.status_shape == StatusShape::TopLevel {
+                    response.output = info.output.clone();
+                    response.error = info.error.clone();
+                    response.info = Some(ExecutionInfo {
+                        output: Bytes::new(),
+                        error: String::new(),
+                        ..info.clone()
+                    });
+                }
+                Ok(Response::new(response))
+            }
             // The seed's way of saying "unknown".
             None if id.starts_with("seed-") => Ok(Response::new(GetExecutionStatusResponse {
                 status: "NOT_FOUND".into(),
@@ -223,6 +340,14 @@ impl SchedulerService for Fake {
     ) -> Result<Response<InfoStream>, Status> {
         let state = self.gate()?;
         let id = request.into_inner().execution_id;
+        match state.watch_refusal {
+            Some(WatchRefusal::AtCall) => return Err(Status::resource_exhausted(WATCH_REFUSAL)),
+            Some(WatchRefusal::InStream) => {
+                let refused = tokio_stream::iter([Err(Status::resource_exhausted(WATCH_REFUSAL))]);
+                return Ok(Response::new(Box::pin(refused)));
+            }
+            None => {}
+        }
         let Some(info) = state.executions.get(&id).cloned() else {
             return Err(Status::not_found(format!("no execution with id {id:?}")));
         };
@@ -257,12 +382,21 @@ impl SchedulerService for Fake {
 
     async fn list_functions(
         &self,
-        _request: Request<ListFunctionsRequest>,
+        request: Request<ListFunctionsRequest>,
     ) -> Result<Response<ListFunctionsResponse>, Status> {
-        let state = self.gate()?;
+        let mut state = self.gate()?;
+        let request = request.into_inner();
+        let after = request.after_function_id.clone();
+        let candidates = state
+            .functions
+            .values()
+            .filter(|function| function.function_id > after)
+            .map(|function| (function.function_id.clone(), function.clone()));
+        let (functions, next) = fake_page(candidates, |_| true, request.limit, state.page_bound);
+        state.function_lists.push(request);
         Ok(Response::new(ListFunctionsResponse {
-            functions: state.functions.values().cloned().collect(),
-            next_after_function_id: String::new(),
+            functions,
+            next_after_function_id: next,
         }))
     }
 
@@ -272,10 +406,21 @@ impl SchedulerService for Fake {
     ) -> Result<Response<DeleteFunctionResponse>, Status> {
         let mut state = self.gate()?;
         let id = request.into_inner().function_id;
-        match state.functions.remove(&id) {
-            Some(_) => Ok(Response::new(DeleteFunctionResponse {})),
-            None => Err(Status::not_found(format!("function {id:?} not found"))),
+        if !state.functions.contains_key(&id) {
+            return Err(Status::not_found(format!("function {id:?} not found")));
         }
+        let live = state
+            .executions
+            .values()
+            .filter(|info| info.function_id == id && is_live(info))
+            .count();
+        if live > 0 {
+            return Err(Status::failed_precondition(format!(
+                "function {id:?} has {live} execution(s) still pending or running"
+            )));
+        }
+        state.functions.remove(&id);
+        Ok(Response::new(DeleteFunctionResponse {}))
     }
 
     async fn get_function(
@@ -298,21 +443,16 @@ impl SchedulerService for Fake {
     ) -> Result<Response<ListExecutionsResponse>, Status> {
         let state = self.gate()?;
         let request = request.into_inner();
-        let limit = if request.limit == 0 {
-            100
-        } else {
-            request.limit as usize
-        };
-        let mut matching = state.executions.values().filter(|info| {
+        let candidates = state
+            .executions
+            .values()
+            .filter(|info| info.execution_id > request.after_execution_id)
+            .map(|info| (info.execution_id.clone(), info.clone()));
+        let keep = |info: &ExecutionInfo| {
             (request.status.is_empty() || info.status == request.status)
                 && (request.function_id.is_empty() || info.function_id == request.function_id)
-                && info.execution_id > request.after_execution_id
-        });
-        let executions: Vec<ExecutionInfo> = matching.by_ref().take(limit).cloned().collect();
-        let next = match (matching.next(), executions.last()) {
-            (Some(_), Some(last)) => last.execution_id.clone(),
-            _ => String::new(),
         };
+        let (executions, next) = fake_page(candidates, keep, request.limit, state.page_bound);
         Ok(Response::new(ListExecutionsResponse {
             executions,
             next_after_execution_id: next,
@@ -344,30 +484,35 @@ impl SchedulerService for Fake {
         &self,
         _request: Request<ListWorkersRequest>,
     ) -> Result<Response<ListWorkersResponse>, Status> {
-        let _state = self.gate()?;
+        let state = self.gate()?;
+        let regular = [
+            WorkerInfo {
+                worker_id: "w-1".into(),
+                pool_size: 4,
+                in_flight: 3,
+                reported_running: 2,
+                draining: false,
+                connected_at_us: 5,
+                last_heartbeat_at_us: 6,
+                ..WorkerInfo::default()
+            },
+            WorkerInfo {
+                worker_id: "w-2".into(),
+                pool_size: 8,
+                in_flight: 0,
+                reported_running: 0,
+                draining: true,
+                connected_at_us: 7,
+                last_heartbeat_at_us: 0,
+                quarantined: true,
+                timeouts_in_a_row: 3,
+            },
+        ];
+        let workers = regular
+            .into_iter()
+            .chain(state.extra_workers.iter().cloned());
         Ok(Response::new(ListWorkersResponse {
-            workers: vec![
-                WorkerInfo {
-                    worker_id: "w-1".into(),
-                    pool_size: 4,
-                    in_flight: 3,
-                    reported_running: 2,
-                    draining: false,
-                    connected_at_us: 5,
-                    last_heartbeat_at_us: 6,
-                    ..WorkerInfo::default()
-                },
-                WorkerInfo {
-                    worker_id: "w-2".into(),
-                    pool_size: 8,
-                    in_flight: 0,
-                    reported_running: 0,
-                    draining: true,
-                    connected_at_us: 7,
-                    last_heartbeat_at_us: 0,
-                    ..WorkerInfo::default()
-                },
-            ],
+            workers: workers.collect(),
         }))
     }
 
@@ -387,7 +532,8 @@ impl SchedulerService for Fake {
             failed: 2,
             cancelled: 1,
             queue_limit: 100,
-            ..ClusterStats::default()
+            watchers: 7,
+            quarantined_workers: 1,
         }))
     }
 }
@@ -731,6 +877,7 @@ async fn listing_inspection_and_cancellation() {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["echo-fn", "hang-fn"]);
+    assert_eq!(functions["next_after"], Value::Null);
     let function = h
         .get(&format!("/functions/{hang}"))
         .await
@@ -776,9 +923,12 @@ async fn listing_inspection_and_cancellation() {
     assert_eq!(
         workers["workers"][0],
         json!({"worker_id": "w-1", "pool_size": 4, "in_flight": 3, "reported_running": 2,
-               "draining": false, "connected_at_us": 5, "last_heartbeat_at_us": 6})
+               "draining": false, "quarantined": false, "timeouts_in_a_row": 0,
+               "connected_at_us": 5, "last_heartbeat_at_us": 6})
     );
     assert_eq!(workers["workers"][1]["draining"], true);
+    assert_eq!(workers["workers"][1]["quarantined"], true);
+    assert_eq!(workers["workers"][1]["timeouts_in_a_row"], 3);
     assert_eq!(workers["workers"][1]["last_heartbeat_at_us"], Value::Null);
 
     let stats = json!({"workers": 2, "capacity": 12, "in_flight": 3, "queued": 5,
@@ -819,12 +969,416 @@ async fn metrics_expose_cluster_and_gateway_series() {
         "taskforge_worker_in_flight{worker=\"w-1\"} 3",
         "taskforge_worker_reported_running{worker=\"w-1\"} 2",
         "taskforge_worker_draining{worker=\"w-2\"} 1",
+        "taskforge_worker_quarantined{worker=\"w-1\"} 0",
+        "taskforge_worker_quarantined{worker=\"w-2\"} 1",
+        "taskforge_quarantined_workers 1",
+        "taskforge_watchers 7",
+        "taskforge_worker_ids_rejected 0",
         "taskforge_gateway_http_request_duration_seconds_count{method=\"GET\",route=\"/health\",status=\"2xx\"} 1",
         "taskforge_gateway_http_request_duration_seconds_count{method=\"GET\",route=\"/jobs/{execution_id}\",status=\"4xx\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
     }
-    assert!(text.ends_with("# EOF\n"));
+    assert_valid_exposition(&text);
+}
+
+#[tokio::test]
+async fn delete_function_is_204_then_404_and_409_while_executions_live() {
+    let h = start(test_config()).await;
+    let echo = h.register("echo").await;
+    let hang = h.register("hang").await;
+    h.invoke(&echo, "{}").await;
+    let stuck = h.invoke(&hang, "{}").await;
+
+    // Finished executions do not hold a function.
+    let reply = Call::new("DELETE", format!("/functions/{echo}"))
+        .send(h.gateway)
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.body.is_empty(), "{:?}", reply.body);
+    assert!(!reply.headers.contains_key(header::CONTENT_TYPE));
+    h.get(&format!("/functions/{echo}"))
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    let message = Call::new("DELETE", format!("/functions/{echo}"))
+        .send(h.gateway)
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    assert!(message.contains(&echo), "{message}");
+
+    // A pending execution does: 409 with the scheduler's reason.
+    let message = Call::new("DELETE", format!("/functions/{hang}"))
+        .send(h.gateway)
+        .await
+        .error(StatusCode::CONFLICT, "failed_precondition");
+    assert!(message.contains("still pending or running"), "{message}");
+    assert!(h.fake.state().functions.contains_key(&hang));
+
+    Call::new("POST", format!("/jobs/{stuck}/cancel"))
+        .send(h.gateway)
+        .await
+        .ok(StatusCode::OK);
+    let reply = Call::new("DELETE", format!("/functions/{hang}"))
+        .send(h.gateway)
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(h.fake.state().functions.is_empty());
+}
+
+#[tokio::test]
+async fn function_listing_pages_by_limit_and_cursor() {
+    let h = start(test_config()).await;
+    let ids = [
+        h.register("echo").await,
+        h.register("text").await,
+        h.register("fail").await,
+    ];
+    let page_ids = |page: &Value| -> Vec<String> {
+        page["functions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["function_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let page = h.get("/functions?limit=2").await.ok(StatusCode::OK);
+    assert_eq!(page_ids(&page), ids[..2]);
+    assert_eq!(page["next_after"], ids[1]);
+    let page = h
+        .get(&format!("/functions?limit=2&after={}", ids[1]))
+        .await
+        .ok(StatusCode::OK);
+    assert_eq!(page_ids(&page), ids[2..]);
+    assert_eq!(page["next_after"], Value::Null);
+
+    // Parameters reach the scheduler as given; absent ones are its defaults.
+    h.get("/functions").await.ok(StatusCode::OK);
+    {
+        let state = h.fake.state();
+        let sent: Vec<(u32, &str)> = state
+            .function_lists
+            .iter()
+            .map(|r| (r.limit, r.after_function_id.as_str()))
+            .collect();
+        assert_eq!(sent, [(2, ""), (2, ids[1].as_str()), (0, "")]);
+    }
+
+    // A page the scheduler ends early (by size) is shorter than the limit
+    // and still has its cursor; following it reaches every function.
+    h.fake.state().page_bound = Some(1);
+    let mut seen = Vec::new();
+    let mut url = "/functions?limit=10".to_string();
+    loop {
+        let page = h.get(&url).await.ok(StatusCode::OK);
+        let got = page_ids(&page);
+        assert_eq!(got.len(), 1, "{page}");
+        seen.extend(got);
+        match page["next_after"].as_str() {
+            Some(next) => url = format!("/functions?limit=10&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
+#[tokio::test]
+async fn job_listing_passes_short_and_empty_pages_with_their_cursor() {
+    let h = start(test_config()).await;
+    let echo = h.register("echo").await;
+    let hang = h.register("hang").await;
+    let first = h.invoke(&echo, "1").await;
+    let stuck = h.invoke(&hang, "2").await;
+    let last = h.invoke(&echo, "3").await;
+
+    // The scheduler looks at one execution per page: the page after the
+    // first holds no COMPLETED one, but the listing is not over.
+    h.fake.state().page_bound = Some(1);
+    let page = h
+        .get("/jobs?status=COMPLETED&limit=10")
+        .await
+        .ok(StatusCode::OK);
+    assert_eq!(page["executions"][0]["execution_id"], first);
+    assert_eq!(page["next_after"], first);
+    let page = h
+        .get(&format!("/jobs?status=COMPLETED&limit=10&after={first}"))
+        .await
+        .ok(StatusCode::OK);
+    assert_eq!(page, json!({"executions": [], "next_after": stuck}));
+    let page = h
+        .get(&format!("/jobs?status=COMPLETED&limit=10&after={stuck}"))
+        .await
+        .ok(StatusCode::OK);
+    assert_eq!(page["executions"][0]["execution_id"], last);
+    assert_eq!(page["next_after"], Value::Null);
+}
+
+#[tokio::test]
+async fn job_output_and_error_come_from_the_top_level_status_fields() {
+    let h = start(test_config()).await;
+    let echo = h.register("echo").await;
+    let fail = h.register("fail").await;
+    let done = h.invoke(&echo, r#"{"sum": 5}"#).await;
+    let failed = h.invoke(&fail, "{}").await;
+
+    // Today's scheduler: `info` has no output or error, the top level has.
+    let job = h.get(&format!("/jobs/{done}")).await.ok(StatusCode::OK);
+    assert_eq!(job["output"], json!({"sum": 5}));
+    assert_eq!(job["attempt"], 1);
+    assert_eq!(job["worker_id"], "w-1");
+    let job = h.get(&format!("/jobs/{failed}")).await.ok(StatusCode::OK);
+    assert_eq!(job["status"], "FAILED");
+    assert_eq!(job["error"], "boom");
+
+    // A scheduler that fills only `info`: its copies are used.
+    h.fake.state().status_shape = StatusShape::InfoOnly;
+    let job = h.get(&format!("/jobs/{done}")).await.ok(StatusCode::OK);
+    assert_eq!(job["output"], json!({"sum": 5}));
+    let job = h.get(&format!("/jobs/{failed}")).await.ok(StatusCode::OK);
+    assert_eq!(job["error"], "boom");
+}
+
+#[tokio::test]
+async fn an_answer_too_large_to_read_is_502_not_400() {
+    let h = start(test_config()).await;
+    let huge = h.register("huge").await;
+    let execution_id = h.invoke(&huge, "{}").await;
+    for path in [
+        format!("/jobs/{execution_id}"),
+        format!("/jobs/{execution_id}?wait=30s"),
+    ] {
+        let message = h
+            .get(&path)
+            .await
+            .error(StatusCode::BAD_GATEWAY, "scheduler_error");
+        assert!(
+            message.contains("the scheduler's answer could not be read"),
+            "{path}: {message}"
+        );
+    }
+    // The execution was triggered, so invoke still answers 202 with its id.
+    let reply = h.post(&format!("/invoke/{huge}?wait=30s"), "{}").await;
+    let job = reply.ok(StatusCode::ACCEPTED);
+    assert!(job["execution_id"].as_str().unwrap().starts_with("e-"));
+    h.assert_serving().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_reaches_the_scheduler_and_conflicts_are_409() {
+    let h = start(test_config()).await;
+    let echo = h.register("echo").await;
+    let text = h.register("text").await;
+    let key = "order-42:attempt_1.x";
+    let keyed = |function_id: &str, payload: &str| {
+        Call::new("POST", format!("/invoke/{function_id}"))
+            .header("idempotency-key", key)
+            .json(payload.to_string())
+    };
+
+    let first = keyed(&echo, r#"{"n": 1}"#).send(h.gateway).await;
+    let first = first.ok(StatusCode::OK)["execution_id"].clone();
+    // A retry gets the same execution.
+    let again = keyed(&echo, r#"{"n": 1}"#).send(h.gateway).await;
+    assert_eq!(again.ok(StatusCode::OK)["execution_id"], first);
+    // The longest key allowed passes; no header is no key.
+    let longest = "K".repeat(128);
+    Call::new("POST", format!("/invoke/{echo}"))
+        .header("idempotency-key", longest.clone())
+        .json("{}")
+        .send(h.gateway)
+        .await
+        .ok(StatusCode::OK);
+    h.invoke(&echo, "{}").await;
+    {
+        let state = h.fake.state();
+        let sent: Vec<&str> = state
+            .triggers
+            .iter()
+            .map(|t| t.idempotency_key.as_str())
+            .collect();
+        assert_eq!(sent, [key, key, longest.as_str(), ""]);
+    }
+
+    // The key reused for another payload, or another function: 409.
+    for (function_id, payload) in [(&echo, r#"{"n": 2}"#), (&text, r#"{"n": 1}"#)] {
+        let message = keyed(function_id, payload)
+            .send(h.gateway)
+            .await
+            .error(StatusCode::CONFLICT, "already_exists");
+        assert!(message.contains("another function or payload"), "{message}");
+    }
+    // With ?wait= too: the refusal comes before any watch.
+    let reply = Call::new("POST", format!("/invoke/{text}?wait=1s"))
+        .header("idempotency-key", key)
+        .json("{}")
+        .send(h.gateway)
+        .await;
+    reply.error(StatusCode::CONFLICT, "already_exists");
+    assert_eq!(h.fake.state().triggers.len(), 4);
+}
+
+#[tokio::test]
+async fn a_refused_watch_is_429_not_a_hang_or_5xx() {
+    let h = start(test_config()).await;
+    let echo = h.register("echo").await;
+    let hang = h.register("hang").await;
+    let done = h.invoke(&echo, "{}").await;
+    let stuck = h.invoke(&hang, "{}").await;
+
+    for refusal in [WatchRefusal::AtCall, WatchRefusal::InStream] {
+        h.fake.state().watch_refusal = Some(refusal);
+        for id in [&done, &stuck] {
+            let reply = h.get(&format!("/jobs/{id}?wait=30s")).await;
+            let message = reply.error(StatusCode::TOO_MANY_REQUESTS, "too_many_watches");
+            assert_eq!(message, WATCH_REFUSAL, "{refusal:?}");
+            assert_eq!(reply.headers[header::RETRY_AFTER], "1");
+        }
+
+        // Invoke: the trigger went through, so the answer is the 202 that
+        // says where to look, never an error that would invite a second
+        // trigger.
+        let triggers = h.fake.state().triggers.len();
+        let reply = h.post(&format!("/invoke/{echo}?wait=30s"), "{}").await;
+        let job = reply.ok(StatusCode::ACCEPTED);
+        assert_eq!(job["status"], "ACCEPTED", "{refusal:?}");
+        let execution_id = job["execution_id"].as_str().unwrap();
+        assert_eq!(
+            reply.headers[header::LOCATION],
+            format!("/jobs/{execution_id}")
+        );
+        assert_eq!(h.fake.state().triggers.len(), triggers + 1);
+        // Reading without a wait needs no watch.
+        let job = h
+            .get(&format!("/jobs/{execution_id}"))
+            .await
+            .ok(StatusCode::OK);
+        assert_eq!(job["status"], "COMPLETED");
+    }
+
+    // A trigger refused as RESOURCE_EXHAUSTED (queue full) is 429 on invoke,
+    // wait or not: nothing was started.
+    h.fake.set_mode(Mode::QueueFull);
+    for path in [
+        format!("/invoke/{echo}"),
+        format!("/invoke/{echo}?wait=30s"),
+    ] {
+        let message = h
+            .post(&path, "{}")
+            .await
+            .error(StatusCode::TOO_MANY_REQUESTS, "queue_full");
+        assert!(message.contains("queue full"), "{path}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_never_turn_a_worker_id_into_injected_lines() {
+    let h = start(test_config()).await;
+    let evil = "evil\"} 1\ntaskforge_injected_total 1337";
+    h.fake.state().extra_workers = vec![
+        WorkerInfo {
+            worker_id: evil.into(),
+            pool_size: 1,
+            ..WorkerInfo::default()
+        },
+        WorkerInfo {
+            worker_id: "w-3\n".into(),
+            pool_size: 1,
+            ..WorkerInfo::default()
+        },
+        WorkerInfo {
+            worker_id: "host-7.rack:2".into(),
+            pool_size: 16,
+            ..WorkerInfo::default()
+        },
+    ];
+    let reply = h.get("/metrics").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = reply.text();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("taskforge_injected_total")),
+        "{text}"
+    );
+    assert!(!text.contains("evil"), "{text}");
+    for line in [
+        "taskforge_worker_pool_size{worker=\"host-7.rack:2\"} 16",
+        "taskforge_worker_pool_size{worker=\"w-1\"} 4",
+        "taskforge_worker_ids_rejected 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
+    assert_valid_exposition(&text);
+
+    // The JSON listing shows the id as it is (JSON escapes it).
+    let workers = h.get("/workers").await.ok(StatusCode::OK);
+    assert_eq!(workers["workers"][2]["worker_id"], evil);
+}
+
+/// Checks an OpenMetrics exposition line by line: comments are `# HELP`,
+/// `# TYPE` or `# UNIT`; every sample is `taskforge_<name>{label="value",...}
+/// <number>` with label values free of quotes, backslashes and line breaks;
+/// it ends with a single `# EOF`.
+fn assert_valid_exposition(text: &str) {
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    let is_name = |name: &str| {
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+    };
+    for line in text.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let (kind, rest) = comment.split_once(' ').unwrap_or((comment, ""));
+            assert!(
+                ["HELP", "TYPE", "UNIT"].contains(&kind),
+                "bad comment {line:?}"
+            );
+            let metric = rest.split(' ').next().unwrap_or("");
+            assert!(
+                metric.starts_with("taskforge_") && is_name(metric),
+                "bad comment {line:?}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value in {line:?}");
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (
+                name,
+                labels
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels in {line:?}")),
+            ),
+            None => (series, ""),
+        };
+        assert!(
+            name.starts_with("taskforge_") && is_name(name),
+            "bad name in {line:?}"
+        );
+        let mut rest = labels;
+        while !rest.is_empty() {
+            let (key, after) = rest
+                .split_once("=\"")
+                .unwrap_or_else(|| panic!("bad label in {line:?}"));
+            assert!(is_name(key), "bad label name in {line:?}");
+            let (value, after) = after
+                .split_once('"')
+                .unwrap_or_else(|| panic!("unclosed label value in {line:?}"));
+            assert!(!value.contains('\\'), "escape in {line:?}");
+            rest = after.strip_prefix(',').unwrap_or(after);
+            assert!(
+                rest.is_empty() || after.starts_with(','),
+                "junk after a label in {line:?}"
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -937,10 +1491,48 @@ async fn bad_input_gets_json_errors_on_every_route() {
             "f-nope",
         ),
         (
-            Call::new("DELETE", "/functions/f-0001"),
+            Call::new("PUT", "/functions/f-0001"),
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            "DELETE",
+            "PUT",
+        ),
+        // DELETE /functions/{id}
+        (
+            Call::new("DELETE", "/functions/f-nope"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "f-nope",
+        ),
+        (
+            Call::new("DELETE", "/functions/%FF"),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "path",
+        ),
+        // GET /functions
+        (
+            Call::new("GET", "/functions?limit=0"),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "`limit`",
+        ),
+        (
+            Call::new("GET", "/functions?limit=1001"),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "`limit`",
+        ),
+        (
+            Call::new("GET", "/functions?limit=ten"),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "`limit`",
+        ),
+        (
+            Call::new("GET", "/functions?limit=-1&after=f-0001"),
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            "`limit`",
         ),
         // POST /invoke/{id}
         (
@@ -986,6 +1578,47 @@ async fn bad_input_gets_json_errors_on_every_route() {
             StatusCode::BAD_REQUEST,
             "invalid_parameter",
             "`max_attempts`",
+        ),
+        (
+            Call::new("POST", &invoke)
+                .header("idempotency-key", "")
+                .json("{}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            "`Idempotency-Key`",
+        ),
+        (
+            Call::new("POST", &invoke)
+                .header("idempotency-key", "k".repeat(129))
+                .json("{}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            "`Idempotency-Key`",
+        ),
+        (
+            Call::new("POST", &invoke)
+                .header("idempotency-key", "two words")
+                .json("{}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            "`Idempotency-Key`",
+        ),
+        (
+            Call::new("POST", &invoke)
+                .header("idempotency-key", "k\u{e9}y")
+                .json("{}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            "`Idempotency-Key`",
+        ),
+        (
+            Call::new("POST", &invoke)
+                .header("idempotency-key", "a")
+                .header("idempotency-key", "b")
+                .json("{}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            "`Idempotency-Key`",
         ),
         (
             Call::new("GET", &invoke),
@@ -1195,6 +1828,7 @@ async fn assert_unavailable(h: &Harness, function_id: &str, execution_id: &str) 
         Call::new("POST", "/functions").json(body),
         Call::new("GET", "/functions"),
         Call::new("GET", "/functions/f-0001"),
+        Call::new("DELETE", "/functions/f-0001"),
         Call::new("POST", "/invoke/f-0001").json("{}"),
         Call::new("GET", "/jobs"),
         Call::new("POST", "/jobs/e-0001/cancel"),

@@ -7,6 +7,7 @@
 //! | 400 | `malformed_json` | the body is not JSON |
 //! | 400 | `invalid_field` | a body field is missing or has the wrong type (the message names it) |
 //! | 400 | `invalid_parameter` | a bad path or query parameter (the message names it) |
+//! | 400 | `invalid_header` | a bad request header, e.g. `Idempotency-Key` (the message names it) |
 //! | 400 | `invalid_argument` | the scheduler refused the request (its message is passed on) |
 //! | 401 | `unauthorized` | missing or wrong bearer token |
 //! | 404 | `not_found` | unknown id or route |
@@ -15,8 +16,9 @@
 //! | 413 | `payload_too_large` | body over the limit |
 //! | 415 | `unsupported_media_type` | a body that is not `application/json` |
 //! | 429 | `queue_full` | the scheduler's queue is full (`Retry-After: 1`) |
+//! | 429 | `too_many_watches` | a `?wait=` the scheduler refused: it has too many open watches (`Retry-After: 1`) |
 //! | 501 | `not_implemented` | the scheduler lacks the RPC (e.g. a seed scheduler) |
-//! | 502 | `scheduler_error` | the scheduler failed in another way |
+//! | 502 | `scheduler_error` | the scheduler failed in another way, or its answer could not be read |
 //! | 503 | `unavailable` / `not_ready` | the scheduler cannot be reached |
 //! | 504 | `deadline_exceeded` | the scheduler did not answer in time |
 
@@ -56,6 +58,10 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
     }
 
+    pub fn invalid_header(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_header", message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -84,6 +90,10 @@ impl ApiError {
         Self::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", message)
     }
 
+    pub fn too_many_watches(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_watches", message)
+    }
+
     pub fn scheduler_error(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, "scheduler_error", message)
     }
@@ -99,7 +109,7 @@ impl ApiError {
             }
         };
         match status.code() {
-            Code::InvalidArgument | Code::OutOfRange => Self::new(
+            Code::InvalidArgument => Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_argument",
                 or("the scheduler refused the request as invalid"),
@@ -134,6 +144,13 @@ impl ApiError {
                     or("unimplemented")
                 ),
             ),
+            // Our scheduler never refuses a request with OUT_OF_RANGE; tonic
+            // uses it on this side when the answer is larger than the client
+            // may decode. Nothing the HTTP client sent is wrong, so not a 400.
+            Code::OutOfRange => Self::scheduler_error(format!(
+                "the scheduler's answer could not be read: {}",
+                or("no details")
+            )),
             Code::Ok
             | Code::Unknown
             | Code::Internal
@@ -232,11 +249,7 @@ mod tests {
                 StatusCode::BAD_REQUEST,
                 "invalid_argument",
             ),
-            (
-                Code::OutOfRange,
-                StatusCode::BAD_REQUEST,
-                "invalid_argument",
-            ),
+            (Code::OutOfRange, StatusCode::BAD_GATEWAY, "scheduler_error"),
             (Code::NotFound, StatusCode::NOT_FOUND, "not_found"),
             (Code::AlreadyExists, StatusCode::CONFLICT, "already_exists"),
             (
@@ -306,6 +319,25 @@ mod tests {
             error.message,
             "unsupported language \"cobol\"; supported: builtin"
         );
+    }
+
+    #[test]
+    fn an_answer_too_large_to_decode_is_a_scheduler_error() {
+        // What tonic's decoder says when the answer exceeds the client's limit.
+        let error = map(
+            Code::OutOfRange,
+            "Error, decoded message length too large: found 5242885 bytes, the limit is: 4194304 bytes",
+        );
+        assert_eq!(error.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(error.code, "scheduler_error");
+        assert!(
+            error
+                .message
+                .starts_with("the scheduler's answer could not be read: "),
+            "{}",
+            error.message
+        );
+        assert!(error.message.contains("too large"), "{}", error.message);
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //!   limit is 413.
 //! - [`IdPath`]: the one path parameter of a route.
 //! - [`Params`]: query parameters. Their fields are `Option<String>` and are
-//!   checked by the handler with [`parse_int_param`], so a message can name the
-//!   parameter.
+//!   checked by the handler with [`parse_int_param`] (or [`page_limit`]), so a
+//!   message can name the parameter.
+//! - [`idempotency_key`]: the `Idempotency-Key` header of a trigger.
 
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};
@@ -117,6 +118,71 @@ pub(crate) fn parse_int_param<T: std::str::FromStr>(
             })
         })
         .transpose()
+}
+
+/// Most items one listing page (`GET /jobs`, `GET /functions`) may ask for.
+/// The scheduler caps its pages at the same number, so a larger limit would
+/// only look honoured.
+pub(crate) const MAX_PAGE_LIMIT: u32 = 1000;
+
+/// The `limit` query parameter of a listing: 1 to [`MAX_PAGE_LIMIT`]. Absent
+/// is 0, which the scheduler reads as "its default page size".
+pub(crate) fn page_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+    match parse_int_param::<u32>("limit", raw)? {
+        None => Ok(0),
+        Some(limit) if (1..=MAX_PAGE_LIMIT).contains(&limit) => Ok(limit),
+        Some(limit) => Err(ApiError::invalid_parameter(format!(
+            "query parameter `limit` must be between 1 and {MAX_PAGE_LIMIT}, got {limit}"
+        ))),
+    }
+}
+
+/// The header that makes a retried `POST /invoke` safe.
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Longest idempotency key the scheduler accepts, in bytes.
+pub(crate) const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+
+/// The `Idempotency-Key` header: `""` (no key, as the scheduler reads it) when
+/// absent. When present it must be given once and be 1 to 128 bytes of
+/// visible ASCII (0x21 to 0x7E): keys are compared byte for byte, and spaces,
+/// control or non-ASCII bytes are what proxies and HTTP libraries trim or
+/// re-encode, so two retries of one request could otherwise carry different
+/// keys.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(String::new());
+    };
+    let extra = values.count();
+    if extra > 0 {
+        return Err(ApiError::invalid_header(format!(
+            "the `Idempotency-Key` header is given {} times; give it once",
+            extra + 1
+        )));
+    }
+    let bytes = value.as_bytes();
+    if bytes.is_empty() {
+        return Err(ApiError::invalid_header(format!(
+            "the `Idempotency-Key` header is empty; it must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes"
+        )));
+    }
+    if bytes.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(ApiError::invalid_header(format!(
+            "the `Idempotency-Key` header is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_BYTES} are allowed",
+            bytes.len()
+        )));
+    }
+    if let Some(position) = bytes.iter().position(|b| !(0x21..=0x7e).contains(b)) {
+        return Err(ApiError::invalid_header(format!(
+            "the `Idempotency-Key` header may hold only visible ASCII characters (0x21 to 0x7E); \
+             byte {} is 0x{:02X}",
+            position + 1,
+            bytes[position]
+        )));
+    }
+    // Visible ASCII is UTF-8.
+    Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// A body that must be a JSON object.
@@ -254,5 +320,65 @@ mod tests {
         let error = parse_int_param::<u32>("limit", Some("ten")).unwrap_err();
         assert!(error.message.contains("`limit`"));
         assert!(parse_int_param::<u32>("limit", Some("-1")).is_err());
+    }
+
+    #[test]
+    fn page_limits() {
+        assert_eq!(page_limit(None).unwrap(), 0);
+        assert_eq!(page_limit(Some("1")).unwrap(), 1);
+        assert_eq!(page_limit(Some("1000")).unwrap(), MAX_PAGE_LIMIT);
+        for bad in ["0", "1001", "-1", "x", "", "99999999999"] {
+            let error = page_limit(Some(bad)).unwrap_err();
+            assert_eq!(error.code, "invalid_parameter", "{bad:?}");
+            assert!(
+                error.message.contains("`limit`"),
+                "{bad:?}: {}",
+                error.message
+            );
+        }
+    }
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(
+                IDEMPOTENCY_KEY,
+                axum::http::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert_eq!(idempotency_key(&headers(&[])).unwrap(), "");
+        assert_eq!(
+            idempotency_key(&headers(&[b"order-42:retry_1"])).unwrap(),
+            "order-42:retry_1"
+        );
+        let longest = "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES);
+        assert_eq!(
+            idempotency_key(&headers(&[longest.as_bytes()])).unwrap(),
+            longest
+        );
+        let too_long = "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES + 1);
+        let refused: [&[&[u8]]; 6] = [
+            &[b""],
+            &[too_long.as_bytes()],
+            &[b"two words"],
+            &[b"tab\tkey"],
+            &["k\u{e9}y".as_bytes()],
+            &[b"a", b"b"],
+        ];
+        for bad in refused {
+            let error = idempotency_key(&headers(bad)).unwrap_err();
+            assert_eq!(error.status, StatusCode::BAD_REQUEST);
+            assert_eq!(error.code, "invalid_header");
+            assert!(
+                error.message.contains("`Idempotency-Key`"),
+                "{}",
+                error.message
+            );
+        }
     }
 }

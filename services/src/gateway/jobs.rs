@@ -5,18 +5,28 @@
 //! The invoke body is the payload, passed to the function byte for byte once
 //! it is known to be JSON (so large numbers keep their precision); an empty
 //! body is the payload `null`. `?timeout_ms=` and `?max_attempts=` override the
-//! function's settings for this execution.
+//! function's settings for this execution. An `Idempotency-Key` header makes a
+//! retried invoke safe: the scheduler answers a repeat with the execution the
+//! key first started, and refuses (409 `already_exists`) a key reused for
+//! another function or payload.
 //!
 //! `?wait=` (see [`super::wait`]): on invoke, the answer is the job view, 200
 //! once the execution has finished, 202 (with `Location: /jobs/{id}`) if the
 //! wait ran out first; if the execution was accepted but could not be
 //! watched, the answer is still 202 with `status: "ACCEPTED"`, never an error,
 //! so the client does not trigger it twice. On `GET /jobs/{id}` the answer is
-//! 200 with the state at the end of the wait, finished or not.
+//! 200 with the state at the end of the wait, finished or not. A watch the
+//! scheduler refuses (RESOURCE_EXHAUSTED beyond its caps) is 429 on
+//! `GET /jobs/{id}`, but on invoke it is the 202 above: the execution was
+//! triggered, and a 429 would tell the client to trigger it again.
+//!
+//! `GET /jobs` pages may be short, even empty, and still carry a cursor (the
+//! scheduler ends a page early when it grows too large or its scan reaches
+//! its bound): `next_after` is `null` only when there is no more.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -28,12 +38,9 @@ use taskforge_proto::scheduler::{
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{IdPath, JsonBody, Params, parse_int_param};
-use super::view::{JobView, NOT_FOUND, STATUSES};
+use super::extract::{IdPath, JsonBody, Params, idempotency_key, page_limit, parse_int_param};
+use super::view::{JobView, NOT_FOUND, STATUSES, cursor};
 use super::wait::{self, Waited, wait_param};
-
-/// Most executions one `GET /jobs` page may ask for.
-pub(crate) const MAX_LIST_LIMIT: u32 = 1000;
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct InvokeParams {
@@ -47,18 +54,20 @@ pub(crate) async fn invoke(
     State(state): State<AppState>,
     IdPath(function_id): IdPath,
     Params(params): Params<InvokeParams>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let wait = wait_param(params.wait.as_deref(), state.config().max_wait)?;
     let timeout_ms = parse_int_param("timeout_ms", params.timeout_ms.as_deref())?;
     let max_attempts = parse_int_param("max_attempts", params.max_attempts.as_deref())?;
+    let idempotency_key = idempotency_key(&headers)?;
     let request = TriggerExecutionRequest {
         function_id,
         payload: body.unwrap_or_else(|| Bytes::from_static(b"null")),
         timeout_ms: timeout_ms.unwrap_or(0),
         max_attempts: max_attempts.unwrap_or(0),
         schedule_to_start_timeout_ms: 0,
-        idempotency_key: String::new(),
+        idempotency_key,
     };
     let mut client = state.client();
     let accepted = state
@@ -165,10 +174,9 @@ pub(crate) async fn list(
     let response = state
         .call(client.list_executions(state.request(request)))
         .await?;
-    let next = response.next_after_execution_id;
     Ok(Json(ListView {
         executions: response.executions.iter().map(JobView::from_info).collect(),
-        next_after: (!next.is_empty()).then_some(next),
+        next_after: cursor(response.next_after_execution_id),
     }))
 }
 
@@ -188,16 +196,10 @@ fn list_request(params: ListParams) -> Result<ListExecutionsRequest, ApiError> {
             upper
         }
     };
-    let limit = parse_int_param::<u32>("limit", params.limit.as_deref())?;
-    if let Some(limit) = limit.filter(|limit| !(1..=MAX_LIST_LIMIT).contains(limit)) {
-        return Err(ApiError::invalid_parameter(format!(
-            "query parameter `limit` must be between 1 and {MAX_LIST_LIMIT}, got {limit}"
-        )));
-    }
     Ok(ListExecutionsRequest {
         status,
         function_id: params.function_id.unwrap_or_default(),
-        limit: limit.unwrap_or(0),
+        limit: page_limit(params.limit.as_deref())?,
         after_execution_id: params.after.unwrap_or_default(),
     })
 }

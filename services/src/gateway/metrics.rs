@@ -14,10 +14,19 @@
 //! The cluster's, asked from the scheduler at scrape time (`GetClusterStats` and
 //! `ListWorkers`, in parallel), so workers that left have no stale series:
 //! `scheduler_up`, `workers`, `capacity_slots`, `in_flight`, `queue_depth`,
-//! `queue_limit`, `executions{state}`, and per worker `worker_pool_size`,
-//! `worker_in_flight`, `worker_reported_running`, `worker_draining`
+//! `queue_limit`, `executions{state}`, `watchers`, `quarantined_workers`, and
+//! per worker `worker_pool_size`, `worker_in_flight`,
+//! `worker_reported_running`, `worker_draining`, `worker_quarantined`
 //! (`{worker}`). When the scheduler does not answer, `scheduler_up` is 0 and
 //! the cluster series are left out; the scrape itself still succeeds.
+//!
+//! Label values are written into the exposition as they are (prometheus-client
+//! does not escape them), so only values the gateway has checked become
+//! labels: fixed strings, and worker ids that match the scheduler's own rule
+//! `[A-Za-z0-9._:-]{1,128}`. A worker whose id does not is left out of the
+//! per-worker series and counted in `worker_ids_rejected`: the scheduler is
+//! not trusted to have enforced the rule, and a `"`, `}` or newline in a label
+//! would end it early and let the rest of the id forge series.
 
 use std::fmt;
 use std::sync::atomic::AtomicU64;
@@ -38,6 +47,7 @@ use tokio::time::Instant;
 
 use super::AppState;
 use super::paths;
+use super::view::TERMINAL;
 
 /// The content type of the exposition.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -51,7 +61,8 @@ struct HttpLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ExecutionLabels {
-    status: String,
+    /// One of [`TERMINAL`]: the scheduler's status string is not used as is.
+    status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,16 +141,17 @@ impl GatewayMetrics {
     }
 
     /// Records a finished execution's end-to-end latency, if its timestamps
-    /// allow.
+    /// allow and its status is a terminal one.
     pub fn observe_execution(&self, info: &ExecutionInfo) {
+        let Some(status) = TERMINAL.iter().copied().find(|s| *s == info.status) else {
+            return;
+        };
         if info.created_at_us == 0 || info.finished_at_us < info.created_at_us {
             return;
         }
         let micros = info.finished_at_us - info.created_at_us;
         self.execution_latency
-            .get_or_create(&ExecutionLabels {
-                status: info.status.clone(),
-            })
+            .get_or_create(&ExecutionLabels { status })
             .observe(micros as f64 / 1e6);
     }
 
@@ -219,13 +231,34 @@ fn cluster_registry(stats: Option<&ClusterStats>, workers: Option<&[WorkerInfo]>
             "Executions the scheduler knows, by state",
             by_state,
         );
+        gauge(
+            &mut registry,
+            "watchers",
+            "Open watches of executions (WatchExecution, TriggerAndWatchExecution, ?wait=)",
+            stats.watchers,
+        );
+        gauge(
+            &mut registry,
+            "quarantined_workers",
+            "Connected workers that get no new work because their attempts kept timing out",
+            stats.quarantined_workers.into(),
+        );
     }
     if let Some(workers) = workers {
         let pool_size = Family::<WorkerLabels, U64Gauge>::default();
         let in_flight = Family::<WorkerLabels, U64Gauge>::default();
         let reported = Family::<WorkerLabels, U64Gauge>::default();
         let draining = Family::<WorkerLabels, U64Gauge>::default();
+        let quarantined = Family::<WorkerLabels, U64Gauge>::default();
+        let mut rejected = 0u64;
         for worker in workers {
+            if !is_safe_worker_id(&worker.worker_id) {
+                // Debug-formatted (escaped) and cut short: the id is untrusted.
+                let shown: String = worker.worker_id.chars().take(64).collect();
+                tracing::debug!(worker_id = ?shown, "worker id is not a safe label value; left out of the metrics");
+                rejected += 1;
+                continue;
+            }
             let labels = WorkerLabels {
                 worker: worker.worker_id.clone(),
             };
@@ -239,6 +272,9 @@ fn cluster_registry(stats: Option<&ClusterStats>, workers: Option<&[WorkerInfo]>
                 .get_or_create(&labels)
                 .set(worker.reported_running.into());
             draining.get_or_create(&labels).set(worker.draining.into());
+            quarantined
+                .get_or_create(&labels)
+                .set(worker.quarantined.into());
         }
         registry.register("worker_pool_size", "A worker's pool size", pool_size);
         registry.register(
@@ -256,8 +292,32 @@ fn cluster_registry(stats: Option<&ClusterStats>, workers: Option<&[WorkerInfo]>
             "1 if a worker is draining (gets no new work)",
             draining,
         );
+        registry.register(
+            "worker_quarantined",
+            "1 if a worker is quarantined (gets no new work until it answers for what it holds)",
+            quarantined,
+        );
+        gauge(
+            &mut registry,
+            "worker_ids_rejected",
+            "Workers left out of the per-worker series because their id is not a safe label value",
+            rejected,
+        );
     }
     registry
+}
+
+/// Longest worker id the scheduler accepts, in bytes.
+const MAX_WORKER_ID_BYTES: usize = 128;
+
+/// Whether a worker id may become a label value: the scheduler's own rule,
+/// `[A-Za-z0-9._:-]{1,128}`, which has no character the exposition would need
+/// to escape.
+fn is_safe_worker_id(id: &str) -> bool {
+    (1..=MAX_WORKER_ID_BYTES).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// Standard methods by name, anything else as `OTHER` (bounded cardinality).
@@ -345,6 +405,76 @@ mod tests {
     }
 
     #[test]
+    fn worker_ids_that_are_safe_labels() {
+        for ok in [
+            "w-1",
+            "worker-123",
+            "host.example:9000",
+            "A_b",
+            &"x".repeat(128),
+        ] {
+            assert!(is_safe_worker_id(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            &"x".repeat(129),
+            "evil\"} 1",
+            "line\nbreak",
+            "back\\slash",
+            "sp ace",
+            "caf\u{e9}",
+            "tab\t",
+        ] {
+            assert!(!is_safe_worker_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unsafe_worker_ids_never_become_labels() {
+        let workers = [
+            WorkerInfo {
+                worker_id: "evil\"} 1\ntaskforge_injected_total 1337".into(),
+                pool_size: 9,
+                ..WorkerInfo::default()
+            },
+            WorkerInfo {
+                worker_id: "w-ok".into(),
+                pool_size: 2,
+                quarantined: true,
+                ..WorkerInfo::default()
+            },
+        ];
+        let text = GatewayMetrics::new()
+            .render(Some(&ClusterStats::default()), Some(&workers))
+            .unwrap();
+        assert!(!text.contains("injected"), "{text}");
+        assert!(!text.contains("evil"), "{text}");
+        for line in [
+            "taskforge_worker_pool_size{worker=\"w-ok\"} 2",
+            "taskforge_worker_quarantined{worker=\"w-ok\"} 1",
+            "taskforge_worker_ids_rejected 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_terminal_statuses_label_latencies() {
+        let metrics = GatewayMetrics::new();
+        metrics.observe_execution(&ExecutionInfo {
+            status: "WEIRD\"}".into(),
+            created_at_us: 1,
+            finished_at_us: 2,
+            ..ExecutionInfo::default()
+        });
+        let text = metrics.render(None, None).unwrap();
+        assert!(!text.contains("WEIRD"), "{text}");
+    }
+
+    #[test]
     fn exposition_has_cluster_and_gateway_series() {
         let metrics = GatewayMetrics::new();
         metrics.observe_request(
@@ -368,12 +498,16 @@ mod tests {
             queued: 3,
             completed: 7,
             queue_limit: 100,
+            watchers: 6,
+            quarantined_workers: 1,
             ..ClusterStats::default()
         };
         let workers = [WorkerInfo {
             worker_id: "w-1".into(),
             pool_size: 4,
             in_flight: 2,
+            quarantined: true,
+            timeouts_in_a_row: 3,
             ..WorkerInfo::default()
         }];
         let text = metrics.render(Some(&stats), Some(&workers)).unwrap();
@@ -385,6 +519,10 @@ mod tests {
             "taskforge_executions{state=\"COMPLETED\"} 7",
             "taskforge_worker_pool_size{worker=\"w-1\"} 4",
             "taskforge_worker_in_flight{worker=\"w-1\"} 2",
+            "taskforge_worker_quarantined{worker=\"w-1\"} 1",
+            "taskforge_watchers 6",
+            "taskforge_quarantined_workers 1",
+            "taskforge_worker_ids_rejected 0",
             "taskforge_gateway_http_request_duration_seconds_count{method=\"GET\",route=\"/jobs/{execution_id}\",status=\"4xx\"} 1",
             "taskforge_gateway_execution_latency_seconds_sum{status=\"COMPLETED\"} 0.25",
             "taskforge_gateway_http_request_duration_seconds_count{method=\"OTHER\",route=\"unmatched\",status=\"4xx\"} 1",

@@ -14,9 +14,10 @@
 //! | GET | `/health` | `{"status":"ok"}` (no auth) |
 //! | GET | `/ready` | 200 + cluster stats if the scheduler answers, 503 otherwise (no auth) |
 //! | POST | `/functions` | register `{name, language, code, timeout_ms?, max_attempts?}` → `{function_id}` |
-//! | GET | `/functions` | `{functions: [...]}` |
+//! | GET | `/functions` | `?limit=&after=` → `{functions: [...], next_after}` |
 //! | GET | `/functions/{function_id}` | one function |
-//! | POST | `/invoke/{function_id}` | body = JSON payload → `{execution_id, status:"ACCEPTED"}`; `?wait=` → job view (202 if still running) |
+//! | DELETE | `/functions/{function_id}` | 204; 409 while executions of it are live |
+//! | POST | `/invoke/{function_id}` | body = JSON payload → `{execution_id, status:"ACCEPTED"}`; `?wait=` → job view (202 if still running); `Idempotency-Key` header |
 //! | GET | `/jobs` | `?status=&function_id=&limit=&after=` → `{executions: [...], next_after}` |
 //! | GET | `/jobs/{execution_id}` | job view; `?wait=` long-polls until terminal |
 //! | POST | `/jobs/{execution_id}/cancel` | `{execution_id, status}` |
@@ -181,7 +182,10 @@ pub fn router(client: SchedulerServiceClient<Channel>, config: GatewayConfig) ->
             paths::FUNCTIONS,
             post(functions::register).get(functions::list),
         )
-        .route(paths::FUNCTION, get(functions::get))
+        .route(
+            paths::FUNCTION,
+            get(functions::get).delete(functions::delete),
+        )
         .route(paths::INVOKE, post(jobs::invoke))
         .route(paths::JOBS, get(jobs::list))
         .route(paths::JOB, get(jobs::get))

@@ -60,25 +60,27 @@ impl JobView {
         }
     }
 
-    /// From a status answer; a seed scheduler sends no `info`, so the view is
-    /// built from the seed fields alone.
+    /// From a status answer. Output and error come from its top-level
+    /// fields, which every scheduler fills (current ones leave
+    /// `info.output`/`info.error` empty rather than send the output twice);
+    /// `info`'s copies are used only when the top level has none, for a
+    /// scheduler that filled just those. A seed scheduler sends no `info`, so
+    /// the view is built from the top-level fields alone.
     pub fn from_status(execution_id: &str, response: &GetExecutionStatusResponse) -> Self {
-        match &response.info {
-            Some(info) => {
-                let mut view = Self::from_info(info);
-                if view.execution_id.is_empty() {
-                    view.execution_id = execution_id.to_string();
-                }
-                view
-            }
-            None => Self::from_info(&ExecutionInfo {
-                execution_id: execution_id.to_string(),
-                status: response.status.clone(),
-                output: response.output.clone(),
-                error: response.error.clone(),
-                ..ExecutionInfo::default()
-            }),
+        let mut info = response.info.clone().unwrap_or_default();
+        if info.execution_id.is_empty() {
+            info.execution_id = execution_id.to_string();
         }
+        if info.status.is_empty() {
+            info.status = response.status.clone();
+        }
+        if !response.output.is_empty() {
+            info.output = response.output.clone();
+        }
+        if !response.error.is_empty() {
+            info.error = response.error.clone();
+        }
+        Self::from_info(&info)
     }
 
     /// Just accepted: nothing known beyond the id.
@@ -130,6 +132,11 @@ pub(crate) struct WorkerView {
     pub in_flight: u32,
     pub reported_running: u32,
     pub draining: bool,
+    /// It gets no new work until it answers for what it holds: its attempts
+    /// kept timing out.
+    pub quarantined: bool,
+    /// Attempts in a row the scheduler timed out on it.
+    pub timeouts_in_a_row: u32,
     pub connected_at_us: Option<u64>,
     pub last_heartbeat_at_us: Option<u64>,
 }
@@ -142,6 +149,8 @@ impl From<&WorkerInfo> for WorkerView {
             in_flight: worker.in_flight,
             reported_running: worker.reported_running,
             draining: worker.draining,
+            quarantined: worker.quarantined,
+            timeouts_in_a_row: worker.timeouts_in_a_row,
             connected_at_us: non_zero(worker.connected_at_us),
             last_heartbeat_at_us: non_zero(worker.last_heartbeat_at_us),
         }
@@ -186,6 +195,13 @@ impl From<&ClusterStats> for StatsView {
             },
         }
     }
+}
+
+/// A listing's paging cursor: `None` (JSON `null`) when the scheduler says
+/// there is no more. Only emptiness counts: a short or empty page may still
+/// have one.
+pub(crate) fn cursor(next: String) -> Option<String> {
+    (!next.is_empty()).then_some(next)
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -240,6 +256,73 @@ mod tests {
         assert_eq!(view.error.as_deref(), Some("boom"));
         assert_eq!(view.output, Value::Null);
         assert!(view.output_encoding.is_none());
+    }
+
+    fn finished(output: &'static [u8], error: &str) -> ExecutionInfo {
+        ExecutionInfo {
+            execution_id: "e-2".into(),
+            status: "COMPLETED".into(),
+            output: bytes::Bytes::from_static(output),
+            error: error.into(),
+            attempt: 2,
+            ..ExecutionInfo::default()
+        }
+    }
+
+    #[test]
+    fn job_view_reads_output_and_error_from_the_top_level() {
+        // Today's scheduler: the output once, at the top level.
+        let response = GetExecutionStatusResponse {
+            status: "COMPLETED".into(),
+            output: bytes::Bytes::from_static(b"{\"sum\":5}"),
+            error: "retried once".into(),
+            info: Some(finished(b"", "")),
+        };
+        let view = JobView::from_status("e-2", &response);
+        assert_eq!(view.output, json!({"sum": 5}));
+        assert_eq!(view.error.as_deref(), Some("retried once"));
+        assert_eq!(view.attempt, 2);
+
+        // The top level wins when both are filled.
+        let response = GetExecutionStatusResponse {
+            info: Some(finished(b"\"stale\"", "stale")),
+            ..response
+        };
+        let view = JobView::from_status("e-2", &response);
+        assert_eq!(view.output, json!({"sum": 5}));
+        assert_eq!(view.error.as_deref(), Some("retried once"));
+    }
+
+    #[test]
+    fn job_view_falls_back_to_info_when_the_top_level_is_empty() {
+        let response = GetExecutionStatusResponse {
+            status: "COMPLETED".into(),
+            output: bytes::Bytes::new(),
+            error: String::new(),
+            info: Some(finished(b"7", "note")),
+        };
+        let view = JobView::from_status("e-2", &response);
+        assert_eq!(view.output, json!(7));
+        assert_eq!(view.error.as_deref(), Some("note"));
+    }
+
+    #[test]
+    fn worker_view_shows_quarantine() {
+        let worker = WorkerInfo {
+            worker_id: "w-3".into(),
+            quarantined: true,
+            timeouts_in_a_row: 3,
+            ..WorkerInfo::default()
+        };
+        let view = serde_json::to_value(WorkerView::from(&worker)).unwrap();
+        assert_eq!(view["quarantined"], true);
+        assert_eq!(view["timeouts_in_a_row"], 3);
+    }
+
+    #[test]
+    fn cursors() {
+        assert_eq!(cursor(String::new()), None);
+        assert_eq!(cursor("e-7".into()), Some("e-7".to_string()));
     }
 
     #[test]

@@ -11,12 +11,19 @@
 //! RPC deadline), so a wait that runs out still answers with a real state. A
 //! watch that breaks off after the first state (e.g. the scheduler restarts)
 //! ends the wait early with the last state seen; the client can wait again.
+//! A watch the scheduler refuses with RESOURCE_EXHAUSTED (its watch caps are
+//! reached) is 429 `too_many_watches`, not `queue_full`: the client should wait
+//! later or read without `?wait=`, not slow its triggers.
+//! A state too large for the gateway to read (tonic's OUT_OF_RANGE) is an
+//! error instead (502): every later wait would hit it again, and answering the
+//! last state would show an execution as running for ever.
 
 use std::time::Duration;
 
 use taskforge_proto::common::ExecutionInfo;
 use taskforge_proto::scheduler::WatchExecutionRequest;
 use tokio::time::{Instant, timeout_at};
+use tonic::Code;
 
 pub(crate) use crate::duration::{DurationError, parse_duration};
 
@@ -74,7 +81,7 @@ pub(crate) async fn until_terminal(
     };
     let mut stream = match timeout_at(first_deadline, client.watch_execution(request)).await {
         Err(_) => return Err(no_state()),
-        Ok(Err(status)) => return Err(ApiError::from_status(&status)),
+        Ok(Err(status)) => return Err(watch_refused(&status)),
         Ok(Ok(response)) => response.into_inner(),
     };
 
@@ -86,7 +93,7 @@ pub(crate) async fn until_terminal(
     };
     let mut last = match timeout_at(first_deadline, stream.message()).await {
         Err(_) => return Err(no_state()),
-        Ok(Err(status)) => return Err(ApiError::from_status(&status)),
+        Ok(Err(status)) => return Err(watch_refused(&status)),
         Ok(Ok(None)) => {
             return Err(ApiError::scheduler_error(
                 "the scheduler ended the watch without sending a state",
@@ -117,6 +124,9 @@ pub(crate) async fn until_terminal(
                 }
             }
             Ok(Ok(None)) => return Ok(Waited::Current(last)),
+            Ok(Err(status)) if status.code() == Code::OutOfRange => {
+                return Err(ApiError::from_status(&status));
+            }
             Ok(Err(status)) => {
                 tracing::debug!(code = ?status.code(), message = status.message(), execution_id, "watch broke off");
                 return Ok(Waited::Current(last));
@@ -124,6 +134,19 @@ pub(crate) async fn until_terminal(
             Err(_) => return Ok(Waited::Current(last)),
         }
     }
+}
+
+/// Why a watch gave no first state. RESOURCE_EXHAUSTED on a watch means the
+/// scheduler's watch caps are reached, not its queue.
+fn watch_refused(status: &tonic::Status) -> ApiError {
+    if status.code() != Code::ResourceExhausted {
+        return ApiError::from_status(status);
+    }
+    let message = match status.message() {
+        "" => "the scheduler has too many open watches; retry later",
+        message => message,
+    };
+    ApiError::too_many_watches(message)
 }
 
 #[cfg(test)]
@@ -168,6 +191,18 @@ mod tests {
             parse_duration("99999999999999999999999h"),
             Err(DurationError::TooLong)
         );
+    }
+
+    #[test]
+    fn refused_watches() {
+        let error = watch_refused(&tonic::Status::resource_exhausted("too many watches (64)"));
+        assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(error.code, "too_many_watches");
+        assert_eq!(error.message, "too many watches (64)");
+        let error = watch_refused(&tonic::Status::resource_exhausted(""));
+        assert!(error.message.contains("too many open watches"));
+        let error = watch_refused(&tonic::Status::not_found("no execution"));
+        assert_eq!(error.code, "not_found");
     }
 
     #[test]
