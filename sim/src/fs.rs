@@ -21,7 +21,7 @@
 //! short window is where an answer that should have waited for durability —
 //! an ACCEPTED, a terminal state — escapes before its record is safe.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -125,12 +125,15 @@ impl FileSystem for SimFileSystem {
         sim_fs::create_dir_all(path)
     }
 
-    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    fn open_read(&self, path: &Path) -> io::Result<Option<Box<dyn Read>>> {
         if self.power.is_cut() {
             return Err(power_out());
         }
-        match sim_fs::read(path) {
-            Ok(bytes) => Ok(Some(bytes)),
+        match sim_fs::File::open(path) {
+            Ok(file) => Ok(Some(Box::new(SimReadFile {
+                file,
+                power: self.power.clone(),
+            }))),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error),
         }
@@ -169,6 +172,22 @@ impl FileSystem for SimFileSystem {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.power.check()?;
         sim_fs::sync_dir(path)
+    }
+}
+
+/// A file open for reading. Reading changes nothing, so it does not count
+/// towards the power cut; it only fails once the power is out.
+struct SimReadFile {
+    file: sim_fs::File,
+    power: Power,
+}
+
+impl Read for SimReadFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.power.is_cut() {
+            return Err(power_out());
+        }
+        self.file.read(buf)
     }
 }
 

@@ -18,6 +18,7 @@
 //! fields without breaking an older reader.
 
 use std::borrow::Cow;
+use std::io;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -35,6 +36,28 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) -> serde_json::Result<(
     serde_json::to_writer(&mut *out, &Line::from(record))?;
     out.push(b'\n');
     Ok(())
+}
+
+/// The length of `record`'s line, newline included, counted without building
+/// the line.
+pub(crate) fn encoded_len(record: &Record) -> serde_json::Result<u64> {
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, &Line::from(record))?;
+    Ok(counter.0 + 1)
+}
+
+/// A writer that keeps only the number of bytes written to it.
+struct ByteCounter(u64);
+
+impl io::Write for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0 += bytes.len() as u64;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads one line (without its newline). The error says what is wrong with it,
@@ -483,6 +506,7 @@ mod tests {
         for (record, expected) in cases {
             let written = line(&record);
             assert_eq!(written, format!("{expected}\n"));
+            assert_eq!(encoded_len(&record).ok(), Some(written.len() as u64));
             assert_eq!(decode(expected.as_bytes()), Ok(record));
         }
     }

@@ -11,9 +11,13 @@
 //! operation of a kind fail, as a full disk or a dying device would.
 //!
 //! Directories are simplified: they exist, durably, from `create_dir_all` on.
+//! A file no name reaches any more, in either view, is emptied, so that tests
+//! pushing hundreds of megabytes through compactions do not keep them all
+//! (unlike on a real disk, a reader still open on it then finds it empty; the
+//! store never reads a file it replaced).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -49,6 +53,8 @@ struct Disk {
     /// Bumped by each crash; handles from an earlier life fail.
     life: u64,
     armed: BTreeSet<Fault>,
+    /// The most bytes one read of a file handed out.
+    largest_read: usize,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +106,22 @@ impl CrashFs {
             .collect()
     }
 
+    /// The whole file as the running process sees it, or `None` (for checking
+    /// what a test wrote).
+    pub(crate) fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        let disk = self.disk();
+        Ok(disk
+            .names
+            .get(path)
+            .map(|&inode| disk.inodes[inode].current.clone()))
+    }
+
+    /// The most bytes a single read through [`FileSystem::open_read`] handed
+    /// out so far.
+    pub(crate) fn largest_read(&self) -> usize {
+        self.disk().largest_read
+    }
+
     /// Appends bytes durably behind the store's back, creating the file (for
     /// planting damage in a log).
     pub(crate) fn append_durably(&self, path: &Path, bytes: &[u8]) {
@@ -134,6 +156,23 @@ impl Disk {
         }
     }
 
+    /// Empties the files no name reaches in either view: nothing can read
+    /// them again (a crash goes back to durable names), only handles still
+    /// open can write to them.
+    fn drop_orphans(&mut self) {
+        let reachable: BTreeSet<usize> = self
+            .names
+            .values()
+            .chain(self.durable_names.values())
+            .copied()
+            .collect();
+        for (number, inode) in self.inodes.iter_mut().enumerate() {
+            if !reachable.contains(&number) {
+                *inode = Inode::default();
+            }
+        }
+    }
+
     /// The inode named `path`, created empty (with a volatile name) if missing.
     fn inode_for(&mut self, path: &Path) -> usize {
         if let Some(&inode) = self.names.get(path) {
@@ -153,12 +192,16 @@ impl FileSystem for CrashFs {
         Ok(())
     }
 
-    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    fn open_read(&self, path: &Path) -> io::Result<Option<Box<dyn Read>>> {
         let disk = self.disk();
-        Ok(disk
-            .names
-            .get(path)
-            .map(|&inode| disk.inodes[inode].current.clone()))
+        Ok(disk.names.get(path).map(|&inode| {
+            Box::new(CrashReader {
+                disk: Arc::clone(&self.disk),
+                inode,
+                life: disk.life,
+                offset: 0,
+            }) as Box<dyn Read>
+        }))
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>> {
@@ -197,6 +240,7 @@ impl FileSystem for CrashFs {
             )
         })?;
         disk.names.insert(to.to_owned(), inode);
+        disk.drop_orphans();
         Ok(())
     }
 
@@ -219,6 +263,7 @@ impl FileSystem for CrashFs {
         for (name, &inode) in names.iter().filter(|(name, _)| in_dir(name)) {
             durable_names.insert(name.clone(), inode);
         }
+        disk.drop_orphans();
         Ok(())
     }
 }
@@ -232,11 +277,39 @@ struct CrashFile {
 
 impl CrashFile {
     fn disk(&self) -> io::Result<MutexGuard<'_, Disk>> {
-        let disk = lock(&self.disk);
-        match disk.life == self.life {
-            true => Ok(disk),
-            false => Err(io::Error::other("file handle from before a crash")),
-        }
+        lock_alive(&self.disk, self.life)
+    }
+}
+
+/// The disk, unless it crashed since a handle of `life` was opened.
+fn lock_alive(disk: &Mutex<Disk>, life: u64) -> io::Result<MutexGuard<'_, Disk>> {
+    let disk = lock(disk);
+    match disk.life == life {
+        true => Ok(disk),
+        false => Err(io::Error::other("file handle from before a crash")),
+    }
+}
+
+/// A file open for reading: each read sees the file as it is then, as with a
+/// real file descriptor.
+#[derive(Debug)]
+struct CrashReader {
+    disk: Arc<Mutex<Disk>>,
+    inode: usize,
+    life: u64,
+    offset: usize,
+}
+
+impl Read for CrashReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut disk = lock_alive(&self.disk, self.life)?;
+        let current = &disk.inodes[self.inode].current;
+        let rest = current.get(self.offset..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.offset += n;
+        disk.largest_read = disk.largest_read.max(n);
+        Ok(n)
     }
 }
 
@@ -281,10 +354,17 @@ mod tests {
         other.append(b"data\n")?;
         other.sync()?; // data durable, but the name never was
 
+        let mut reader = fs.open_read(&a)?.expect("a exists");
+        let mut piece = [0; 4];
+        assert_eq!(reader.read(&mut piece)?, 4, "reads go a piece at a time");
+        assert_eq!(&piece, b"sync");
+        assert!(fs.open_read(&dir.join("missing"))?.is_none());
+
         fs.crash(3);
         assert_eq!(fs.read(&a)?.as_deref(), Some(&b"synced\nuns"[..]));
         assert_eq!(fs.read(&b)?, None);
         assert!(file.append(b"x").is_err(), "handles die with the crash");
+        assert!(reader.read(&mut piece).is_err(), "readers too");
 
         let mut tmp = fs.create(&dir.join("a.tmp"))?;
         tmp.append(b"new\n")?;

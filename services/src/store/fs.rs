@@ -16,7 +16,7 @@
 //!   then a crash may forget the name even though the data was synced.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 /// The file operations the store needs; all paths are absolute or relative to
@@ -25,8 +25,10 @@ pub trait FileSystem: Send + Sync + 'static {
     /// Creates `path` and any missing parents; succeeds if it already exists.
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
 
-    /// The whole file, or `None` if it does not exist.
-    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
+    /// Opens `path` for reading from its start, or `None` if it does not
+    /// exist. A reader rather than the whole file: a log can be far larger
+    /// than what it loads to, so the store reads it as a stream.
+    fn open_read(&self, path: &Path) -> io::Result<Option<Box<dyn Read>>>;
 
     /// Opens `path` for appending, creating it empty if it is missing.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn AppendFile>>;
@@ -61,9 +63,9 @@ impl FileSystem for StdFileSystem {
         fs::create_dir_all(path)
     }
 
-    fn read(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        match fs::read(path) {
-            Ok(bytes) => Ok(Some(bytes)),
+    fn open_read(&self, path: &Path) -> io::Result<Option<Box<dyn Read>>> {
+        match File::open(path) {
+            Ok(file) => Ok(Some(Box::new(file))),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err),
         }
@@ -140,6 +142,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// The whole file through [`FileSystem::open_read`], or `None`.
+    fn read(fs: &dyn FileSystem, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        let Some(mut file) = fs.open_read(path)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        Ok(Some(bytes))
+    }
+
     #[test]
     fn std_file_system_appends_replaces_and_reads_back() -> io::Result<()> {
         let dir = TempDir::new("fs");
@@ -147,7 +159,7 @@ pub(crate) mod tests {
         fs.create_dir_all(&dir.0)?;
         fs.create_dir_all(&dir.0)?; // idempotent
         let log = dir.0.join("log");
-        assert_eq!(fs.read(&log)?, None);
+        assert_eq!(read(&fs, &log)?, None);
 
         let mut file = fs.open_append(&log)?;
         file.append(b"one\n")?;
@@ -158,7 +170,7 @@ pub(crate) mod tests {
         file.append(b"three\n")?;
         file.sync()?;
         fs.sync_dir(&dir.0)?;
-        assert_eq!(fs.read(&log)?.as_deref(), Some(&b"one\ntwo\nthree\n"[..]));
+        assert_eq!(read(&fs, &log)?.as_deref(), Some(&b"one\ntwo\nthree\n"[..]));
 
         let tmp = dir.0.join("log.tmp");
         fs.create(&tmp)?.append(b"stale")?;
@@ -168,8 +180,8 @@ pub(crate) mod tests {
         drop(file);
         fs.rename(&tmp, &log)?;
         fs.sync_dir(&dir.0)?;
-        assert_eq!(fs.read(&log)?.as_deref(), Some(&b"snapshot\n"[..]));
-        assert_eq!(fs.read(&tmp)?, None);
+        assert_eq!(read(&fs, &log)?.as_deref(), Some(&b"snapshot\n"[..]));
+        assert_eq!(read(&fs, &tmp)?, None);
         Ok(())
     }
 }

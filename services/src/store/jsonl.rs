@@ -11,6 +11,9 @@
 //! directory. A crash at any point of that leaves either the old log or the
 //! new one.
 //!
+//! Loading reads each log as a stream, one line at a time, so a start needs
+//! memory for the live state and the longest line, never for a whole log.
+//!
 //! What a crash can leave behind, and what loading does about it:
 //! - a torn last line (no newline, or unreadable at the very end of the file):
 //!   the tail of a write that never completed, so never acknowledged. It is
@@ -30,26 +33,38 @@
 //! way compaction does, and only then reports success.
 
 use std::fmt;
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::codec;
 use super::fs::{AppendFile, FileSystem};
-use super::live::LiveState;
+use super::live::{Footprint, LiveState};
 use super::{Record, Recovered, Store, StoreError};
 
 /// [`JsonlStore::wants_compaction`] says yes once the logs hold more than
-/// `COMPACTION_RATIO × live + COMPACTION_MIN_SLACK` records, `live` being the
-/// records a snapshot would hold. The ratio bounds the disk space (and load
+/// `COMPACTION_RATIO × live + COMPACTION_MIN_SLACK` records, or more than
+/// `COMPACTION_RATIO × live + COMPACTION_MIN_SLACK_BYTES` bytes, `live` being
+/// what a snapshot would hold. The ratio bounds the disk space (and load
 /// time) spent on superseded records to about that factor; the slack keeps a
 /// small store from compacting over and over. At steady state (as many
 /// executions evicted as accepted) with `live` records held, a compaction
 /// comes after about `live + COMPACTION_MIN_SLACK` appended records (an
 /// execution appends about four) and writes `live` records: each record is
 /// written about twice in all.
+///
+/// Bytes count as well as records because records differ wildly in size: an
+/// acceptance carries its payload (up to megabytes), which a snapshot drops
+/// once the execution finished. By count alone, a few hundred large
+/// executions would grow the log by hundreds of megabytes between
+/// compactions.
 pub const COMPACTION_RATIO: u64 = 2;
 /// See [`COMPACTION_RATIO`].
 pub const COMPACTION_MIN_SLACK: u64 = 10_000;
+/// See [`COMPACTION_RATIO`]. A few times what [`COMPACTION_MIN_SLACK`]
+/// records of small payloads take, so that such logs still compact by count
+/// and only large payloads make compaction come sooner.
+pub const COMPACTION_MIN_SLACK_BYTES: u64 = 8 << 20;
 
 const FUNCTIONS_FILE: &str = "functions.jsonl";
 const EXECUTIONS_FILE: &str = "executions.jsonl";
@@ -81,15 +96,17 @@ struct Log {
     file: Option<Box<dyn AppendFile>>,
     /// Encoded records waiting for the next sync.
     buffer: Vec<u8>,
-    /// Records in the file plus those buffered.
-    records: u64,
+    /// What the file and the buffer hold.
+    size: Footprint,
 }
 
 /// What reading a log found.
 struct Scan {
-    records: u64,
-    /// When the last line was torn: the length of the file before it.
-    torn_at: Option<usize>,
+    /// The records read, and the bytes before a torn last line (all of them
+    /// when there is none).
+    size: Footprint,
+    /// The last line was torn: the file must be cut back to `size.bytes`.
+    torn: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -141,7 +158,7 @@ impl Log {
             tmp_path: dir.join(format!("{name}.tmp")),
             file: None,
             buffer: Vec::new(),
-            records: 0,
+            size: Footprint::default(),
         }
     }
 
@@ -173,7 +190,7 @@ impl Log {
     /// Replaces the file by a snapshot of the live state, unless it holds just
     /// that already (then it is only flushed).
     fn compact(&mut self, disk: &mut Disk, live: &LiveState) -> Result<(), StoreError> {
-        if self.file.is_some() && self.records == live_records(live, self.which) {
+        if self.file.is_some() && self.size == live_footprint(live, self.which) {
             return self.flush(disk, live);
         }
         self.rewrite(disk, live)
@@ -183,7 +200,8 @@ impl Log {
     /// whatever was buffered.
     fn rewrite(&mut self, disk: &mut Disk, live: &LiveState) -> Result<(), StoreError> {
         let which = self.which;
-        disk.replace(self, live_records(live, which), |out| match which {
+        let records = live_footprint(live, which).records;
+        disk.replace(self, records, |out| match which {
             Which::Functions => live
                 .functions()
                 .try_for_each(|function| out.record(&Record::Function(function.clone()))),
@@ -194,12 +212,20 @@ impl Log {
     }
 }
 
-/// How many records a snapshot of `which` holds.
-fn live_records(live: &LiveState, which: Which) -> u64 {
+/// What a snapshot of `which` takes.
+fn live_footprint(live: &LiveState, which: Which) -> Footprint {
     match which {
-        Which::Functions => live.functions().len() as u64,
-        Which::Executions => live.execution_snapshot_len(),
+        Which::Functions => live.function_snapshot_footprint(),
+        Which::Executions => live.execution_snapshot_footprint(),
     }
+}
+
+/// Whether logs of `logged` size have grown enough past a snapshot of `live`
+/// size to be worth compacting; see [`COMPACTION_RATIO`].
+fn outgrown(logged: Footprint, live: Footprint) -> bool {
+    let too_many = logged.records > COMPACTION_RATIO * live.records + COMPACTION_MIN_SLACK;
+    let too_big = logged.bytes > COMPACTION_RATIO * live.bytes + COMPACTION_MIN_SLACK_BYTES;
+    too_many || too_big
 }
 
 impl Disk {
@@ -222,9 +248,10 @@ impl Disk {
             file: &mut *file,
             path: tmp,
             pending: Vec::new(),
+            written: 0,
         };
         write(&mut chunks)?;
-        chunks.finish()?;
+        let bytes = chunks.finish()?;
         drop(file);
         // The old handle must not outlive the rename: depending on the
         // filesystem it would then write to the replaced file or the new one.
@@ -233,12 +260,29 @@ impl Disk {
             .map_err(|e| StoreError::io("rename into place", tmp, e))?;
         self.dir_unsynced = true;
         log.buffer.clear();
-        log.records = records;
+        log.size = Footprint { records, bytes };
         log.file = Some(
             fs.open_append(&log.path)
                 .map_err(|e| StoreError::io("open", &log.path, e))?,
         );
         Ok(())
+    }
+
+    /// Replaces `log`'s file by its first `clean.bytes` bytes (dropping a torn
+    /// last line), copied a piece at a time.
+    fn cut_back(&mut self, log: &mut Log, clean: Footprint) -> Result<(), StoreError> {
+        let path = log.path.clone();
+        let mut source = self
+            .fs
+            .open_read(&path)
+            .map_err(|e| StoreError::io("open", &path, e))?
+            .ok_or_else(|| {
+                let gone = io::Error::new(io::ErrorKind::NotFound, "the file vanished");
+                StoreError::io("open", &path, gone)
+            })?;
+        self.replace(log, clean.records, |out| {
+            out.copy(&mut *source, &path, clean.bytes)
+        })
     }
 
     fn sync_dir(&mut self) -> Result<(), StoreError> {
@@ -269,11 +313,16 @@ impl Disk {
 /// big as the live state, which is not worth holding in memory twice.
 const WRITE_CHUNK: usize = 1 << 20;
 
+/// Logs are read in pieces of this size.
+const READ_CHUNK: usize = 64 << 10;
+
 /// Writes a new file in large pieces, then syncs it.
 struct Chunks<'a> {
     file: &'a mut dyn AppendFile,
     path: &'a Path,
     pending: Vec<u8>,
+    /// Bytes handed to the file so far.
+    written: u64,
 }
 
 impl Chunks<'_> {
@@ -288,11 +337,36 @@ impl Chunks<'_> {
         Ok(())
     }
 
-    fn bytes(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Copies the first `len` bytes of `source` (read from `source_path`),
+    /// a piece at a time.
+    fn copy(
+        &mut self,
+        source: &mut dyn Read,
+        source_path: &Path,
+        len: u64,
+    ) -> Result<(), StoreError> {
         self.write_pending()?;
-        self.file
-            .append(bytes)
-            .map_err(|e| StoreError::io("write", self.path, e))
+        let mut source = source.take(len);
+        let mut piece = vec![0; WRITE_CHUNK];
+        let mut copied = 0;
+        loop {
+            let read = match source.read(&mut piece) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::io("read", source_path, e)),
+            };
+            self.append(&piece[..read])?;
+            copied += read as u64;
+        }
+        if copied < len {
+            let shrank = io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file shrank to {copied} bytes while {len} were being copied"),
+            );
+            return Err(StoreError::io("read", source_path, shrank));
+        }
+        Ok(())
     }
 
     fn write_pending(&mut self) -> Result<(), StoreError> {
@@ -300,68 +374,80 @@ impl Chunks<'_> {
             self.file
                 .append(&self.pending)
                 .map_err(|e| StoreError::io("write", self.path, e))?;
+            self.written += self.pending.len() as u64;
             self.pending.clear();
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(), StoreError> {
+    /// Writes `bytes` at once; anything pending must have been written first.
+    fn append(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.file
+            .append(bytes)
+            .map_err(|e| StoreError::io("write", self.path, e))?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Syncs the file; the bytes it holds.
+    fn finish(mut self) -> Result<u64, StoreError> {
         self.write_pending()?;
         self.file
             .sync()
-            .map_err(|e| StoreError::io("sync", self.path, e))
+            .map_err(|e| StoreError::io("sync", self.path, e))?;
+        Ok(self.written)
     }
 }
 
-/// Reads a log into `live`. See the module documentation for what counts as
-/// torn and what as corrupt.
+/// Reads a log into `live`, a line at a time. See the module documentation
+/// for what counts as torn and what as corrupt.
 fn scan(
     path: &Path,
-    bytes: &[u8],
+    file: Box<dyn Read>,
     live: &mut LiveState,
     warnings: &mut Vec<String>,
 ) -> Result<Scan, StoreError> {
-    let mut records = 0;
-    let mut start = 0;
+    let mut reader = BufReader::with_capacity(READ_CHUNK, file);
+    let read_error = |e| StoreError::io("read", path, e);
+    // Reused from line to line; grows to the longest line, which a payload
+    // limit bounds.
+    let mut line = Vec::new();
+    let mut size = Footprint::default();
     let mut number = 0;
-    while start < bytes.len() {
+    loop {
+        line.clear();
+        let length = reader.read_until(b'\n', &mut line).map_err(read_error)?;
+        if length == 0 {
+            return Ok(Scan { size, torn: false });
+        }
         number += 1;
-        let rest = &bytes[start..];
-        let Some(length) = rest.iter().position(|&b| b == b'\n') else {
+        let Some(content) = line.strip_suffix(b"\n") else {
             warnings.push(format!(
-                "{}:{number}: skipped a torn last line ({} bytes, no newline): \
+                "{}:{number}: skipped a torn last line ({length} bytes, no newline): \
                  a write cut short by a crash",
                 path.display(),
-                rest.len()
             ));
-            return Ok(Scan {
-                records,
-                torn_at: Some(start),
-            });
+            return Ok(Scan { size, torn: true });
         };
-        let line = &rest[..length];
-        let end = start + length + 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            start = end; // blank lines hold nothing (a hand-edited file)
+        if content.iter().all(u8::is_ascii_whitespace) {
+            // Blank lines hold nothing (a hand-edited file).
+            size.bytes += length as u64;
             continue;
         }
-        match codec::decode(line) {
+        match codec::decode(content) {
             Ok(record) => {
-                records += 1;
-                if let Err(ignored) = live.apply(&record) {
+                size += Footprint::line(length as u64);
+                if let Err(ignored) = live.apply_line(&record, length as u64) {
                     warnings.push(format!("{}:{number}: {ignored}", path.display()));
                 }
             }
-            Err(problem) if end == bytes.len() => {
+            Err(problem) if at_end(&mut reader).map_err(read_error)? => {
                 warnings.push(format!(
                     "{}:{number}: skipped an unreadable last line ({problem}): \
                      a write cut short by a crash",
                     path.display()
                 ));
-                return Ok(Scan {
-                    records,
-                    torn_at: Some(start),
-                });
+                return Ok(Scan { size, torn: true });
             }
             Err(problem) => {
                 return Err(StoreError::Corrupt {
@@ -371,12 +457,18 @@ fn scan(
                 });
             }
         }
-        start = end;
     }
-    Ok(Scan {
-        records,
-        torn_at: None,
-    })
+}
+
+/// Whether nothing follows what was read so far.
+fn at_end(reader: &mut impl BufRead) -> io::Result<bool> {
+    loop {
+        match reader.fill_buf() {
+            Ok(rest) => return Ok(rest.is_empty()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 impl Store for JsonlStore {
@@ -390,34 +482,28 @@ impl Store for JsonlStore {
         let mut warnings = Vec::new();
         let mut found = Vec::with_capacity(2);
         for log in [&self.functions, &self.executions] {
-            let bytes = self
+            let file = self
                 .disk
                 .fs
-                .read(&log.path)
-                .map_err(|e| StoreError::io("read", &log.path, e))?;
-            let scan = scan(
-                &log.path,
-                bytes.as_deref().unwrap_or_default(),
-                &mut live,
-                &mut warnings,
-            )?;
-            found.push((bytes, scan));
+                .open_read(&log.path)
+                .map_err(|e| StoreError::io("open", &log.path, e))?;
+            let scan = match file {
+                Some(file) => Some(scan(&log.path, file, &mut live, &mut warnings)?),
+                None => None,
+            };
+            found.push(scan);
         }
 
         let mut created = false;
-        for (log, (bytes, scan)) in [&mut self.functions, &mut self.executions]
+        for (log, scan) in [&mut self.functions, &mut self.executions]
             .into_iter()
             .zip(found)
         {
-            match (bytes, scan.torn_at) {
-                (Some(bytes), Some(clean)) => {
-                    let clean = &bytes[..clean];
-                    self.disk
-                        .replace(log, scan.records, |out| out.bytes(clean))?;
-                }
-                (bytes, _) => {
-                    created |= bytes.is_none();
-                    log.records = scan.records;
+            match scan {
+                Some(Scan { size, torn: true }) => self.disk.cut_back(log, size)?,
+                scan => {
+                    created |= scan.is_none();
+                    log.size = scan.map_or_else(Footprint::default, |scan| scan.size);
                     log.file = Some(
                         self.disk
                             .fs
@@ -458,8 +544,9 @@ impl Store for JsonlStore {
                 source,
             });
         }
-        match self.live.apply(record) {
-            Ok(()) => log.records += 1,
+        let length = (log.buffer.len() - mark) as u64;
+        match self.live.apply_line(record, length) {
+            Ok(()) => log.size += Footprint::line(length),
             Err(ignored) => {
                 // It would be skipped on load anyway; keep it off the disk.
                 log.buffer.truncate(mark);
@@ -479,10 +566,10 @@ impl Store for JsonlStore {
     }
 
     fn wants_compaction(&self) -> bool {
-        let logged = self.functions.records + self.executions.records;
-        let live = live_records(&self.live, Which::Functions)
-            + live_records(&self.live, Which::Executions);
-        logged > COMPACTION_RATIO * live + COMPACTION_MIN_SLACK
+        let logged = self.functions.size + self.executions.size;
+        let live = live_footprint(&self.live, Which::Functions)
+            + live_footprint(&self.live, Which::Executions);
+        outgrown(logged, live)
     }
 
     fn compact(&mut self) -> Result<(), StoreError> {
@@ -499,8 +586,8 @@ impl fmt::Debug for JsonlStore {
         f.debug_struct("JsonlStore")
             .field("data_dir", &self.disk.dir)
             .field("loaded", &self.loaded)
-            .field("function_records", &self.functions.records)
-            .field("execution_records", &self.executions.records)
+            .field("function_log", &self.functions.size)
+            .field("execution_log", &self.executions.size)
             .field(
                 "buffered_bytes",
                 &(self.functions.buffer.len() + self.executions.buffer.len()),

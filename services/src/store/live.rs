@@ -6,37 +6,119 @@
 //! the snapshot made from it always load to the same thing. It is also where the
 //! rules for records that change nothing live (see [`Record`]): one place, so
 //! the JSON Lines store, the memory store and the tests agree.
+//!
+//! A finished execution drops its payload: the payload is what a worker runs,
+//! and nothing runs or shows it after the end, while retention may keep a
+//! finished execution around for a long time. So a snapshot writes finished
+//! executions without their payload, and a log loads to the same state.
+//!
+//! The state also keeps the size of its own snapshot, in records and (when fed
+//! through [`LiveState::apply_line`]) in bytes, so that deciding whether a log
+//! is worth compacting costs nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::{Add, AddAssign, Sub, SubAssign};
 
+use bytes::Bytes;
 use taskforge_core::ExecutionId;
 
+use super::codec;
 use super::{ExecutionRecord, FinishedRecord, FunctionRecord, Record, RecoveredExecution};
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LiveState {
     /// Keyed by registration sequence, so iteration is registration order and
     /// a deletion is a removal.
-    functions: BTreeMap<u64, FunctionRecord>,
+    functions: BTreeMap<u64, LiveFunction>,
     function_slots: HashMap<String, u64>,
     next_function: u64,
+    /// Bytes of the function records a snapshot holds.
+    function_bytes: u64,
     /// Keyed by acceptance sequence, so iteration is acceptance order and an
     /// eviction is a removal, not a tombstone.
     executions: BTreeMap<u64, LiveExecution>,
     sequence_of: HashMap<ExecutionId, u64>,
     next_sequence: u64,
-    /// Execution records a snapshot of this state holds; kept as we go so
-    /// that deciding whether to compact costs nothing.
-    execution_snapshot_len: u64,
+    /// What the execution records of a snapshot of this state take; kept as
+    /// we go so that deciding whether to compact costs nothing.
+    execution_footprint: Footprint,
+}
+
+/// How much room a run of lines takes: what compaction weighs a log against
+/// the snapshot that would replace it by. Records alone are not enough: a few
+/// records can carry megabytes of payload.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Footprint {
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Footprint {
+    /// One line of `bytes` bytes, newline included.
+    pub(crate) fn line(bytes: u64) -> Footprint {
+        Footprint { records: 1, bytes }
+    }
+}
+
+impl Add for Footprint {
+    type Output = Footprint;
+
+    fn add(self, other: Footprint) -> Footprint {
+        Footprint {
+            records: self.records + other.records,
+            bytes: self.bytes + other.bytes,
+        }
+    }
+}
+
+impl AddAssign for Footprint {
+    fn add_assign(&mut self, other: Footprint) {
+        *self = *self + other;
+    }
+}
+
+impl Sub for Footprint {
+    type Output = Footprint;
+
+    fn sub(self, other: Footprint) -> Footprint {
+        Footprint {
+            records: self.records - other.records,
+            bytes: self.bytes - other.bytes,
+        }
+    }
+}
+
+impl SubAssign for Footprint {
+    fn sub_assign(&mut self, other: Footprint) {
+        *self = *self - other;
+    }
+}
+
+#[derive(Clone, Debug)]
+struct LiveFunction {
+    record: FunctionRecord,
+    /// The length of its line in a snapshot; 0 when not sized.
+    line_bytes: u64,
 }
 
 #[derive(Clone, Debug)]
 struct LiveExecution {
+    /// Its payload is empty once the execution finished.
     record: ExecutionRecord,
     /// The latest start; a snapshot keeps only this one.
     last_start: Option<Start>,
     finished: Option<FinishedRecord>,
+    /// The lengths of its lines in a snapshot; 0 when not sized.
+    lines: LineBytes,
+}
+
+/// The length of each line a snapshot writes for one execution.
+#[derive(Clone, Copy, Debug, Default)]
+struct LineBytes {
+    accepted: u64,
+    started: u64,
+    finished: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -47,8 +129,13 @@ struct Start {
 }
 
 impl LiveExecution {
-    fn snapshot_len(&self) -> u64 {
-        1 + u64::from(self.last_start.is_some()) + u64::from(self.finished.is_some())
+    fn footprint(&self) -> Footprint {
+        let records = 1 + u64::from(self.last_start.is_some()) + u64::from(self.finished.is_some());
+        let lines = self.lines;
+        Footprint {
+            records,
+            bytes: lines.accepted + lines.started + lines.finished,
+        }
     }
 }
 
@@ -103,7 +190,8 @@ impl fmt::Display for Ignored {
 
 impl LiveState {
     /// Folds one record in, or says why it changes nothing (and leaves the
-    /// state as it was).
+    /// state as it was). Keeps the snapshot's size in records only; see
+    /// [`apply_line`](Self::apply_line).
     pub(crate) fn apply(&mut self, record: &Record) -> Result<(), Ignored> {
         match record {
             Record::Function(function) => {
@@ -115,7 +203,9 @@ impl LiveState {
                     .function_slots
                     .remove(function_id)
                     .ok_or_else(|| Ignored::UnknownFunction(function_id.clone()))?;
-                self.functions.remove(&slot);
+                if let Some(function) = self.functions.remove(&slot) {
+                    self.function_bytes -= function.line_bytes;
+                }
                 Ok(())
             }
             Record::Accepted(execution) => self.accept(execution),
@@ -143,7 +233,7 @@ impl LiveState {
                     worker_id: worker_id.clone(),
                     started_at_us: *started_at_us,
                 });
-                self.execution_snapshot_len += u64::from(first);
+                self.execution_footprint.records += u64::from(first);
                 Ok(())
             }
             Record::Finished { id, finished } => {
@@ -152,7 +242,10 @@ impl LiveState {
                     return Err(Ignored::AlreadyFinished(*id));
                 }
                 execution.finished = Some(finished.clone());
-                self.execution_snapshot_len += 1;
+                // Nothing runs or shows the payload after the end, and a
+                // finished execution may be retained for long.
+                execution.record.payload = Bytes::new();
+                self.execution_footprint.records += 1;
                 Ok(())
             }
             Record::Evicted { id } => {
@@ -164,25 +257,91 @@ impl LiveState {
                         id: *id,
                     })?;
                 if let Some(execution) = self.executions.remove(&sequence) {
-                    self.execution_snapshot_len -= execution.snapshot_len();
+                    self.execution_footprint -= execution.footprint();
                 }
                 Ok(())
             }
         }
     }
 
+    /// As [`apply`](Self::apply), and also keeps the snapshot's size in bytes:
+    /// `line_bytes` is the length of `record`'s line, newline included. The
+    /// JSON Lines store has that length at hand (it just encoded or read the
+    /// line), which is what keeps sizing cheap.
+    pub(crate) fn apply_line(&mut self, record: &Record, line_bytes: u64) -> Result<(), Ignored> {
+        self.apply(record)?;
+        self.size_line(record, line_bytes);
+        Ok(())
+    }
+
+    /// Records the length of the line of `record`, just applied, as the length
+    /// of the snapshot line it stands for. Removals need nothing here: `apply`
+    /// takes away what the removed records were sized at.
+    fn size_line(&mut self, record: &Record, line_bytes: u64) {
+        match record {
+            Record::Function(function) => {
+                let Some(live) = self
+                    .function_slots
+                    .get(&function.function_id)
+                    .and_then(|slot| self.functions.get_mut(slot))
+                else {
+                    return;
+                };
+                self.function_bytes = self.function_bytes - live.line_bytes + line_bytes;
+                live.line_bytes = line_bytes;
+            }
+            Record::Accepted(execution) => {
+                self.resize_execution(execution.id, |live| live.lines.accepted = line_bytes);
+            }
+            Record::Started { id, .. } => {
+                // Replaces the older start, which a snapshot no longer holds.
+                self.resize_execution(*id, |live| live.lines.started = line_bytes);
+            }
+            Record::Finished { id, .. } => self.resize_execution(*id, |live| {
+                live.lines.finished = line_bytes;
+                // The acceptance is now written without its payload. Encoding
+                // it again costs little, as the payload is gone; should it
+                // fail, the old length only overstates the snapshot.
+                let accepted = Record::Accepted(live.record.clone());
+                if let Ok(bytes) = codec::encoded_len(&accepted) {
+                    live.lines.accepted = bytes;
+                }
+            }),
+            Record::FunctionDeleted { .. } | Record::Evicted { .. } => {}
+        }
+    }
+
+    /// Changes the line lengths of execution `id`, keeping the total in step.
+    fn resize_execution(&mut self, id: ExecutionId, change: impl FnOnce(&mut LiveExecution)) {
+        let Some(execution) = self.live_execution(id) else {
+            return;
+        };
+        let before = execution.footprint().bytes;
+        change(execution);
+        let after = execution.footprint().bytes;
+        self.execution_footprint.bytes = self.execution_footprint.bytes - before + after;
+    }
+
     fn register(&mut self, function: &FunctionRecord) {
-        let slot = match self.function_slots.get(&function.function_id) {
-            Some(&slot) => slot,
+        match self.function_slots.get(&function.function_id) {
+            // Replaced in place; its size is updated by `size_line`.
+            Some(slot) => {
+                if let Some(live) = self.functions.get_mut(slot) {
+                    live.record = function.clone();
+                }
+            }
             None => {
                 let slot = self.next_function;
                 self.next_function += 1;
                 self.function_slots
                     .insert(function.function_id.clone(), slot);
-                slot
+                let live = LiveFunction {
+                    record: function.clone(),
+                    line_bytes: 0,
+                };
+                self.functions.insert(slot, live);
             }
-        };
-        self.functions.insert(slot, function.clone());
+        }
     }
 
     fn accept(&mut self, execution: &ExecutionRecord) -> Result<(), Ignored> {
@@ -198,9 +357,10 @@ impl LiveState {
                 record: execution.clone(),
                 last_start: None,
                 finished: None,
+                lines: LineBytes::default(),
             },
         );
-        self.execution_snapshot_len += 1;
+        self.execution_footprint.records += 1;
         Ok(())
     }
 
@@ -209,20 +369,42 @@ impl LiveState {
         kind: &'static str,
         id: ExecutionId,
     ) -> Result<&mut LiveExecution, Ignored> {
-        self.sequence_of
-            .get(&id)
-            .and_then(|sequence| self.executions.get_mut(sequence))
+        self.live_execution(id)
             .ok_or(Ignored::UnknownExecution { kind, id })
+    }
+
+    fn live_execution(&mut self, id: ExecutionId) -> Option<&mut LiveExecution> {
+        let sequence = self.sequence_of.get(&id)?;
+        self.executions.get_mut(sequence)
     }
 
     /// Functions in registration order; a snapshot holds one record each.
     pub(crate) fn functions(&self) -> impl ExactSizeIterator<Item = &FunctionRecord> {
-        self.functions.values()
+        self.functions.values().map(|live| &live.record)
     }
 
-    /// How many records [`execution_snapshot`](Self::execution_snapshot) yields.
-    pub(crate) fn execution_snapshot_len(&self) -> u64 {
-        self.execution_snapshot_len
+    /// What a snapshot of [`functions`](Self::functions) takes (bytes only as
+    /// far as records came through [`apply_line`](Self::apply_line)).
+    pub(crate) fn function_snapshot_footprint(&self) -> Footprint {
+        Footprint {
+            records: self.functions.len() as u64,
+            bytes: self.function_bytes,
+        }
+    }
+
+    /// What [`execution_snapshot`](Self::execution_snapshot) takes (bytes
+    /// only as far as records came through [`apply_line`](Self::apply_line)).
+    pub(crate) fn execution_snapshot_footprint(&self) -> Footprint {
+        self.execution_footprint
+    }
+
+    /// Payload bytes held, to check that finished executions hold none.
+    #[cfg(test)]
+    pub(crate) fn held_payload_bytes(&self) -> usize {
+        self.executions
+            .values()
+            .map(|execution| execution.record.payload.len())
+            .sum()
     }
 
     /// Executions in acceptance order, as `load` reports them.
@@ -264,15 +446,18 @@ impl LiveState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use taskforge_core::{Policy, Terminal};
 
     fn accepted(id: u64) -> Record {
+        accepted_with(id, Bytes::new())
+    }
+
+    fn accepted_with(id: u64, payload: Bytes) -> Record {
         Record::Accepted(ExecutionRecord {
             idempotency: None,
             id: ExecutionId(id),
             function_id: "f".into(),
-            payload: Bytes::new(),
+            payload,
             policy: Policy::default(),
             created_at_us: 0,
         })
@@ -320,6 +505,28 @@ mod tests {
         live
     }
 
+    fn line_len(record: &Record) -> u64 {
+        let mut line = Vec::new();
+        codec::encode(record, &mut line).expect("records always encode");
+        line.len() as u64
+    }
+
+    /// As the JSON Lines store loads: sized by the lines' lengths.
+    fn load_lines(records: &[Record]) -> LiveState {
+        let mut live = LiveState::default();
+        for record in records {
+            let _ = live.apply_line(record, line_len(record));
+        }
+        live
+    }
+
+    fn footprint_of(records: impl IntoIterator<Item = Record>) -> Footprint {
+        records
+            .into_iter()
+            .map(|record| Footprint::line(line_len(&record)))
+            .fold(Footprint::default(), Footprint::add)
+    }
+
     #[test]
     fn records_that_change_nothing_are_refused_and_leave_the_state_alone() {
         let mut live = load(&[accepted(1), started(1, 2), finished(1)]);
@@ -357,10 +564,10 @@ mod tests {
     #[test]
     fn eviction_forgets_an_execution_and_its_id_can_be_accepted_again() {
         let mut live = load(&[accepted(1), accepted(2), started(1, 1), finished(1)]);
-        assert_eq!(live.execution_snapshot_len(), 4);
+        assert_eq!(live.execution_snapshot_footprint().records, 4);
         live.apply(&Record::Evicted { id: ExecutionId(1) })
             .expect("1 is known");
-        assert_eq!(live.execution_snapshot_len(), 1);
+        assert_eq!(live.execution_snapshot_footprint().records, 1);
         assert_eq!(
             live.apply(&finished(1)),
             Err(Ignored::UnknownExecution {
@@ -389,6 +596,59 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_execution_holds_no_payload_and_a_pending_one_keeps_it() {
+        let payload = Bytes::from(vec![b'x'; 1 << 20]);
+        let mut records = Vec::new();
+        for id in 0..300 {
+            records.push(accepted_with(id, payload.clone()));
+            if id >= 10 {
+                records.push(finished(id));
+            }
+        }
+        let live = load(&records);
+        assert_eq!(live.held_payload_bytes(), 10 * payload.len());
+        for execution in live.recovered_executions() {
+            match execution.finished {
+                Some(_) => assert!(execution.record.payload.is_empty()),
+                None => assert_eq!(execution.record.payload, payload),
+            }
+        }
+        // And a snapshot, written without those payloads, loads the same.
+        let snapshot: Vec<_> = live.execution_snapshot().collect();
+        assert_eq!(
+            load(&snapshot).recovered_executions(),
+            live.recovered_executions()
+        );
+    }
+
+    #[test]
+    fn the_snapshot_footprint_is_what_the_snapshot_takes() {
+        let live = load_lines(&[
+            function("a", "one"),
+            function("b", "two"),
+            function("a", "a longer name than before"),
+            Record::FunctionDeleted {
+                function_id: "b".into(),
+            },
+            accepted_with(1, Bytes::from_static(b"a payload dropped at the end")),
+            started(1, 1),
+            started(1, 2),
+            accepted_with(2, Bytes::from_static(b"kept while pending")),
+            started(2, 1),
+            finished(1),
+            accepted(3),
+            finished(3),
+            Record::Evicted { id: ExecutionId(3) },
+        ]);
+        let functions = live.functions().cloned().map(Record::Function);
+        assert_eq!(live.function_snapshot_footprint(), footprint_of(functions));
+        assert_eq!(
+            live.execution_snapshot_footprint(),
+            footprint_of(live.execution_snapshot())
+        );
+    }
+
+    #[test]
     fn a_snapshot_loads_back_to_the_same_state() {
         let live = load(&[
             accepted(1),
@@ -400,7 +660,10 @@ mod tests {
             Record::Evicted { id: ExecutionId(2) },
         ]);
         let snapshot: Vec<_> = live.execution_snapshot().collect();
-        assert_eq!(snapshot.len() as u64, live.execution_snapshot_len());
+        assert_eq!(
+            snapshot.len() as u64,
+            live.execution_snapshot_footprint().records
+        );
         assert_eq!(snapshot, [accepted(1), started(1, 2), accepted(3)]);
         assert_eq!(
             load(&snapshot).recovered_executions(),

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use taskforge_core::{ExecutionId, Policy, Terminal};
 
 pub use fs::{AppendFile, FileSystem, StdFileSystem};
-pub use jsonl::{COMPACTION_MIN_SLACK, COMPACTION_RATIO, JsonlStore};
+pub use jsonl::{COMPACTION_MIN_SLACK, COMPACTION_MIN_SLACK_BYTES, COMPACTION_RATIO, JsonlStore};
 pub use memory::MemoryStore;
 
 /// A registered function. Ids are chosen by the caller; a later record with the
@@ -126,6 +126,8 @@ pub enum Record {
 /// An execution read back at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveredExecution {
+    /// The payload is empty once the execution finished: nothing runs or
+    /// shows it after the end, so the store neither holds nor keeps it.
     pub record: ExecutionRecord,
     /// The highest attempt recorded as started; 0 if it never started. Attempts
     /// of an unfinished execution were lost with the restart.
@@ -167,7 +169,7 @@ pub trait Store: Send + 'static {
     fn wants_compaction(&self) -> bool;
 
     /// Rewrites the log as a snapshot of the live records, dropping evicted
-    /// executions and superseded records. Also makes everything appended so far
+    /// executions, superseded records and the payloads of finished executions. Also makes everything appended so far
     /// durable, as `sync` does.
     fn compact(&mut self) -> Result<(), StoreError>;
 }

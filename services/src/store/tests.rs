@@ -134,6 +134,7 @@ fn every_kind() -> Vec<Record> {
         }),
         accepted(4, b"line one\nline \"two\"\t\\"),
         accepted(5, b"evicted soon"),
+        accepted(6, &[0xc3, 0x28, b'\n']),
         started(1, 1),
         started(2, 1),
         started(2, 2),
@@ -176,16 +177,17 @@ fn expected_every_kind() -> (Vec<FunctionRecord>, Vec<RecoveredExecution>) {
     let Record::Function(g) = function("g", &[0xde, 0xad, 0xbe, 0xef]) else {
         unreachable!()
     };
+    // Finished executions come back without their payload.
     let executions = vec![
         recovered(
-            execution(1, br#"{"name":"Ada","a":1,"b":2}"#),
+            execution(1, b""),
             1,
             Some(Terminal::Completed {
                 output: Bytes::from_static(&[0x80, 0x81]),
             }),
         ),
         recovered(
-            execution(2, &[0xff, 0xfe, 0x00, b'\n']),
+            execution(2, b""),
             2,
             Some(Terminal::Failed {
                 error: "worker lost 3 times".into(),
@@ -194,6 +196,7 @@ fn expected_every_kind() -> (Vec<FunctionRecord>, Vec<RecoveredExecution>) {
         ),
         recovered(third.clone(), 0, Some(Terminal::Cancelled)),
         recovered(execution(4, b"line one\nline \"two\"\t\\"), 0, None),
+        recovered(execution(6, &[0xc3, 0x28, b'\n']), 0, None),
     ];
     (vec![f, g], executions)
 }
@@ -401,6 +404,135 @@ fn a_snapshot_larger_than_a_write_chunk_is_written_whole() -> Result<(), StoreEr
     let (_, recovered) = reload(&fs)?;
     assert_eq!(ids(&recovered), [4, 5, 6, 7]); // 1.2 MB in four lines
     assert!(recovered.executions.iter().all(|e| e.record.payload == big));
+    Ok(())
+}
+
+fn log_size(fs: &CrashFs) -> u64 {
+    let log = fs.read(&executions_log()).ok().flatten();
+    log.map_or(0, |bytes| bytes.len() as u64)
+}
+
+/// Appends, syncs and compacts when asked to, as the scheduler's committer
+/// does.
+fn commit(store: &mut JsonlStore, records: &[Record]) -> Result<(), StoreError> {
+    append_all(store, records)?;
+    store.sync()?;
+    if store.wants_compaction() {
+        store.compact()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn large_payloads_make_the_log_compact_by_bytes() -> Result<(), StoreError> {
+    // The audit's case: failed executions with 1 MiB payloads, ten retained.
+    // By record count the log never compacts (four records an execution);
+    // by bytes it stays near the slack, as the live state holds no payload.
+    let fs = CrashFs::new();
+    let (mut store, _) = reload(&fs)?;
+    let big = vec![b'x'; 1 << 20];
+    let failed = || Terminal::Failed {
+        error: "boom".into(),
+        output: Bytes::from_static(b"partial"),
+    };
+    let bound = COMPACTION_MIN_SLACK_BYTES + (64 << 10);
+    for id in 0..300 {
+        let mut records = vec![accepted(id, &big), started(id, 1), finished(id, failed())];
+        if id >= 10 {
+            records.push(evicted(id - 10));
+        }
+        commit(&mut store, &records)?;
+        let size = log_size(&fs);
+        assert!(size <= bound, "after {id}: {size} bytes in the log");
+    }
+    // Pending executions keep their payload through compaction and restart.
+    commit(&mut store, &[accepted(500, &big), accepted(501, b"small")])?;
+    store.compact()?;
+    drop(store);
+
+    let (_, recovered) = reload(&fs)?;
+    assert_eq!(recovered.warnings, Vec::<String>::new());
+    assert_eq!(
+        ids(&recovered),
+        (290..300).chain([500, 501]).collect::<Vec<_>>()
+    );
+    for execution in &recovered.executions {
+        let expected: &[u8] = match execution.record.id.0 {
+            500 => &big,
+            501 => b"small",
+            _ => b"",
+        };
+        assert_eq!(execution.record.payload, expected);
+    }
+    assert!(log_size(&fs) < (2 << 20) + (16 << 10), "{}", log_size(&fs));
+    Ok(())
+}
+
+#[test]
+fn compaction_drops_the_payloads_of_finished_executions() -> Result<(), StoreError> {
+    // As many records as a snapshot holds, yet far more bytes: compaction
+    // must not take the log for a snapshot already.
+    let fs = CrashFs::new();
+    let (mut store, _) = reload(&fs)?;
+    let big = vec![b'z'; 256 << 10];
+    append_all(
+        &mut store,
+        &[accepted(1, &big), finished(1, Terminal::Cancelled)],
+    )?;
+    store.sync()?;
+    store.compact()?;
+    let log = fs
+        .read(&executions_log())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    assert!(log.len() < 1 << 10, "{} bytes", log.len());
+    drop(store);
+    let (_, recovered) = reload(&fs)?;
+    assert_eq!(ids(&recovered), [1]);
+    assert_eq!(recovered.executions[0].record.payload, Bytes::new());
+    Ok(())
+}
+
+#[test]
+fn a_log_is_read_in_pieces_and_a_torn_tail_is_cut_back() -> Result<(), StoreError> {
+    let fs = CrashFs::new();
+    let (mut store, _) = reload(&fs)?;
+    let big = vec![b'y'; 512 << 10];
+    for id in 0..24 {
+        store.append(&accepted(id, &big))?;
+    }
+    store.sync()?;
+    drop(store);
+    let clean = fs
+        .read(&executions_log())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    assert!(clean.len() > 12 << 20);
+    fs.append_durably(&executions_log(), br#"{"type":"accepted","id":"0000"#);
+
+    let (_, recovered) = reload(&fs)?;
+    // Neither reading the log nor cutting off its torn tail took it whole.
+    assert!(fs.largest_read() <= 1 << 20, "{}", fs.largest_read());
+    assert_eq!(recovered.warnings.len(), 1, "{:?}", recovered.warnings);
+    assert!(
+        recovered.warnings[0].starts_with("/data/executions.jsonl:25: skipped a torn last line"),
+        "{}",
+        recovered.warnings[0]
+    );
+    assert_eq!(ids(&recovered), (0..24).collect::<Vec<_>>());
+    assert!(recovered.executions.iter().all(|e| e.record.payload == big));
+    assert_eq!(
+        fs.read(&executions_log()).ok().flatten(),
+        Some(clean),
+        "cut back to exactly the lines before the torn one"
+    );
+
+    fs.crash(0);
+    let (_, again) = reload(&fs)?;
+    assert_eq!(again.warnings, Vec::<String>::new());
+    assert_eq!(again.executions, recovered.executions);
     Ok(())
 }
 
