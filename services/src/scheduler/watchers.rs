@@ -146,12 +146,14 @@ mod tests {
     fn dead_watches_are_dropped_when_another_is_added() {
         let mut watchers = Watchers::new(3, 100);
         let id = ExecutionId(1);
+        let mut receivers = Vec::new();
         for _ in 0..3 {
             let (tx, rx) = mpsc::unbounded_channel();
             watchers.add(id, tx).unwrap();
-            drop(rx);
+            receivers.push(rx);
         }
         assert_eq!(watchers.len(), 3);
+        drop(receivers);
         // All three are dead: a fourth fits under the per-execution limit of 3.
         let (tx, _rx) = mpsc::unbounded_channel();
         watchers.add(id, tx).unwrap();
