@@ -130,7 +130,8 @@ impl Cluster {
                 }
             }));
         }
-        let client = SchedulerServiceClient::new(net::connect_lazy(&address, &config.channel)?);
+        let client = SchedulerServiceClient::new(net::connect_lazy(&address, &config.channel)?)
+            .max_decoding_message_size(net::FROM_SCHEDULER_LIMIT);
         let router = gateway::router(client, config.gateway.clone());
         let stop = stopped(edge_stop);
         edge.push(tokio::spawn(async move {

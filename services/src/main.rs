@@ -118,10 +118,10 @@ struct SchedulerTuning {
     #[arg(long, env = "TASKFORGE_RETENTION_COUNT", default_value_t = 1_000_000)]
     retention_count: usize,
     /// Largest payload (and output) accepted, in bytes.
-    #[arg(long, env = "TASKFORGE_MAX_PAYLOAD_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "TASKFORGE_MAX_PAYLOAD_BYTES", default_value_t = 1 << 20, value_parser = blob_limit)]
     max_payload_bytes: usize,
     /// Largest code a function may be registered with, in bytes.
-    #[arg(long, env = "TASKFORGE_MAX_CODE_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "TASKFORGE_MAX_CODE_BYTES", default_value_t = 1 << 20, value_parser = blob_limit)]
     max_code_bytes: usize,
     /// Attempts in a row a worker may leave unanswered (timed out by the
     /// scheduler) before it gets no new work until it answers.
@@ -147,6 +147,10 @@ struct WorkerArgs {
     /// How often to send a heartbeat.
     #[arg(long, env = "TASKFORGE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = duration)]
     heartbeat_interval: Duration,
+    /// Largest output reported, in bytes; a larger one fails its execution.
+    /// Keep it at the scheduler's --max-payload-bytes.
+    #[arg(long, env = "TASKFORGE_MAX_OUTPUT_BYTES", default_value_t = 1 << 20, value_parser = blob_limit)]
+    max_output_bytes: usize,
 }
 
 #[derive(Args, Debug)]
@@ -173,6 +177,19 @@ struct GatewayTuning {
     /// When set, requests need `Authorization: Bearer <token>` (except /health and /ready).
     #[arg(long, env = "TASKFORGE_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+}
+
+/// Limits on payloads, outputs and code: 1 byte to 32 MiB, so every message
+/// stays under what workers and the gateway read (`net::FROM_SCHEDULER_LIMIT`).
+fn blob_limit(text: &str) -> Result<usize, String> {
+    const MAX: usize = 32 << 20;
+    let bytes: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    if bytes == 0 || bytes > MAX {
+        return Err(format!("{bytes} is not between 1 and {MAX} bytes (32 MiB)"));
+    }
+    Ok(bytes)
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -284,7 +301,10 @@ async fn up(args: UpArgs) -> Result<(), String> {
         scheduler: args.tuning.options(),
         gateway: args.gateway.config(),
         channel: ChannelConfig::default(),
-        worker: WorkerConfig::new("worker", args.pool),
+        worker: WorkerConfig {
+            max_output_bytes: args.tuning.max_payload_bytes,
+            ..WorkerConfig::new("worker", args.pool)
+        },
     };
     let cluster = Cluster::start(config)
         .await
@@ -332,6 +352,7 @@ async fn run_worker(args: WorkerArgs) -> Result<(), String> {
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
     let config = WorkerConfig {
         heartbeat_interval: args.heartbeat_interval,
+        max_output_bytes: args.max_output_bytes,
         seed: id_seed(),
         ..WorkerConfig::new(id, args.pool)
     };
@@ -343,7 +364,9 @@ async fn run_worker(args: WorkerArgs) -> Result<(), String> {
 async fn run_gateway(args: GatewayArgs) -> Result<(), String> {
     let channel =
         net::connect_lazy(&args.scheduler, &ChannelConfig::default()).map_err(|e| e.to_string())?;
-    let router = gateway::router(SchedulerServiceClient::new(channel), args.gateway.config());
+    let client =
+        SchedulerServiceClient::new(channel).max_decoding_message_size(net::FROM_SCHEDULER_LIMIT);
+    let router = gateway::router(client, args.gateway.config());
     let listener = TcpListener::bind(args.http)
         .await
         .map_err(|error| format!("could not listen on {}: {error}", args.http))?;

@@ -13,6 +13,12 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
+/// Largest message a worker or the gateway reads from the scheduler. The
+/// scheduler is a trusted peer that enforces its own, smaller limit (its
+/// largest payload, output or code plus 64 KiB); this only has to be above
+/// anything it may be configured to send (see the binary's flag ranges).
+pub const FROM_SCHEDULER_LIMIT: usize = 64 << 20;
+
 /// Timeouts for a channel to the scheduler.
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelConfig {

@@ -65,6 +65,11 @@ pub struct WorkerConfig {
     pub handshake_timeout: Duration,
     /// Start-to-close limit for requests that carry none (`timeout_ms == 0`).
     pub default_timeout: Duration,
+    /// Largest output reported; a larger one fails its execution instead of
+    /// making a message the scheduler refuses to read (which would end the
+    /// stream, and with it every other execution on this worker). Keep it at
+    /// the scheduler's output limit.
+    pub max_output_bytes: usize,
     /// Seeds the reconnect jitter.
     pub seed: u64,
     /// Sees every task start and end (the simulation counts running tasks
@@ -84,6 +89,7 @@ impl WorkerConfig {
             drain_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             default_timeout: DEFAULT_TIMEOUT,
+            max_output_bytes: 1 << 20,
             seed: 0,
             observer: None,
         }

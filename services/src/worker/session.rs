@@ -60,7 +60,8 @@ pub(super) async fn open(config: &WorkerConfig, channel: Channel) -> Result<Conn
     outgoing
         .try_send(wire::hello(&config.id, config.pool_size))
         .map_err(|_| "cannot queue the hello".to_string())?;
-    let mut client = WorkerServiceClient::new(channel);
+    let mut client = WorkerServiceClient::new(channel)
+        .max_decoding_message_size(crate::net::FROM_SCHEDULER_LIMIT);
     let opening = client.worker_stream(ReceiverStream::new(queue));
     match tokio::time::timeout(config.handshake_timeout, opening).await {
         Err(_) => Err(format!(
@@ -125,6 +126,7 @@ struct Completion {
 pub(super) struct Session {
     worker_id: String,
     default_timeout: Duration,
+    max_output_bytes: usize,
     drain_timeout: Duration,
     clock: WallClock,
     timebase: Timebase,
@@ -176,6 +178,7 @@ impl Session {
         Session {
             worker_id: config.id.clone(),
             default_timeout: config.default_timeout,
+            max_output_bytes: config.max_output_bytes,
             drain_timeout: config.drain_timeout,
             clock,
             timebase,
@@ -428,6 +431,7 @@ impl Session {
                         None => (0, (self.clock)()),
                     };
                     debug!(%execution, attempt, ?report, "reporting");
+                    let report = wire::within_output_limit(report, self.max_output_bytes);
                     self.send(wire::result(
                         execution,
                         attempt,

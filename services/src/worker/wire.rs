@@ -133,6 +133,19 @@ pub(super) fn result(
     }))
 }
 
+/// A report whose output is over `limit` becomes a failure saying so.
+pub(super) fn within_output_limit(report: Report, limit: usize) -> Report {
+    match report {
+        Report::Succeeded(output) | Report::Failed { output, .. } if output.len() > limit => {
+            Report::Failed {
+                error: format!("output is {} bytes; the limit is {limit}", output.len()),
+                output: Bytes::new(),
+            }
+        }
+        report => report,
+    }
+}
+
 /// The failed result answering a request that cannot be run.
 pub(super) fn rejection(rejection: Rejection, now_us: u64) -> WorkerMessage {
     message(Message::Result(ExecutionResult {
@@ -310,5 +323,24 @@ mod tests {
             attempt: 2,
         };
         assert_eq!(cancel_target(&cancel), None);
+    }
+
+    #[test]
+    fn outputs_over_the_limit_fail_their_execution() {
+        let big = Bytes::from(vec![b'x'; 11]);
+        let failed = within_output_limit(Report::Succeeded(big.clone()), 10);
+        assert_eq!(
+            failed,
+            Report::Failed {
+                error: "output is 11 bytes; the limit is 10".into(),
+                output: Bytes::new(),
+            }
+        );
+        let kept = within_output_limit(Report::Succeeded(big.clone()), 11);
+        assert_eq!(kept, Report::Succeeded(big));
+        let timed_out = Report::TimedOut {
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(within_output_limit(timed_out.clone(), 0), timed_out);
     }
 }
