@@ -49,7 +49,15 @@ pub struct Submission {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Success(Bytes),
-    Failure { error: String, output: Bytes },
+    Failure {
+        error: String,
+        output: Bytes,
+    },
+    /// The worker stopped the attempt at its timeout: the function's verdict,
+    /// not a lost attempt (that is the scheduler's own timeout, which retries).
+    TimedOut {
+        error: String,
+    },
 }
 
 /// How an execution ended. Once reached, it never changes.
@@ -57,6 +65,7 @@ pub enum Outcome {
 pub enum Terminal {
     Completed { output: Bytes },
     Failed { error: String, output: Bytes },
+    TimedOut { error: String },
     Cancelled,
 }
 
@@ -65,6 +74,7 @@ impl Terminal {
         match self {
             Terminal::Completed { .. } => Status::Completed,
             Terminal::Failed { .. } => Status::Failed,
+            Terminal::TimedOut { .. } => Status::TimedOut,
             Terminal::Cancelled => Status::Cancelled,
         }
     }
@@ -73,13 +83,13 @@ impl Terminal {
         static EMPTY: Bytes = Bytes::new();
         match self {
             Terminal::Completed { output } | Terminal::Failed { output, .. } => output,
-            Terminal::Cancelled => &EMPTY,
+            Terminal::TimedOut { .. } | Terminal::Cancelled => &EMPTY,
         }
     }
 
     pub fn error(&self) -> &str {
         match self {
-            Terminal::Failed { error, .. } => error,
+            Terminal::Failed { error, .. } | Terminal::TimedOut { error } => error,
             Terminal::Cancelled => "cancelled",
             Terminal::Completed { .. } => "",
         }
@@ -91,6 +101,7 @@ impl From<Outcome> for Terminal {
         match outcome {
             Outcome::Success(output) => Terminal::Completed { output },
             Outcome::Failure { error, output } => Terminal::Failed { error, output },
+            Outcome::TimedOut { error } => Terminal::TimedOut { error },
         }
     }
 }
@@ -102,20 +113,25 @@ pub enum Status {
     Running,
     Completed,
     Failed,
+    TimedOut,
     Cancelled,
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Pending,
         Status::Running,
         Status::Completed,
         Status::Failed,
+        Status::TimedOut,
         Status::Cancelled,
     ];
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
+        matches!(
+            self,
+            Status::Completed | Status::Failed | Status::TimedOut | Status::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +140,7 @@ impl Status {
             Status::Running => "RUNNING",
             Status::Completed => "COMPLETED",
             Status::Failed => "FAILED",
+            Status::TimedOut => "TIMED_OUT",
             Status::Cancelled => "CANCELLED",
         }
     }

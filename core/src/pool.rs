@@ -53,9 +53,8 @@ impl Report {
         match self {
             Report::Succeeded(output) => Outcome::Success(output),
             Report::Failed { error, output } => Outcome::Failure { error, output },
-            Report::TimedOut { after } => Outcome::Failure {
+            Report::TimedOut { after } => Outcome::TimedOut {
                 error: format!("timed out after {after:?}"),
-                output: Bytes::new(),
             },
             Report::Cancelled => Outcome::Failure {
                 error: "cancelled".to_string(),
@@ -210,6 +209,12 @@ impl<J> WorkerPool<J> {
         let report = match outcome {
             Outcome::Success(output) => Report::Succeeded(output),
             Outcome::Failure { error, output } => Report::Failed { error, output },
+            // The pool's own deadline reports a timeout (Report::TimedOut);
+            // a task that gives up on its own has failed.
+            Outcome::TimedOut { error } => Report::Failed {
+                error,
+                output: Bytes::new(),
+            },
         };
         self.report(execution, attempt, report);
         self.fill(now);

@@ -41,7 +41,7 @@ enum Op {
     Result {
         pick: usize,
         twist: Twist,
-        success: bool,
+        verdict: Verdict,
     },
     Cancel {
         pick: usize,
@@ -50,6 +50,22 @@ enum Op {
         ms: u64,
         heartbeats: bool,
     },
+}
+
+/// What a worker says of an attempt it finished.
+#[derive(Clone, Copy, Debug)]
+enum Verdict {
+    Succeeded,
+    Failed,
+    TimedOut,
+}
+
+fn verdict() -> impl Strategy<Value = Verdict> {
+    prop_oneof![
+        4 => Just(Verdict::Succeeded),
+        1 => Just(Verdict::Failed),
+        1 => Just(Verdict::TimedOut),
+    ]
 }
 
 /// How a reported result departs from the dispatch it answers.
@@ -74,8 +90,8 @@ fn op() -> impl Strategy<Value = Op> {
                 start_within_ms,
             }
         ),
-        6 => (any::<usize>(), twist(), any::<bool>())
-            .prop_map(|(pick, twist, success)| Op::Result { pick, twist, success }),
+        6 => (any::<usize>(), twist(), verdict())
+            .prop_map(|(pick, twist, verdict)| Op::Result { pick, twist, verdict }),
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
         3 => (0u64..2500, any::<bool>()).prop_map(|(ms, heartbeats)| Op::Advance { ms, heartbeats }),
     ]
@@ -280,7 +296,7 @@ impl Harness {
             Op::Result {
                 pick,
                 twist,
-                success,
+                verdict,
             } => {
                 if self.sent.is_empty() {
                     return Ok(());
@@ -294,7 +310,7 @@ impl Harness {
                     Twist::OlderAttempt => attempt = attempt.saturating_sub(1),
                     Twist::NewerAttempt => attempt += 1,
                 }
-                self.report(session, execution, attempt, success)?;
+                self.report(session, execution, attempt, verdict)?;
             }
             Op::Cancel { pick } => {
                 if self.policies.is_empty() {
@@ -323,15 +339,17 @@ impl Harness {
         session: SessionId,
         execution: ExecutionId,
         attempt: u32,
-        success: bool,
+        verdict: Verdict,
     ) -> Result<(), TestCaseError> {
-        let outcome = if success {
-            Outcome::Success(Bytes::from(format!("out-{}", execution.0)))
-        } else {
-            Outcome::Failure {
+        let outcome = match verdict {
+            Verdict::Succeeded => Outcome::Success(Bytes::from(format!("out-{}", execution.0))),
+            Verdict::Failed => Outcome::Failure {
                 error: "function failed".into(),
                 output: Bytes::new(),
-            }
+            },
+            Verdict::TimedOut => Outcome::TimedOut {
+                error: "timed out after 1s".into(),
+            },
         };
         let held = self
             .live
@@ -523,7 +541,7 @@ impl Harness {
 
     /// Invariants that hold between any two steps.
     fn check(&self) -> Result<(), TestCaseError> {
-        let mut counted = [0usize; 5];
+        let mut counted = [0usize; Status::ALL.len()];
         for (&id, policy) in &self.policies {
             let Some(view) = self.s.execution(id) else {
                 prop_assert!(self.evicted.contains(&id), "{id:?} vanished");
@@ -564,6 +582,7 @@ impl Harness {
                 stats.running,
                 stats.completed,
                 stats.failed,
+                stats.timed_out,
                 stats.cancelled
             ],
             counted
@@ -590,7 +609,7 @@ impl Harness {
                 .flat_map(|(s, w)| w.in_flight.iter().map(|&(e, a)| (*s, e, a)))
                 .collect();
             for (session, execution, attempt) in held {
-                self.report(session, execution, attempt, true)?;
+                self.report(session, execution, attempt, Verdict::Succeeded)?;
             }
             self.advance(Duration::from_millis(250), true)?;
             self.check()?;

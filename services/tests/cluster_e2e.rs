@@ -137,6 +137,38 @@ async fn a_failing_function_ends_failed_with_its_error() {
 }
 
 #[tokio::test]
+async fn an_attempt_past_its_timeout_ends_timed_out() {
+    let c = start(1, 1).await;
+    let mut client = c.client();
+    let function_id = register(&mut client, "sleep").await;
+    let request = taskforge_proto::scheduler::TriggerExecutionRequest {
+        function_id,
+        payload: Bytes::from_static(b"60000"),
+        timeout_ms: 100,
+        ..Default::default()
+    };
+    let id = client
+        .trigger_execution(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .execution_id;
+    let info = terminal(&mut client, &id).await;
+    assert_eq!(info.status, "TIMED_OUT");
+    assert_eq!(info.error, "timed out after 100ms");
+    assert_eq!(info.attempt, 1, "the function's verdict: not retried");
+    let stats = client
+        .get_cluster_stats(GetClusterStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.timed_out, 1);
+    let page = c.get("/jobs?status=TIMED_OUT").await.ok(StatusCode::OK);
+    assert_eq!(page["executions"][0]["status"], "TIMED_OUT", "{page}");
+    c.cluster.shutdown().await;
+}
+
+#[tokio::test]
 async fn workers_times_pool_size_run_at_once_and_the_next_one_waits() {
     let (workers, pool) = (2, 2);
     let c = start(workers, pool).await;

@@ -530,6 +530,7 @@ impl SchedulerService for Fake {
             running: 3,
             completed: 40,
             failed: 2,
+            timed_out: 4,
             cancelled: 1,
             queue_limit: 100,
             watchers: 7,

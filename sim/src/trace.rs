@@ -126,7 +126,10 @@ pub struct View {
 
 impl View {
     pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "COMPLETED" | "FAILED" | "CANCELLED")
+        matches!(
+            self.status.as_str(),
+            "COMPLETED" | "FAILED" | "TIMED_OUT" | "CANCELLED"
+        )
     }
 }
 

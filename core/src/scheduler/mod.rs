@@ -487,6 +487,7 @@ impl Scheduler {
             running: count(Status::Running),
             completed: count(Status::Completed),
             failed: count(Status::Failed),
+            timed_out: count(Status::TimedOut),
             cancelled: count(Status::Cancelled),
         }
     }

@@ -149,5 +149,6 @@ pub struct Stats {
     pub running: usize,
     pub completed: usize,
     pub failed: usize,
+    pub timed_out: usize,
     pub cancelled: usize,
 }

@@ -144,7 +144,7 @@ impl Observation {
 
 /// The terminal statuses (anything else means "not yet").
 pub fn is_terminal(status: &str) -> bool {
-    matches!(status, "COMPLETED" | "FAILED" | "CANCELLED")
+    matches!(status, "COMPLETED" | "FAILED" | "TIMED_OUT" | "CANCELLED")
 }
 
 /// The cluster's size as the scheduler reports it.

@@ -222,6 +222,7 @@ fn cluster_registry(stats: Option<&ClusterStats>, workers: Option<&[WorkerInfo]>
             ("RUNNING", stats.running),
             ("COMPLETED", stats.completed),
             ("FAILED", stats.failed),
+            ("TIMED_OUT", stats.timed_out),
             ("CANCELLED", stats.cancelled),
         ] {
             by_state.get_or_create(&StateLabels { state }).set(count);

@@ -13,10 +13,17 @@ use taskforge_proto::scheduler::{ClusterStats, GetExecutionStatusResponse, Worke
 use super::output::{decode_output, decode_text};
 
 /// Statuses after which an execution never changes.
-pub(crate) const TERMINAL: [&str; 3] = ["COMPLETED", "FAILED", "CANCELLED"];
+pub(crate) const TERMINAL: [&str; 4] = ["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"];
 
 /// Every status an execution can be in.
-pub(crate) const STATUSES: [&str; 5] = ["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
+pub(crate) const STATUSES: [&str; 6] = [
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "TIMED_OUT",
+    "CANCELLED",
+];
 
 /// What a seed scheduler answers for an unknown id.
 pub(crate) const NOT_FOUND: &str = "NOT_FOUND";
@@ -175,6 +182,7 @@ pub(crate) struct ExecutionCounts {
     pub running: u64,
     pub completed: u64,
     pub failed: u64,
+    pub timed_out: u64,
     pub cancelled: u64,
 }
 
@@ -191,6 +199,7 @@ impl From<&ClusterStats> for StatsView {
                 running: stats.running,
                 completed: stats.completed,
                 failed: stats.failed,
+                timed_out: stats.timed_out,
                 cancelled: stats.cancelled,
             },
         }
@@ -327,7 +336,7 @@ mod tests {
 
     #[test]
     fn terminal_statuses() {
-        for status in ["COMPLETED", "FAILED", "CANCELLED"] {
+        for status in ["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"] {
             assert!(is_terminal(status));
         }
         for status in ["PENDING", "RUNNING", "NOT_FOUND", "ACCEPTED", ""] {

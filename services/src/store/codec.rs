@@ -265,6 +265,7 @@ impl<'a> From<&'a Record> for Line<'a> {
                         Some(Cow::Borrowed(error.as_str())),
                         Some(WireBytes::new(output)),
                     ),
+                    Terminal::TimedOut { error } => (Some(Cow::Borrowed(error.as_str())), None),
                     Terminal::Cancelled => (None, None),
                 };
                 let output = output.unwrap_or(WireBytes {
@@ -385,11 +386,14 @@ impl Line<'_> {
                         error: error.map(Cow::into_owned).unwrap_or_default(),
                         output,
                     },
+                    Some(Status::TimedOut) => Terminal::TimedOut {
+                        error: error.map(Cow::into_owned).unwrap_or_default(),
+                    },
                     Some(Status::Cancelled) => Terminal::Cancelled,
                     _ => {
                         return Err(format!(
                             "status {status:?} is not a terminal state \
-                             (expected COMPLETED, FAILED or CANCELLED)"
+                             (expected COMPLETED, FAILED, TIMED_OUT or CANCELLED)"
                         ));
                     }
                 };

@@ -47,7 +47,10 @@ pub async fn watch_until(
 }
 
 pub fn is_terminal(info: &ExecutionInfo) -> bool {
-    matches!(info.status.as_str(), "COMPLETED" | "FAILED" | "CANCELLED")
+    matches!(
+        info.status.as_str(),
+        "COMPLETED" | "FAILED" | "TIMED_OUT" | "CANCELLED"
+    )
 }
 
 pub async fn terminal(client: &mut Client, id: &str) -> ExecutionInfo {

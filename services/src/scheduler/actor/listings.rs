@@ -70,7 +70,7 @@ impl Actor {
             "" => None,
             text => Some(ExecStatus::parse(text).ok_or_else(|| {
                 Status::invalid_argument(format!(
-                    "status {text:?} is not one of PENDING, RUNNING, COMPLETED, FAILED, CANCELLED"
+                    "status {text:?} is not one of PENDING, RUNNING, COMPLETED, FAILED, TIMED_OUT, CANCELLED"
                 ))
             })?),
         };
@@ -147,9 +147,10 @@ impl Actor {
         let stats = self.core.stats();
         // Executions finished but not yet durable still count where clients see them.
         let (mut pending, mut running) = (stats.pending as u64, stats.running as u64);
-        let (mut completed, mut failed, mut cancelled) = (
+        let (mut completed, mut failed, mut timed_out, mut cancelled) = (
             stats.completed as u64,
             stats.failed as u64,
+            stats.timed_out as u64,
             stats.cancelled as u64,
         );
         for (id, shown) in &self.unpublished {
@@ -157,6 +158,7 @@ impl Actor {
                 match view.status {
                     ExecStatus::Completed => completed -= 1,
                     ExecStatus::Failed => failed -= 1,
+                    ExecStatus::TimedOut => timed_out -= 1,
                     ExecStatus::Cancelled => cancelled -= 1,
                     ExecStatus::Pending | ExecStatus::Running => continue,
                 }
@@ -175,6 +177,7 @@ impl Actor {
             running,
             completed,
             failed,
+            timed_out,
             cancelled,
             queue_limit: stats.queue_limit as u32,
             watchers: self.watchers.len() as u64,

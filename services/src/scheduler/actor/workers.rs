@@ -1,6 +1,8 @@
 //! Worker streams as the actor sees them: a hello makes a session in the
 //! core; later messages (heartbeats, results, draining) feed it.
 
+use taskforge_proto::common::Outcome as WireOutcome;
+
 use super::*;
 
 impl Actor {
@@ -80,6 +82,10 @@ impl Actor {
                     }
                 } else if result.success {
                     Outcome::Success(result.output)
+                } else if result.outcome == WireOutcome::TimedOut as i32 {
+                    Outcome::TimedOut {
+                        error: result.error,
+                    }
                 } else {
                     Outcome::Failure {
                         error: result.error,
