@@ -759,6 +759,7 @@ fn arb_terminal() -> impl Strategy<Value = Terminal> {
         arb_bytes().prop_map(|output| Terminal::Completed { output }),
         ("[a-z ]{0,10}", arb_bytes())
             .prop_map(|(error, output)| Terminal::Failed { error, output }),
+        "[a-z ]{0,10}".prop_map(|error| Terminal::TimedOut { error }),
         Just(Terminal::Cancelled),
     ]
 }
