@@ -647,6 +647,7 @@ fn worker_hello() {
         worker_id: "w-1".into(),
         pool_size: 0,
         caches_functions: false,
+        runtimes: vec![],
     };
     check(
         Enc::new().string(1, "w-1").done(),
@@ -717,6 +718,7 @@ fn worker_message_hello() {
             worker_id: "w-1".into(),
             pool_size: 0,
             caches_functions: false,
+            runtimes: vec![],
         })),
     };
     assert_eq!(
@@ -737,6 +739,7 @@ fn worker_message_hello() {
             worker_id: "w-1".into(),
             pool_size: 8,
             caches_functions: false,
+            runtimes: vec![],
         })),
     };
     let read = read_seed(&extended.encode_to_vec(), seed::WORKER_MESSAGE);
@@ -1275,6 +1278,7 @@ fn seed_worker_reaches_our_worker_stream_server() {
                     worker_id: "w-1".into(),
                     pool_size: 0,
                     caches_functions: false,
+                    runtimes: vec![],
                 })),
             },
             worker::WorkerMessage {
@@ -1472,6 +1476,7 @@ fn our_worker_client_talks_to_a_seed_scheduler() {
                 worker_id: "w-1".into(),
                 pool_size: 4,
                 caches_functions: false,
+                runtimes: vec![],
             })),
         },
         worker::WorkerMessage {

@@ -1,10 +1,10 @@
 //! The functions a worker can run: built-in handlers, named by a function's code.
 //!
-//! v1 runs no user code. A function is registered with `language: "builtin"` and
-//! `code` naming one of the handlers below; the scheduler checks that with
-//! [`Builtin::resolve`] at registration (so a function no worker can run is refused
-//! up front, with the supported choices in the error), and the worker resolves it
-//! again from the function definition carried on every execution request.
+//! A function registered with `language: "builtin"` has `code` naming one of
+//! the handlers below; the scheduler checks that with [`Builtin::from_code`] at
+//! registration (so a function no worker can run is refused up front, with the
+//! handlers in the error), and the worker's `builtin` runtime resolves it once
+//! per definition (`crate::runtime::builtin`).
 //!
 //! | handler | payload | output |
 //! |---|---|---|
@@ -26,20 +26,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Number, Value};
 
-/// Languages the workers can run.
-pub const SUPPORTED_LANGUAGES: &[&str] = &["builtin"];
-
 /// The longest a `sleep` or `spin` may take.
 pub const MAX_BUILTIN_DURATION: Duration = Duration::from_secs(3600);
 
 /// A function definition the workers cannot run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FunctionError {
-    #[error(
-        "unsupported language {language:?}: the workers run only these languages: {}",
-        SUPPORTED_LANGUAGES.join(", ")
-    )]
-    UnsupportedLanguage { language: String },
     #[error(
         "unknown builtin handler {handler:?}: the code of a builtin function names one of: {}",
         Builtin::NAMES.join(", ")
@@ -74,21 +66,9 @@ impl Builtin {
     /// The handler names, as written in a function's `code`.
     pub const NAMES: &[&str] = &["echo", "sleep", "spin", "fail", "sum_and_greet"];
 
-    /// The handler a function definition names.
-    ///
-    /// The language is matched without regard to ASCII case and surrounding
-    /// whitespace; the code is the handler's name, surrounding whitespace (a
-    /// trailing newline from a file) ignored.
-    pub fn resolve(language: &str, code: &[u8]) -> Result<Builtin, FunctionError> {
-        let lang = language.trim();
-        if !SUPPORTED_LANGUAGES
-            .iter()
-            .any(|supported| supported.eq_ignore_ascii_case(lang))
-        {
-            return Err(FunctionError::UnsupportedLanguage {
-                language: shorten(language),
-            });
-        }
+    /// The handler a builtin function's code names (surrounding whitespace,
+    /// such as a trailing newline from a file, ignored).
+    pub fn from_code(code: &[u8]) -> Result<Builtin, FunctionError> {
         let name = String::from_utf8_lossy(code);
         let trimmed = name.trim();
         Builtin::ALL
@@ -311,47 +291,30 @@ mod tests {
     }
 
     #[test]
-    fn resolve_finds_every_handler() {
+    fn from_code_finds_every_handler() {
         for builtin in Builtin::ALL {
-            assert_eq!(
-                Builtin::resolve("builtin", builtin.name().as_bytes()),
-                Ok(builtin)
-            );
+            assert_eq!(Builtin::from_code(builtin.name().as_bytes()), Ok(builtin));
         }
         assert_eq!(Builtin::NAMES.len(), Builtin::ALL.len());
         assert_eq!(
-            Builtin::resolve(" BuiltIn ", b"sum_and_greet\n"),
+            Builtin::from_code(b" sum_and_greet\n"),
             Ok(Builtin::SumAndGreet)
         );
     }
 
     #[test]
-    fn resolve_refuses_unsupported_language_listing_supported_ones() {
-        let err = Builtin::resolve("python", b"echo").unwrap_err();
-        assert_eq!(
-            err,
-            FunctionError::UnsupportedLanguage {
-                language: "python".into()
-            }
-        );
-        let message = err.to_string();
-        assert!(message.contains("\"python\""), "{message}");
-        assert!(message.contains("builtin"), "{message}");
-    }
-
-    #[test]
-    fn resolve_refuses_unknown_handler_listing_handlers() {
-        let err = Builtin::resolve("builtin", b"rm -rf /").unwrap_err();
+    fn from_code_refuses_unknown_handler_listing_handlers() {
+        let err = Builtin::from_code(b"rm -rf /").unwrap_err();
         let message = err.to_string();
         assert!(message.contains("\"rm -rf /\""), "{message}");
         for name in Builtin::NAMES {
             assert!(message.contains(name), "{message}");
         }
         // Not valid UTF-8, and very long: still a clear, bounded error.
-        let err = Builtin::resolve("builtin", &[0xff; 1000]).unwrap_err();
+        let err = Builtin::from_code(&[0xff; 1000]).unwrap_err();
         assert!(err.to_string().len() < 400, "{err}");
-        assert!(Builtin::resolve("builtin", b"").is_err());
-        assert!(Builtin::resolve("builtin", b"Echo").is_err());
+        assert!(Builtin::from_code(b"").is_err());
+        assert!(Builtin::from_code(b"Echo").is_err());
     }
 
     #[tokio::test]

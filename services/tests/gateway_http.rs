@@ -506,6 +506,7 @@ impl SchedulerService for Fake {
                 last_heartbeat_at_us: 0,
                 quarantined: true,
                 timeouts_in_a_row: 3,
+                runtimes: vec!["builtin".into(), "wasm".into()],
             },
         ];
         let workers = regular
@@ -535,6 +536,7 @@ impl SchedulerService for Fake {
             queue_limit: 100,
             watchers: 7,
             quarantined_workers: 1,
+            queued_by_runtime: [("builtin".to_string(), 5)].into_iter().collect(),
         }))
     }
 }
@@ -925,16 +927,18 @@ async fn listing_inspection_and_cancellation() {
         workers["workers"][0],
         json!({"worker_id": "w-1", "pool_size": 4, "in_flight": 3, "reported_running": 2,
                "draining": false, "quarantined": false, "timeouts_in_a_row": 0,
-               "connected_at_us": 5, "last_heartbeat_at_us": 6})
+               "runtimes": null, "connected_at_us": 5, "last_heartbeat_at_us": 6})
     );
     assert_eq!(workers["workers"][1]["draining"], true);
     assert_eq!(workers["workers"][1]["quarantined"], true);
     assert_eq!(workers["workers"][1]["timeouts_in_a_row"], 3);
     assert_eq!(workers["workers"][1]["last_heartbeat_at_us"], Value::Null);
+    assert_eq!(workers["workers"][1]["runtimes"], json!(["builtin", "wasm"]));
 
     let stats = json!({"workers": 2, "capacity": 12, "in_flight": 3, "queued": 5,
-        "queue_limit": 100, "executions": {"pending": 5, "running": 3, "completed": 40,
-        "failed": 2, "cancelled": 1}});
+        "queued_by_runtime": {"builtin": 5}, "queue_limit": 100, "quarantined_workers": 1,
+        "watchers": 7, "executions": {"pending": 5, "running": 3, "completed": 40,
+        "failed": 2, "timed_out": 4, "cancelled": 1}});
     assert_eq!(h.get("/stats").await.ok(StatusCode::OK), stats);
     assert_eq!(
         h.get("/ready").await.ok(StatusCode::OK),

@@ -111,6 +111,7 @@ async fn fake_worker(c: &Running, id: &str, pool_size: u32) -> Result<FakeWorker
         worker_id: id.to_string(),
         pool_size,
         caches_functions: true,
+        runtimes: vec![],
     };
     outbound
         .send(WorkerMessage {

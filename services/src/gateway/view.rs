@@ -5,6 +5,8 @@
 //! timestamps are unix microseconds, `null` when not reached yet; output and
 //! code are decoded by [`super::output`].
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value;
 use taskforge_proto::common::{ExecutionInfo, Function};
@@ -144,6 +146,9 @@ pub(crate) struct WorkerView {
     pub quarantined: bool,
     /// Attempts in a row the scheduler timed out on it.
     pub timeouts_in_a_row: u32,
+    /// The runtimes it runs; `null` for a worker that runs anything (a seed
+    /// worker announces none).
+    pub runtimes: Option<Vec<String>>,
     pub connected_at_us: Option<u64>,
     pub last_heartbeat_at_us: Option<u64>,
 }
@@ -158,6 +163,7 @@ impl From<&WorkerInfo> for WorkerView {
             draining: worker.draining,
             quarantined: worker.quarantined,
             timeouts_in_a_row: worker.timeouts_in_a_row,
+            runtimes: (!worker.runtimes.is_empty()).then(|| worker.runtimes.clone()),
             connected_at_us: non_zero(worker.connected_at_us),
             last_heartbeat_at_us: non_zero(worker.last_heartbeat_at_us),
         }
@@ -171,7 +177,13 @@ pub(crate) struct StatsView {
     pub capacity: u32,
     pub in_flight: u32,
     pub queued: u32,
+    /// Waiting executions by the runtime they need.
+    pub queued_by_runtime: BTreeMap<String, u32>,
     pub queue_limit: u32,
+    /// Connected workers getting no new work (see `WorkerView::quarantined`).
+    pub quarantined_workers: u32,
+    /// Open watches (`?wait=` requests and watch streams).
+    pub watchers: u64,
     pub executions: ExecutionCounts,
 }
 
@@ -193,7 +205,14 @@ impl From<&ClusterStats> for StatsView {
             capacity: stats.capacity,
             in_flight: stats.in_flight,
             queued: stats.queued,
+            queued_by_runtime: stats
+                .queued_by_runtime
+                .iter()
+                .map(|(runtime, &count)| (runtime.clone(), count))
+                .collect(),
             queue_limit: stats.queue_limit,
+            quarantined_workers: stats.quarantined_workers,
+            watchers: stats.watchers,
             executions: ExecutionCounts {
                 pending: stats.pending,
                 running: stats.running,

@@ -31,6 +31,7 @@ use taskforge_proto::scheduler::scheduler_service_server::SchedulerServiceServer
 use taskforge_proto::worker::worker_service_server::WorkerServiceServer;
 
 use crate::clock::WallClock;
+use crate::languages::Languages;
 use crate::store::Store;
 pub use committer::StoreRunner;
 pub use observer::{SchedulerEvent, SchedulerObserver};
@@ -47,6 +48,8 @@ pub struct SchedulerOptions {
     pub max_output_bytes: usize,
     /// Largest code a function may be registered with.
     pub max_code_bytes: usize,
+    /// The languages registration accepts, and how it checks each one's code.
+    pub languages: Languages,
     /// Most open watches of one execution, and of all executions together;
     /// beyond them a watch is refused with RESOURCE_EXHAUSTED (HTTP 429).
     pub max_watchers_per_execution: usize,
@@ -73,6 +76,7 @@ impl Default for SchedulerOptions {
             max_payload_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
             max_code_bytes: 1 << 20,
+            languages: Languages::standard(),
             max_watchers_per_execution: 1_000,
             max_watchers: 100_000,
             default_pool_size: 4,

@@ -34,6 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::Channel;
+
+use crate::runtime::Runtimes;
 use tracing::{debug, info, warn};
 
 use self::backoff::Backoff;
@@ -70,6 +72,9 @@ pub struct WorkerConfig {
     /// stream, and with it every other execution on this worker). Keep it at
     /// the scheduler's output limit.
     pub max_output_bytes: usize,
+    /// The runtimes this worker runs (announced in its hello; it is sent only
+    /// executions of these).
+    pub runtimes: Runtimes,
     /// Seeds the reconnect jitter.
     pub seed: u64,
     /// Sees every task start and end (the simulation counts running tasks
@@ -90,6 +95,7 @@ impl WorkerConfig {
             handshake_timeout: Duration::from_secs(10),
             default_timeout: DEFAULT_TIMEOUT,
             max_output_bytes: 1 << 20,
+            runtimes: Runtimes::builtin(),
             seed: 0,
             observer: None,
         }

@@ -33,6 +33,7 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use super::definitions::Definitions;
+use crate::runtime::Stop;
 use super::observer::{TaskEvent, TaskObserver};
 use super::wire::{self, Job};
 use super::{Shutdown, Timebase, WallClock, WorkerConfig};
@@ -58,7 +59,11 @@ pub(super) struct Connection {
 pub(super) async fn open(config: &WorkerConfig, channel: Channel) -> Result<Connection, String> {
     let (outgoing, queue) = mpsc::channel(outgoing_capacity(config.pool_size));
     outgoing
-        .try_send(wire::hello(&config.id, config.pool_size))
+        .try_send(wire::hello(
+            &config.id,
+            config.pool_size,
+            config.runtimes.names(),
+        ))
         .map_err(|_| "cannot queue the hello".to_string())?;
     let mut client = WorkerServiceClient::new(channel)
         .max_decoding_message_size(crate::net::FROM_SCHEDULER_LIMIT);
@@ -108,6 +113,9 @@ struct Task {
     /// Tells this task's completion from a stale one of an earlier task that
     /// ran the same attempt.
     seq: u64,
+    /// Stops the runtime's work (which may run on a blocking thread that
+    /// aborting the task cannot reach).
+    stop: Stop,
     abort: AbortHandle,
     started_at_us: u64,
     finished_at_us: Option<u64>,
@@ -189,7 +197,7 @@ impl Session {
             done_rx,
             tasks: BTreeMap::new(),
             held: BTreeMap::new(),
-            definitions: Definitions::default(),
+            definitions: Definitions::new(config.runtimes.clone()),
             next_seq: 0,
             drain_deadline: None,
             settled: false,
@@ -315,7 +323,7 @@ impl Session {
             }
             Some(Message::Define(function)) => {
                 debug!(function = %function.function_id, "function defined");
-                self.definitions.define(&function);
+                self.definitions.define(function);
                 Ok(())
             }
             Some(Message::Forget(forget)) => {
@@ -341,7 +349,7 @@ impl Session {
                     debug!(%execution, attempt, "already holding this or a newer attempt; ignored");
                     return Ok(());
                 }
-                debug!(%execution, attempt, builtin = %assignment.job.builtin, "assigned");
+                debug!(%execution, attempt, language = %assignment.job.definition.language(), "assigned");
                 self.held.insert(execution, attempt);
                 self.pool.assign(self.timebase.now(), assignment);
                 Ok(())
@@ -411,6 +419,7 @@ impl Session {
                 } => self.start(execution, attempt, job),
                 PoolOutput::Abort { execution, attempt } => {
                     if let Some(task) = self.tasks.get_mut(&(execution, attempt)) {
+                        task.stop.stop();
                         task.abort.abort();
                         task.finished_at_us.get_or_insert_with(|| (self.clock)());
                     }
@@ -452,7 +461,7 @@ impl Session {
     fn start(&mut self, execution: ExecutionId, attempt: u32, job: Job) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        debug!(%execution, attempt, builtin = %job.builtin, "starting");
+        debug!(%execution, attempt, language = %job.definition.language(), "starting");
         let started_at_us = (self.clock)();
         let guard = CompletionGuard {
             done: self.done_tx.clone(),
@@ -462,14 +471,22 @@ impl Session {
             seq,
             sent: false,
         };
-        let handle = tokio::spawn(async move {
-            let result = job.builtin.run(job.payload).await;
-            guard.finish(result);
+        let stop = Stop::new();
+        let handle = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let result = match job.definition.prepared().await {
+                    Ok(prepared) => prepared.run(job.payload, stop).await,
+                    Err(error) => Err(error),
+                };
+                guard.finish(result);
+            }
         });
         self.tasks.insert(
             (execution, attempt),
             Task {
                 seq,
+                stop,
                 abort: handle.abort_handle(),
                 started_at_us,
                 finished_at_us: None,

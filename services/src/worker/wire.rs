@@ -2,6 +2,7 @@
 //! core [`Assignment`]s (or rejected with a clear error), and the pool's reports
 //! become protobuf messages.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,8 +14,7 @@ use taskforge_proto::worker::{
     CancelRequest, WorkerDraining, WorkerHeartbeat, WorkerHello, WorkerMessage,
 };
 
-use super::definitions::Definitions;
-use crate::functions::Builtin;
+use super::definitions::{Definition, Definitions};
 
 /// The start-to-close limit of a request that carries none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -25,7 +25,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// What a started task runs.
 #[derive(Clone, Debug)]
 pub(super) struct Job {
-    pub(super) builtin: Builtin,
+    pub(super) definition: Arc<Definition>,
     pub(super) payload: Bytes,
 }
 
@@ -40,13 +40,14 @@ pub(super) struct Rejection {
 /// Validates an execution request into an assignment for the pool, running
 /// the function `definitions` resolve it to.
 pub(super) fn assignment(
-    request: ExecutionRequest,
+    mut request: ExecutionRequest,
     definitions: &Definitions,
     default_timeout: Duration,
 ) -> Result<Assignment<Job>, Rejection> {
+    let (raw_id, attempt) = (request.execution_id.clone(), request.attempt);
     let reject = |error: String| Rejection {
-        execution_id: request.execution_id.clone(),
-        attempt: request.attempt,
+        execution_id: raw_id.clone(),
+        attempt,
         error,
     };
     let Some(execution) = ExecutionId::parse(&request.execution_id) else {
@@ -55,7 +56,7 @@ pub(super) fn assignment(
             shorten(&request.execution_id)
         )));
     };
-    let builtin = definitions.resolve(&request).map_err(reject)?;
+    let definition = definitions.resolve(&mut request).map_err(reject)?;
     let timeout = match request.timeout_ms {
         0 => default_timeout,
         ms if ms > MAX_TIMEOUT.as_millis() as u64 => {
@@ -71,7 +72,7 @@ pub(super) fn assignment(
         attempt: request.attempt,
         timeout,
         job: Job {
-            builtin,
+            definition,
             payload: request.payload,
         },
     })
@@ -82,11 +83,12 @@ pub(super) fn cancel_target(cancel: &CancelRequest) -> Option<(ExecutionId, u32)
     ExecutionId::parse(&cancel.execution_id).map(|execution| (execution, cancel.attempt))
 }
 
-pub(super) fn hello(worker_id: &str, pool_size: u32) -> WorkerMessage {
+pub(super) fn hello(worker_id: &str, pool_size: u32, runtimes: Vec<String>) -> WorkerMessage {
     message(Message::Hello(WorkerHello {
         worker_id: worker_id.to_string(),
         pool_size,
         caches_functions: true,
+        runtimes,
     }))
 }
 
@@ -178,6 +180,7 @@ pub(super) fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::Runtimes;
     use taskforge_proto::common::Function;
 
     fn request(id: &str, language: &str, code: &str, timeout_ms: u64) -> ExecutionRequest {
@@ -203,14 +206,14 @@ mod tests {
     fn a_good_request_becomes_an_assignment() {
         let a = assignment(
             request(ID, "builtin", "echo", 1500),
-            &Definitions::default(),
+            &Definitions::new(Runtimes::builtin()),
             DEFAULT_TIMEOUT,
         )
         .unwrap();
         assert_eq!(a.execution, ExecutionId(0xab));
         assert_eq!(a.attempt, 3);
         assert_eq!(a.timeout, Duration::from_millis(1500));
-        assert_eq!(a.job.builtin, Builtin::Echo);
+        assert_eq!(a.job.definition.language(), "builtin");
         assert_eq!(a.job.payload, Bytes::from_static(b"{}"));
     }
 
@@ -219,7 +222,7 @@ mod tests {
         let default = Duration::from_secs(42);
         let a = assignment(
             request(ID, "builtin", "sleep", 0),
-            &Definitions::default(),
+            &Definitions::new(Runtimes::builtin()),
             default,
         )
         .unwrap();
@@ -235,14 +238,6 @@ mod tests {
             ),
             (request("", "builtin", "echo", 0), "invalid execution id"),
             (
-                request(ID, "python", "echo", 0),
-                "unsupported language \"python\"",
-            ),
-            (
-                request(ID, "builtin", "nope", 0),
-                "unknown builtin handler \"nope\"",
-            ),
-            (
                 request(ID, "builtin", "echo", u64::MAX),
                 "beyond the worker's limit",
             ),
@@ -257,7 +252,7 @@ mod tests {
         for (request, expected) in cases {
             let raw_id = request.execution_id.clone();
             let rejection =
-                assignment(request, &Definitions::default(), DEFAULT_TIMEOUT).unwrap_err();
+                assignment(request, &Definitions::new(Runtimes::builtin()), DEFAULT_TIMEOUT).unwrap_err();
             assert!(rejection.error.contains(expected), "{}", rejection.error);
             assert_eq!(rejection.execution_id, raw_id);
             assert_eq!(rejection.attempt, 3);
@@ -265,7 +260,7 @@ mod tests {
         let long_id = "z".repeat(10_000);
         let rejection = assignment(
             request(&long_id, "builtin", "echo", 0),
-            &Definitions::default(),
+            &Definitions::new(Runtimes::builtin()),
             DEFAULT_TIMEOUT,
         )
         .unwrap_err();

@@ -135,6 +135,11 @@ impl Actor {
                 in_flight: worker.in_flight,
                 reported_running: worker.reported_running,
                 draining: worker.draining,
+                runtimes: self
+                    .sessions
+                    .get(&worker.session)
+                    .map(|session| session.runtimes.clone())
+                    .unwrap_or_default(),
                 quarantined: worker.quarantined,
                 timeouts_in_a_row: worker.timeouts_in_a_row,
                 connected_at_us: self.wall_of(worker.connected_at),
@@ -182,6 +187,7 @@ impl Actor {
             queue_limit: stats.queue_limit as u32,
             watchers: self.watchers.len() as u64,
             quarantined_workers: stats.quarantined as u32,
+            queued_by_runtime: Default::default(),
         }
     }
 }

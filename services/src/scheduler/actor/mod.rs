@@ -53,7 +53,6 @@ use super::paging::Page;
 use super::streams::Outbox;
 use super::watchers::Watchers;
 use crate::clock::WallClock;
-use crate::functions::Builtin;
 use crate::store::{
     ExecutionRecord, FinishedRecord, FunctionRecord, IdempotencyKey, Record, Recovered, Store,
 };
@@ -182,6 +181,8 @@ struct Session {
     caches_functions: bool,
     /// Functions defined on this stream so far.
     defined: BTreeSet<Arc<str>>,
+    /// The runtimes it announced; empty = anything (a seed worker).
+    runtimes: Vec<String>,
 }
 
 /// Something held back until a batch of records is durable.
@@ -562,8 +563,11 @@ impl Actor {
             return Err(Status::invalid_argument("name must be 1 to 256 characters"));
         }
         check_size("code", &request.code, self.options.max_code_bytes)?;
-        Builtin::resolve(&request.language, &request.code)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let (language, code) = self
+            .options
+            .languages
+            .check(&request.language, request.code)
+            .map_err(Status::invalid_argument)?;
         resolve_policy(
             &self.options.default_policy,
             (request.timeout_ms, request.max_attempts),
@@ -578,8 +582,8 @@ impl Actor {
         let proto = Function {
             function_id: function_id.clone(),
             name: request.name,
-            language: request.language,
-            code: request.code,
+            language,
+            code,
             timeout_ms: request.timeout_ms,
             max_attempts: request.max_attempts,
         };

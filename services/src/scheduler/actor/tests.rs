@@ -34,6 +34,7 @@ async fn a_busy_inbox_does_not_delay_deadlines() {
         worker_id: "silent".into(),
         pool_size: 1,
         caches_functions: true,
+        runtimes: vec![],
     };
     commands
         .send(Command::WorkerJoined {
@@ -132,6 +133,7 @@ async fn an_acceptance_that_never_became_durable_is_not_run() {
         worker_id: "w".into(),
         pool_size: 1,
         caches_functions: true,
+        runtimes: vec![],
     };
     commands
         .send(Command::WorkerJoined {

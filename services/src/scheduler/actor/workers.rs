@@ -43,6 +43,7 @@ impl Actor {
                 outbox,
                 understands_cancel: hello.pool_size != 0,
                 caches_functions: hello.caches_functions,
+                runtimes: hello.runtimes.clone(),
                 defined: BTreeSet::new(),
             },
         );
