@@ -62,6 +62,15 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// HTTP/2 keepalive on every connection, both ends.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(1000);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long past an attempt's own timeout the scheduler waits for its result
+/// before it counts the attempt lost.
+pub const TIMEOUT_GRACE: Duration = Duration::from_secs(2);
+/// Scheduler-side timeouts in a row after which a session gets no new work.
+pub const QUARANTINE_AFTER: u32 = 3;
+/// A second connection under a worker id is refused while the first was heard
+/// from within this long: above the heartbeat interval, below the heartbeat
+/// timeout.
+pub const TAKEOVER_AFTER: Duration = Duration::from_millis(500);
 
 /// The shape of a cluster.
 #[derive(Clone, Debug)]
@@ -108,16 +117,15 @@ fn scheduler_options(shape: &Shape, seed: Seed, incarnation: u32) -> SchedulerOp
                 initial: Duration::from_millis(50),
                 max: Duration::from_millis(800),
             },
-            timeout_grace: Duration::from_secs(2),
+            timeout_grace: TIMEOUT_GRACE,
             // Nothing is forgotten during a run: a status query at the end
             // must still find every execution.
             retention: Retention {
                 max_age: Duration::from_secs(24 * 3600),
                 max_count: 1_000_000,
             },
-            quarantine_after: 3,
-            // Above the heartbeat interval, below the heartbeat timeout.
-            takeover_after: HEARTBEAT_TIMEOUT / 2,
+            quarantine_after: QUARANTINE_AFTER,
+            takeover_after: TAKEOVER_AFTER,
         },
         default_policy: Policy::default(),
         // A restarted scheduler draws other ids (the actor also mixes in what

@@ -17,6 +17,8 @@
 //! - [`workload`]: what clients ask for, and the right answers;
 //! - [`client`], [`http_client`]: the client hosts (gRPC to the scheduler,
 //!   HTTP to the gateway);
+//! - [`rogue`]: hosts that speak the worker protocol by hand and misbehave
+//!   (a black hole that never answers, an impostor claiming a live id);
 //! - [`faults`]: fault schedules and the driver that applies them;
 //! - [`trace`]: the ordered record of a run, and its hash;
 //! - [`oracle`]: the invariants every run must keep;
@@ -30,6 +32,7 @@ pub mod fs;
 pub mod http_client;
 pub mod net;
 pub mod oracle;
+pub mod rogue;
 pub mod run;
 pub mod scenario;
 pub mod seed;

@@ -30,6 +30,23 @@
 //!   (partitioned, held, or the worker died silently), the scheduler declares
 //!   the worker's session lost by heartbeat timeout within that timeout —
 //!   nothing else can tell it.
+//! - **No attempt outlives its deadline**: an attempt with no result by its
+//!   timeout plus the grace is given up on (counted lost and retried, or the
+//!   execution fails once its attempts are used up) — a worker that heartbeats
+//!   but never answers cannot keep an execution forever.
+//! - **Quarantine**: a session is quarantined by the timeout that makes
+//!   [`QUARANTINE_AFTER`] in a row (and not before); a quarantined session is
+//!   sent nothing until the quarantine is lifted, and that happens only once
+//!   it holds nothing.
+//! - **What the black hole took finishes elsewhere**: an execution dispatched
+//!   to the black hole ends as its function says, unless its `max_attempts`
+//!   is within what the run could take from it — [`QUARANTINE_AFTER`] per
+//!   black-hole session, plus one per loss of another session it was running
+//!   on, plus one per scheduler restart.
+//! - **A live worker's id is not taken**: a real worker's session is never
+//!   lost as replaced while its link has stayed healthy since it joined —
+//!   its heartbeats, every [`HEARTBEAT_INTERVAL`], keep it heard from well
+//!   within [`TAKEOVER_AFTER`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -39,8 +56,12 @@ use taskforge_core::scheduler::{LossReason, ResultDisposition};
 use taskforge_core::{ExecutionId, SessionId};
 use taskforge_services::worker::TaskEvent;
 
-use crate::cluster::{HEARTBEAT_TIMEOUT, SCHEDULER, worker_host};
+use crate::cluster::{
+    HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, QUARANTINE_AFTER, SCHEDULER, TAKEOVER_AFTER,
+    TIMEOUT_GRACE, worker_host,
+};
 use crate::faults::Fault;
+use crate::rogue::{BLACK_HOLE, IMPOSTOR_POOL_SIZE, Rogue, RogueEvent};
 use crate::trace::{Decision, Entry, Event, Incarnation, Observation, View, WorkerIndex};
 use crate::workload::{Expected, Function, Request, RequestId};
 
@@ -73,11 +94,32 @@ pub struct Plan {
     /// Pool size of `worker-1`, `worker-2`, ...
     pub pool_sizes: Vec<u32>,
     pub prefetch: u32,
+    /// A black hole joins the cluster (and must be quarantined).
+    pub black_hole: bool,
 }
 
 /// How late after the heartbeat timeout a silent worker may still be declared
 /// lost: the timer fires in the step it is due, plus a little.
 const LOSS_SLACK: Duration = Duration::from_millis(100);
+
+/// How long a real worker's link must have been left alone before a session
+/// it opens counts as surely heard from: a hello sent before a crash, bounce
+/// or hold may still arrive after it, for a session nobody heartbeats.
+const SETTLED_FOR: Duration = Duration::from_secs(2);
+
+/// Slower links than this (the most a message may take) leave too little of
+/// [`TAKEOVER_AFTER`] after a heartbeat interval to call a worker heard from.
+const AUDIBLE_LATENCY: Duration = Duration::from_millis(200);
+
+/// A timeout may be observed this much before the deadline the oracle
+/// computes from the trace's timestamps.
+const EARLY_SLACK: Duration = Duration::from_millis(5);
+
+// A heartbeat sent up to AUDIBLE_LATENCY late still lands within
+// TAKEOVER_AFTER of the one before it.
+const _: () = assert!(
+    HEARTBEAT_INTERVAL.as_millis() + AUDIBLE_LATENCY.as_millis() < TAKEOVER_AFTER.as_millis()
+);
 
 #[derive(Debug, Default)]
 pub struct Oracle {
@@ -88,6 +130,15 @@ pub struct Oracle {
     scheduler_restarts: u32,
     silences: Vec<Silence>,
     executions: BTreeMap<ExecutionId, Execution>,
+    /// Sessions the black hole opened, over the whole run.
+    black_hole_sessions: u32,
+    black_hole_quarantined: bool,
+    /// When each real worker's link (or the worker) was last disturbed.
+    disturbed: BTreeMap<String, Duration>,
+    /// Real workers whose link to the scheduler is partitioned or held now.
+    quiet: BTreeSet<String>,
+    /// A latency change made links too slow to count on heartbeats.
+    slow: bool,
 }
 
 /// A worker whose link to the scheduler went quiet while it had a session.
@@ -114,8 +165,11 @@ struct SchedulerShadow {
     incarnation: Incarnation,
     sessions: BTreeMap<SessionId, Session>,
     /// The attempt in flight for each running execution.
-    current: BTreeMap<ExecutionId, (SessionId, u32)>,
+    current: BTreeMap<ExecutionId, Current>,
     finished: BTreeSet<ExecutionId>,
+    /// An attempt on this session just timed out: if that made it
+    /// [`QUARANTINE_AFTER`] in a row, the next decision must quarantine it.
+    strike: Option<SessionId>,
 }
 
 #[derive(Debug)]
@@ -123,6 +177,29 @@ struct Session {
     worker: String,
     pool_size: u32,
     in_flight: u32,
+    /// Attempts in a row the scheduler timed out on it.
+    timeouts_in_a_row: u32,
+    quarantined: bool,
+    black_hole: bool,
+    /// A real worker's session, heard from at its hello and surely every
+    /// heartbeat since: its link has been left alone all along.
+    audible: bool,
+}
+
+/// An attempt in flight.
+#[derive(Debug)]
+struct Current {
+    session: SessionId,
+    attempt: u32,
+    dispatched_at: Duration,
+    /// Already reported as outliving its deadline.
+    overdue: bool,
+}
+
+impl Current {
+    fn is(&self, session: SessionId, attempt: u32) -> bool {
+        (self.session, self.attempt) == (session, attempt)
+    }
 }
 
 /// Everything seen of one execution, over the whole run.
@@ -132,8 +209,13 @@ struct Execution {
     /// The highest attempt number dispatched, and how many dispatches.
     highest_attempt: u32,
     dispatches: u32,
-    /// Starts on workers.
+    /// Starts on workers (and attempts the black hole took).
     starts: u32,
+    /// Dispatched to the black hole at least once.
+    black_holed: bool,
+    /// Attempts lost with a session other than the black hole's, or timed
+    /// out on one.
+    other_losses: u32,
     /// The first terminal state a client saw, and when.
     terminal: Option<(View, Duration)>,
     /// A status query answered with this terminal state.
@@ -213,20 +295,95 @@ impl Oracle {
             Fault::Partition(a, b) | Fault::Hold(a, b) => {
                 if let Some(worker) = worker_link(a, b) {
                     self.silence(at, &worker);
+                    self.disturb(at, &worker);
+                    self.quiet.insert(worker);
                 }
             }
             Fault::Repair(a, b) | Fault::Release(a, b) => {
                 if let Some(worker) = worker_link(a, b) {
                     self.silences.retain(|s| s.worker != worker);
+                    self.disturb(at, &worker);
+                    self.quiet.remove(&worker);
                 }
             }
-            Fault::CrashWorker {
-                worker,
-                silent: true,
-            } => self.silence(at, &worker_host(*worker)),
-            // A crashed scheduler forgets every session, silent or not.
-            Fault::CrashScheduler => self.silences.clear(),
-            _ => {}
+            Fault::CrashWorker { worker, silent } => {
+                if *silent {
+                    self.silence(at, &worker_host(*worker));
+                }
+                self.disturb(at, &worker_host(*worker));
+            }
+            Fault::BounceWorker { worker } => self.disturb(at, &worker_host(*worker)),
+            // A crashed scheduler forgets every session, silent or not, and
+            // times nothing out while it is down.
+            Fault::CrashScheduler => {
+                self.silences.clear();
+                self.scheduler.current.clear();
+            }
+            Fault::MaxLatency(latency) => {
+                self.slow = *latency >= AUDIBLE_LATENCY;
+                if self.slow {
+                    for session in self.scheduler.sessions.values_mut() {
+                        session.audible = false;
+                    }
+                }
+            }
+            Fault::RestartScheduler | Fault::PowerCut { .. } => {}
+        }
+    }
+
+    /// Something happened to `worker` or its link: its sessions can no longer
+    /// be counted on to be heard from.
+    fn disturb(&mut self, at: Duration, worker: &str) {
+        self.disturbed.insert(worker.to_string(), at);
+        for session in self.scheduler.sessions.values_mut() {
+            if session.worker == worker {
+                session.audible = false;
+            }
+        }
+    }
+
+    /// Whether a session `worker` opens now will surely be heard from every
+    /// heartbeat interval for as long as nothing disturbs it.
+    fn settled(&self, at: Duration, worker: &str, pool_size: u32) -> bool {
+        let real = (1..=self.plan.pool_sizes.len()).any(|index| worker_host(index) == worker)
+            && pool_size != IMPOSTOR_POOL_SIZE;
+        let left_alone = self
+            .disturbed
+            .get(worker)
+            .is_none_or(|&since| at >= since + SETTLED_FOR);
+        real && left_alone && !self.quiet.contains(worker) && !self.slow
+    }
+
+    /// Attempts in flight past their deadline (timeout plus grace) that the
+    /// scheduler has neither timed out nor lost.
+    fn overdue_attempts(&mut self, at: Duration) {
+        let mut overdue = Vec::new();
+        for (&execution, current) in &mut self.scheduler.current {
+            if current.overdue {
+                continue;
+            }
+            let Some(request) = self.executions.get(&execution).and_then(|e| e.request) else {
+                continue; // its timeout is known once a client saw it ACCEPTED
+            };
+            let Some(timeout) = self.plan.requests.get(request as usize).map(|r| r.timeout) else {
+                continue;
+            };
+            let deadline = current.dispatched_at + timeout + TIMEOUT_GRACE;
+            if at > deadline + LOSS_SLACK {
+                current.overdue = true;
+                overdue.push((
+                    execution,
+                    format!(
+                        "{execution}/{} on {} had no result by its deadline ({timeout:?} + \
+                         {TIMEOUT_GRACE:?} grace after its dispatch at {:?}), yet the scheduler \
+                         neither timed it out nor lost it",
+                        current.attempt, current.session, current.dispatched_at
+                    ),
+                ));
+            }
+        }
+        for (execution, what) in overdue {
+            self.violation(at, Some(execution), what);
         }
     }
 
@@ -246,6 +403,7 @@ impl Oracle {
     pub fn observe(&mut self, entry: &Entry) {
         let at = entry.at;
         self.overdue_silences(at);
+        self.overdue_attempts(at);
         match &entry.event {
             Event::Fault(fault) => self.fault(at, fault),
             Event::Note(_) | Event::WorkerStarted { .. } => {}
@@ -272,6 +430,14 @@ impl Oracle {
                 event,
             } => self.task(at, *worker, *incarnation, *event),
             Event::Client { observation, .. } => self.observation(at, observation),
+            Event::Rogue { rogue, event } => self.rogue(*rogue, event),
+        }
+    }
+
+    fn rogue(&mut self, rogue: Rogue, event: &RogueEvent) {
+        if let (Rogue::BlackHole, &RogueEvent::Took { execution, .. }) = (rogue, event) {
+            // Taken and never to be answered for, but an attempt all the same.
+            self.executions.entry(execution).or_default().starts += 1;
         }
     }
 
@@ -324,117 +490,290 @@ impl Oracle {
     }
 
     fn decision(&mut self, at: Duration, decision: &Decision) {
-        let prefetch = self.plan.prefetch;
-        let shadow = &mut self.scheduler;
+        self.check_strike(at, decision);
         match decision {
             Decision::WorkerJoined {
                 session,
                 worker,
                 pool_size,
-            } => {
-                shadow.sessions.insert(
-                    *session,
-                    Session {
-                        worker: worker.clone(),
-                        pool_size: *pool_size,
-                        in_flight: 0,
-                    },
-                );
-            }
+            } => self.joined(at, *session, worker, *pool_size),
             Decision::WorkerLost {
                 session,
                 worker,
                 reason,
-            } => {
-                shadow.sessions.remove(session);
-                let silent = self.silences.iter().position(|s| s.session == *session);
-                if let Some(index) = silent {
-                    self.silences.remove(index);
-                    if *reason != LossReason::HeartbeatTimeout {
-                        self.violation(
-                            at,
-                            None,
-                            format!(
-                                "{worker} ({session}) went silent, yet was declared lost \
-                                 for another reason: {reason}"
-                            ),
-                        );
-                    }
-                }
-            }
+            } => self.lost(at, *session, worker, *reason),
             &Decision::Dispatch {
                 session,
                 execution,
                 attempt,
-            } => {
-                let problem = match shadow.sessions.get_mut(&session) {
-                    None => Some(format!(
-                        "dispatched {execution}/{attempt} to {session}, which is not connected"
-                    )),
-                    Some(s) => {
-                        s.in_flight += 1;
-                        (s.in_flight > s.pool_size + prefetch).then(|| {
-                            format!(
-                                "{} ({session}) has {} attempts in flight; pool size {} + prefetch {prefetch}",
-                                s.worker, s.in_flight, s.pool_size
-                            )
-                        })
-                    }
-                };
-                shadow.current.insert(execution, (session, attempt));
-                let exec = self.executions.entry(execution).or_default();
-                exec.dispatches += 1;
-                exec.highest_attempt = exec.highest_attempt.max(attempt);
-                if let Some(what) = problem {
-                    self.violation(at, Some(execution), what);
-                }
-            }
+            } => self.dispatched(at, session, execution, attempt),
             &Decision::Result {
                 session,
                 execution,
                 attempt,
                 disposition,
-            } => {
-                let current = shadow.current.get(&execution) == Some(&(session, attempt))
-                    && shadow.sessions.contains_key(&session);
-                if disposition != ResultDisposition::Stale {
-                    if let Some(s) = shadow.sessions.get_mut(&session) {
-                        s.in_flight = s.in_flight.saturating_sub(1);
-                    }
-                }
-                let problem = match disposition {
-                    ResultDisposition::Accepted if !current => Some(format!(
-                        "accepted a stale result: {execution}/{attempt} from {session}, \
-                         but the attempt in flight is {:?} and the session is {}",
-                        shadow.current.get(&execution),
-                        if shadow.sessions.contains_key(&session) {
-                            "alive"
-                        } else {
-                            "gone"
-                        }
-                    )),
-                    ResultDisposition::Stale | ResultDisposition::Released if current => {
-                        Some(format!(
-                            "did not accept the current attempt's result: {execution}/{attempt} \
-                             from {session} ({disposition:?})"
-                        ))
-                    }
-                    _ => None,
-                };
-                if let Some(what) = problem {
-                    self.violation(at, Some(execution), what);
-                }
-            }
+            } => self.result(at, session, execution, attempt, disposition),
+            &Decision::Abort {
+                session,
+                execution,
+                attempt,
+            } => self.aborted(at, session, execution, attempt),
             Decision::Requeued { execution, .. } => {
-                shadow.current.remove(execution);
+                self.scheduler.current.remove(execution);
             }
             Decision::Finished { execution, .. } => {
-                shadow.current.remove(execution);
-                if !shadow.finished.insert(*execution) {
+                self.scheduler.current.remove(execution);
+                if !self.scheduler.finished.insert(*execution) {
                     self.violation(at, Some(*execution), format!("{execution} finished twice"));
                 }
             }
-            Decision::Abort { .. } | Decision::Evicted { .. } | Decision::Quarantined { .. } => {}
+            &Decision::Quarantined { session, lifted } => self.quarantined(at, session, lifted),
+            Decision::Evicted { .. } => {}
+        }
+    }
+
+    fn joined(&mut self, at: Duration, session: SessionId, worker: &str, pool_size: u32) {
+        let black_hole = worker == BLACK_HOLE;
+        self.black_hole_sessions += u32::from(black_hole);
+        let audible = self.settled(at, worker, pool_size);
+        self.scheduler.sessions.insert(
+            session,
+            Session {
+                worker: worker.to_string(),
+                pool_size,
+                in_flight: 0,
+                timeouts_in_a_row: 0,
+                quarantined: false,
+                black_hole,
+                audible,
+            },
+        );
+    }
+
+    fn lost(&mut self, at: Duration, session: SessionId, worker: &str, reason: LossReason) {
+        let gone = self.scheduler.sessions.remove(&session);
+        // Each attempt lost with a real worker's session is one the black
+        // hole did not take.
+        if gone.as_ref().is_some_and(|s| !s.black_hole) {
+            for (execution, current) in &self.scheduler.current {
+                if current.session == session {
+                    self.executions.entry(*execution).or_default().other_losses += 1;
+                }
+            }
+        }
+        if reason == LossReason::Replaced && gone.as_ref().is_some_and(|s| s.audible) {
+            self.violation(
+                at,
+                None,
+                format!(
+                    "{worker} ({session}) was replaced by a new connection under its id, though \
+                     its link has been healthy since it joined: its heartbeats (every \
+                     {HEARTBEAT_INTERVAL:?}) kept it heard from within {TAKEOVER_AFTER:?}"
+                ),
+            );
+        }
+        let silent = self.silences.iter().position(|s| s.session == session);
+        if let Some(index) = silent {
+            self.silences.remove(index);
+            if reason != LossReason::HeartbeatTimeout {
+                self.violation(
+                    at,
+                    None,
+                    format!(
+                        "{worker} ({session}) went silent, yet was declared lost \
+                         for another reason: {reason}"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn dispatched(
+        &mut self,
+        at: Duration,
+        session: SessionId,
+        execution: ExecutionId,
+        attempt: u32,
+    ) {
+        let prefetch = self.plan.prefetch;
+        let shadow = &mut self.scheduler;
+        let mut problems = Vec::new();
+        let mut black_hole = false;
+        match shadow.sessions.get_mut(&session) {
+            None => problems.push(format!(
+                "dispatched {execution}/{attempt} to {session}, which is not connected"
+            )),
+            Some(s) => {
+                s.in_flight += 1;
+                black_hole = s.black_hole;
+                if s.in_flight > s.pool_size + prefetch {
+                    problems.push(format!(
+                        "{} ({session}) has {} attempts in flight; pool size {} + prefetch {prefetch}",
+                        s.worker, s.in_flight, s.pool_size
+                    ));
+                }
+                if s.quarantined {
+                    problems.push(format!(
+                        "dispatched {execution}/{attempt} to {} ({session}), which is quarantined",
+                        s.worker
+                    ));
+                }
+            }
+        }
+        shadow.current.insert(
+            execution,
+            Current {
+                session,
+                attempt,
+                dispatched_at: at,
+                overdue: false,
+            },
+        );
+        let exec = self.executions.entry(execution).or_default();
+        exec.dispatches += 1;
+        exec.highest_attempt = exec.highest_attempt.max(attempt);
+        exec.black_holed |= black_hole;
+        for what in problems {
+            self.violation(at, Some(execution), what);
+        }
+    }
+
+    fn result(
+        &mut self,
+        at: Duration,
+        session: SessionId,
+        execution: ExecutionId,
+        attempt: u32,
+        disposition: ResultDisposition,
+    ) {
+        let shadow = &mut self.scheduler;
+        let current = shadow
+            .current
+            .get(&execution)
+            .is_some_and(|c| c.is(session, attempt))
+            && shadow.sessions.contains_key(&session);
+        if let Some(s) = shadow.sessions.get_mut(&session) {
+            if disposition != ResultDisposition::Stale {
+                s.in_flight = s.in_flight.saturating_sub(1);
+            }
+            if disposition == ResultDisposition::Accepted {
+                s.timeouts_in_a_row = 0;
+            }
+        }
+        let problem = match disposition {
+            ResultDisposition::Accepted if !current => Some(format!(
+                "accepted a stale result: {execution}/{attempt} from {session}, \
+                 but the attempt in flight is {:?} and the session is {}",
+                shadow
+                    .current
+                    .get(&execution)
+                    .map(|c| (c.session, c.attempt)),
+                if shadow.sessions.contains_key(&session) {
+                    "alive"
+                } else {
+                    "gone"
+                }
+            )),
+            ResultDisposition::Stale | ResultDisposition::Released if current => Some(format!(
+                "did not accept the current attempt's result: {execution}/{attempt} \
+                 from {session} ({disposition:?})"
+            )),
+            _ => None,
+        };
+        if let Some(what) = problem {
+            self.violation(at, Some(execution), what);
+        }
+    }
+
+    /// Clients never cancel, so every abort is the scheduler timing an
+    /// attempt out: a strike against its session.
+    fn aborted(&mut self, at: Duration, session: SessionId, execution: ExecutionId, attempt: u32) {
+        let shadow = &mut self.scheduler;
+        let Some(current) = shadow
+            .current
+            .get(&execution)
+            .filter(|c| c.is(session, attempt))
+        else {
+            return;
+        };
+        let dispatched_at = current.dispatched_at;
+        let Some(s) = shadow.sessions.get_mut(&session) else {
+            return;
+        };
+        s.timeouts_in_a_row += 1;
+        shadow.strike = Some(session);
+        let black_hole = s.black_hole;
+        let exec = self.executions.entry(execution).or_default();
+        if !black_hole {
+            exec.other_losses += 1;
+        }
+        let timeout = exec
+            .request
+            .and_then(|r| self.plan.requests.get(r as usize))
+            .map(|r| r.timeout);
+        if let Some(timeout) = timeout {
+            let deadline = dispatched_at + timeout + TIMEOUT_GRACE;
+            if at + EARLY_SLACK < deadline {
+                self.violation(
+                    at,
+                    Some(execution),
+                    format!(
+                        "timed out {execution}/{attempt} on {session} before its deadline \
+                         ({timeout:?} + {TIMEOUT_GRACE:?} grace after {dispatched_at:?})"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// After an attempt timed out, the scheduler's next decision must be to
+    /// quarantine its session if that was the [`QUARANTINE_AFTER`]th strike.
+    fn check_strike(&mut self, at: Duration, decision: &Decision) {
+        let Some(session) = self.scheduler.strike.take() else {
+            return;
+        };
+        if matches!(decision, &Decision::Quarantined { session: s, lifted: false } if s == session)
+        {
+            return;
+        }
+        let Some(s) = self.scheduler.sessions.get(&session) else {
+            return;
+        };
+        if !s.quarantined && s.timeouts_in_a_row >= QUARANTINE_AFTER {
+            let what = format!(
+                "{} ({session}) had {} attempts in a row time out, yet was not quarantined",
+                s.worker, s.timeouts_in_a_row
+            );
+            self.violation(at, None, what);
+        }
+    }
+
+    fn quarantined(&mut self, at: Duration, session: SessionId, lifted: bool) {
+        let Some(s) = self.scheduler.sessions.get_mut(&session) else {
+            let what = format!("quarantine of {session}, which is not connected");
+            self.violation(at, None, what);
+            return;
+        };
+        let problem = match lifted {
+            false if s.timeouts_in_a_row < QUARANTINE_AFTER => Some(format!(
+                "{} ({session}) was quarantined after {} attempts in a row timed out; \
+                 the rule is {QUARANTINE_AFTER}",
+                s.worker, s.timeouts_in_a_row
+            )),
+            true if s.in_flight > 0 => Some(format!(
+                "{} ({session}) was let out of quarantine holding {} attempts it never \
+                 answered for",
+                s.worker, s.in_flight
+            )),
+            _ => None,
+        };
+        s.quarantined = !lifted;
+        if lifted {
+            s.timeouts_in_a_row = 0;
+        }
+        self.black_hole_quarantined |= s.black_hole && !lifted;
+        if let Some(what) = problem {
+            self.violation(at, None, what);
         }
     }
 
@@ -549,22 +888,50 @@ impl Oracle {
                 ));
             }
             let expected = Expected::of(request.function, &request.payload);
+            let right = expected.matches(&view.status, &view.output, &view.error);
             let ran_out = view.status == "FAILED"
                 && (view.error.starts_with("worker lost ")
+                    || view.error.starts_with("timed out: no result within ")
                     || view.error.contains("the last to a scheduler restart"))
                 && exec.dispatches >= max_attempts;
-            if !expected.matches(&view.status, &view.output, &view.error) && !ran_out {
+            if !right && !ran_out {
                 problem(format!(
                     "{id} (request {}, {:?}, max_attempts {max_attempts}, {} dispatches) \
                      ended {view}; expected {expected}",
                     request.id, request.function, exec.dispatches
                 ));
             }
+            // The black hole can take at most QUARANTINE_AFTER attempts of an
+            // execution per session (the strike that quarantines it is the
+            // last); beyond that, only other losses can use attempts up.
+            let could_take =
+                QUARANTINE_AFTER * self.black_hole_sessions + exec.other_losses + restarts;
+            if exec.black_holed && !right && max_attempts > could_take {
+                problem(format!(
+                    "{id} (request {}, {:?}) was dispatched to the black hole and ended {view}; \
+                     with max_attempts {max_attempts}, more than the black hole \
+                     ({QUARANTINE_AFTER} per session, {} sessions), its {} other lost attempts \
+                     and {restarts} scheduler restarts could take, it must have finished \
+                     elsewhere: expected {expected}",
+                    request.id, request.function, self.black_hole_sessions, exec.other_losses
+                ));
+            }
             if request.function == Function::Fail && view.status == "COMPLETED" {
                 problem(format!("{id} runs `fail` but COMPLETED"));
             }
         }
+        if self.plan.black_hole && !self.black_hole_quarantined {
+            found.push(Violation {
+                at,
+                execution: None,
+                what: format!(
+                    "the black hole was never quarantined ({} sessions)",
+                    self.black_hole_sessions
+                ),
+            });
+        }
         self.overdue_silences(at);
+        self.overdue_attempts(at);
         let mut all = std::mem::take(&mut self.violations);
         all.extend(found);
         all

@@ -22,6 +22,7 @@ use crate::faults::Driver;
 use crate::fs::Power;
 use crate::http_client;
 use crate::oracle::{self, Oracle, Violation};
+use crate::rogue;
 use crate::scenario::{HTTP_CLIENT, Plan, Scenario};
 use crate::seed::Seed;
 use crate::trace::{Entry, Event, Recorder};
@@ -122,6 +123,7 @@ pub fn run(scenario: Scenario, seed: Seed) -> Outcome {
         requests: plan.requests.clone(),
         pool_sizes: plan.cluster.pool_sizes.clone(),
         prefetch: plan.cluster.prefetch,
+        black_hole: plan.rogues.black_hole,
     }));
     let power = Power::default();
 
@@ -138,6 +140,7 @@ pub fn run(scenario: Scenario, seed: Seed) -> Outcome {
     let mut sim = builder.build();
 
     cluster::install(&mut sim, &plan.cluster, seed, &recorder, &power);
+    rogue::install(&mut sim, &plan.rogues, &recorder);
     for index in 0..plan.clients {
         let client_plan = client::Plan {
             index,
@@ -163,6 +166,7 @@ pub fn run(scenario: Scenario, seed: Seed) -> Outcome {
     if plan.cluster.gateway {
         hosts.push(cluster::GATEWAY.to_string());
     }
+    hosts.extend(rogue::hosts(&plan.rogues));
     hosts.extend((0..plan.clients).map(|index| format!("client-{index}")));
     let mut driver = Driver::new(&plan.faults, hosts, power, recorder.clone());
     let error = loop {

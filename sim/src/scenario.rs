@@ -13,6 +13,7 @@
 //! | `hold_release` | links held for a while, then released all at once | long delays; stale results fenced; no duplicate visible |
 //! | `scheduler_crash` | the scheduler crashes (or its disk loses power mid-write) and restarts | ACCEPTED survives; unsynced writes lost; recovery; workers reconnect |
 //! | `random` | a mix of all of these, plus latency changes | their interactions |
+//! | `black_hole` | a rogue worker takes work and never answers, an impostor keeps claiming `worker-1`'s id; sometimes a real worker crashes or is cut off | scheduler-side timeouts retried elsewhere; quarantine; refused id takeover |
 
 use std::ops::Range;
 use std::time::Duration;
@@ -20,8 +21,9 @@ use std::time::Duration;
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-use crate::cluster::{self, SCHEDULER, worker_host};
+use crate::cluster::{self, QUARANTINE_AFTER, SCHEDULER, TIMEOUT_GRACE, worker_host};
 use crate::faults::{Fault, Schedule};
+use crate::rogue::{IMPOSTOR_POSES_AS, ImpostorPlan};
 use crate::seed::Seed;
 use crate::trace::WorkerIndex;
 use crate::workload::{self, Request};
@@ -35,10 +37,11 @@ pub enum Scenario {
     HoldRelease,
     SchedulerCrash,
     Random,
+    BlackHole,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::SteadyLoad,
         Scenario::WorkerCrash,
         Scenario::WorkerBounce,
@@ -46,6 +49,7 @@ impl Scenario {
         Scenario::HoldRelease,
         Scenario::SchedulerCrash,
         Scenario::Random,
+        Scenario::BlackHole,
     ];
 
     /// The scenario's name; also the name of its test.
@@ -58,6 +62,7 @@ impl Scenario {
             Scenario::HoldRelease => "hold_release",
             Scenario::SchedulerCrash => "scheduler_crash",
             Scenario::Random => "random",
+            Scenario::BlackHole => "black_hole",
         }
     }
 
@@ -79,12 +84,21 @@ pub struct Plan {
     pub seed: Seed,
     pub cluster: cluster::Shape,
     pub clients: usize,
+    pub rogues: Rogues,
     pub requests: Vec<Request>,
     /// Message latency on every link, before any fault changes it.
     pub max_latency: Duration,
     pub faults: Schedule,
     /// Clients stop waiting for executions then.
     pub give_up_at: Duration,
+}
+
+/// The hand-made worker hosts (see [`crate::rogue`]) a run adds to the
+/// cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Rogues {
+    pub black_hole: bool,
+    pub impostor: Option<ImpostorPlan>,
 }
 
 /// After the last fault healed (and the last request was sent), how long
@@ -104,18 +118,22 @@ impl Plan {
         // The gateway (and a client speaking HTTP to it) joins the scenarios
         // that are about the whole system rather than one failure.
         let gateway = matches!(scenario, Scenario::SteadyLoad | Scenario::Random);
-        let cluster = cluster::Shape {
+        let mut cluster = cluster::Shape {
             pool_sizes: (0..workers).map(|_| rng.random_range(1..=4)).collect(),
             prefetch: [0, 1, 1, 2][rng.random_range(0..4)],
             gateway,
         };
         let max_latency = Duration::from_micros(rng.random_range(500..15_000));
         let clients = if gateway { 3 } else { 2 };
-        let shape = workload::Shape {
+        let mut shape = workload::Shape {
             clients,
             http_client: gateway.then_some(HTTP_CLIENT),
             ..workload::Shape::default()
         };
+        let mut rogues = Rogues::default();
+        if scenario == Scenario::BlackHole {
+            black_hole_run(&mut cluster, &mut shape, &mut rogues);
+        }
         let requests = workload::generate(seed, &shape);
         let faults = faults(scenario, &mut seed.rng("faults"), &cluster, max_latency);
         let last_request = requests.last().map_or(Duration::ZERO, |r| r.at);
@@ -131,13 +149,22 @@ impl Plan {
             .map(|worker| cluster.pool_sizes[worker - 1])
             .sum();
         let work: Duration = requests.iter().map(|r| r.runs_for).sum();
-        let give_up_at =
-            faults.healed_at.max(last_request) + LIVENESS_WINDOW + work / surviving_slots.max(1);
+        // Each attempt the black hole keeps (at most the strikes that
+        // quarantine it) holds its execution up for the attempt's deadline.
+        let held_up = match rogues.black_hole {
+            true => (shape.timeout + TIMEOUT_GRACE) * QUARANTINE_AFTER,
+            false => Duration::ZERO,
+        };
+        let give_up_at = faults.healed_at.max(last_request)
+            + LIVENESS_WINDOW
+            + held_up
+            + work / surviving_slots.max(1);
         Plan {
             scenario,
             seed,
             cluster,
             clients,
+            rogues,
             requests,
             max_latency,
             faults,
@@ -145,6 +172,34 @@ impl Plan {
         }
     }
 }
+
+/// The `black_hole` scenario's cluster and workload: a black hole that joins
+/// at once (it has the most free slots, so it gets the first work), an
+/// impostor claiming `worker-1`'s id while `worker-1` is healthy, and
+/// attempts whose deadline (timeout plus grace) falls well within the run.
+fn black_hole_run(cluster: &mut cluster::Shape, shape: &mut workload::Shape, rogues: &mut Rogues) {
+    // Without prefetch an attempt starts on a real worker the moment it
+    // arrives, so none waits its deadline away in a worker's queue: only the
+    // black hole lets attempts time out.
+    cluster.prefetch = 0;
+    shape.timeout = Duration::from_secs(1);
+    // Well under the timeout, so that no real worker times a sleep out.
+    shape.sleep_ms = [20..250, 250..600];
+    // Every execution can be retried; most have more attempts than the black
+    // hole (QUARANTINE_AFTER) and one worker fault together can take.
+    shape.max_attempts = &[2, 3, 5, 5, 6, 6];
+    rogues.black_hole = true;
+    rogues.impostor = Some(ImpostorPlan {
+        from: Duration::from_millis(500),
+        until: FAULT_WINDOW.end,
+        every: Duration::from_millis(250),
+    });
+}
+
+/// In `black_hole`, the work the black hole kept reaches the real workers
+/// from its first deadline on; a fault then hits a worker that has some.
+const BLACK_HOLE_FAULT_WINDOW: Range<Duration> =
+    Duration::from_millis(3_500)..Duration::from_millis(6_500);
 
 fn pick_time(rng: &mut SmallRng, window: Range<Duration>) -> Duration {
     let (from, to) = (
@@ -232,6 +287,23 @@ fn faults(
             for _ in 0..rng.random_range(1..=2) {
                 let down = crash_scheduler(rng, &mut schedule, at);
                 at += down + Duration::from_millis(rng.random_range(500..2_000));
+            }
+        }
+        Scenario::BlackHole => {
+            // `worker-1` stays healthy: it is the one the impostor poses as.
+            let others: Vec<WorkerIndex> = cluster
+                .workers()
+                .filter(|&worker| worker != IMPOSTOR_POSES_AS)
+                .collect();
+            let worker = others[rng.random_range(0..others.len())];
+            let at = pick_time(rng, BLACK_HOLE_FAULT_WINDOW);
+            match rng.random_range(0..3) {
+                0 => {}
+                1 => crash_worker(rng, &mut schedule, at, worker),
+                _ => {
+                    let lasts = Duration::from_millis(rng.random_range(1_500..3_000));
+                    cut(&mut schedule, at, lasts, SCHEDULER, &worker_host(worker));
+                }
             }
         }
         Scenario::Random => {

@@ -1,6 +1,7 @@
 //! The trace of a run: every scheduler decision, every task a worker started
-//! or ended, every fault injected and every client observation, in the order
-//! they happened, stamped with simulated time.
+//! or ended, what each rogue host was given, every fault injected and every
+//! client observation, in the order they happened, stamped with simulated
+//! time.
 //!
 //! All hosts of a simulation run on one thread, so appending to one shared log
 //! gives a total order. The trace is what a run *is*: its hash (FNV-1a over the
@@ -21,6 +22,7 @@ use taskforge_services::worker::{TaskEvent, TaskObserver};
 
 use crate::faults::Fault;
 use crate::oracle::{Oracle, Violation};
+use crate::rogue::{Rogue, RogueEvent};
 use crate::workload::{Function, RequestId};
 
 /// One line of the trace.
@@ -68,6 +70,8 @@ pub enum Event {
         client: usize,
         observation: Observation,
     },
+    /// What a host speaking the worker protocol by hand did or was given.
+    Rogue { rogue: Rogue, event: RogueEvent },
 }
 
 /// A decision of the scheduler, as its observer reports it.
@@ -207,6 +211,7 @@ impl fmt::Display for Event {
                 client,
                 observation,
             } => write!(f, "client-{client} {observation}"),
+            Event::Rogue { rogue, event } => write!(f, "{rogue} {event}"),
         }
     }
 }

@@ -67,8 +67,8 @@ pub struct Request {
     /// How long the function runs (a `sleep`'s duration; zero otherwise).
     pub runs_for: Duration,
     pub max_attempts: u32,
-    /// Start-to-close limit of each attempt; far above any `sleep` here, so
-    /// a timeout is always a bug.
+    /// Start-to-close limit of each attempt; above any `sleep` here, so a
+    /// worker's own timeout is always a bug.
     pub timeout: Duration,
 }
 
@@ -90,6 +90,10 @@ pub struct Shape {
     /// The client that sends its requests over HTTP, whose payloads must be
     /// JSON (an HTTP body is the JSON payload).
     pub http_client: Option<usize>,
+    /// Each request's attempt budget is drawn from these, evenly.
+    pub max_attempts: &'static [u32],
+    /// The start-to-close limit of every attempt.
+    pub timeout: Duration,
 }
 
 impl Default for Shape {
@@ -102,11 +106,13 @@ impl Default for Shape {
             sleep_ms: [20..400, 400..1_500],
             mix: [3, 5, 1, 2],
             http_client: None,
+            max_attempts: &[1, 2, 3, 3, 3, 4],
+            timeout: REQUEST_TIMEOUT,
         }
     }
 }
 
-/// The attempt-timeout every request carries.
+/// The attempt-timeout requests carry unless the shape says otherwise.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Draws the workload of a run.
@@ -158,8 +164,8 @@ pub fn generate(seed: Seed, shape: &Shape) -> Vec<Request> {
                 function,
                 payload,
                 runs_for,
-                max_attempts: *[1, 2, 3, 3, 3, 4].get(rng.random_range(0..6)).unwrap_or(&3),
-                timeout: REQUEST_TIMEOUT,
+                max_attempts: shape.max_attempts[rng.random_range(0..shape.max_attempts.len())],
+                timeout: shape.timeout,
             }
         })
         .collect()

@@ -38,3 +38,8 @@ fn scheduler_crash() {
 fn random() {
     check(Scenario::Random);
 }
+
+#[test]
+fn black_hole() {
+    check(Scenario::BlackHole);
+}
