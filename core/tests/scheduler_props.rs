@@ -481,6 +481,7 @@ impl Harness {
                     session,
                     execution,
                     attempt,
+                    ..
                 } => {
                     let w = self.live.get(&session);
                     prop_assert!(w.is_some_and(|w| w.in_flight.contains(&(execution, attempt))));

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::*;
 use taskforge_core::scheduler::{
-    Backoff, CancelError, ConnectError, LossReason, Output, Prior, ResultDisposition, Retention,
-    Scheduler, SchedulerConfig, SubmitError,
+    AbortReason, Backoff, CancelError, ConnectError, LossReason, Output, Prior, ResultDisposition,
+    Retention, Scheduler, SchedulerConfig, SubmitError,
 };
 use taskforge_core::{ExecutionId, Outcome, Policy, SessionId, Status, Terminal};
 
@@ -375,7 +375,8 @@ fn the_scheduler_backs_up_the_worker_s_timeout_and_retries_elsewhere() {
     assert!(out.contains(&Output::Abort {
         session: S1,
         execution: ExecutionId(1),
-        attempt: 1
+        attempt: 1,
+        reason: AbortReason::NoResult,
     }));
     // Not the function's verdict: the attempt is lost, and the execution waits
     // for another try.
@@ -583,7 +584,8 @@ fn cancelling_a_running_execution_aborts_it_on_its_worker() {
         Output::Abort {
             session: S1,
             execution: ExecutionId(1),
-            attempt: 1
+            attempt: 1,
+            reason: AbortReason::Ended,
         }
     );
     assert_eq!(status(&s, 1), Some(Status::Cancelled));

@@ -155,8 +155,8 @@ fn wasm_command(code: &[u8]) -> Result<Bytes, String> {
         match payload.map_err(|error| format!("not a valid WebAssembly module: {error}"))? {
             Payload::ImportSection(imports) => {
                 for import in imports.into_imports() {
-                    let import =
-                        import.map_err(|error| format!("not a valid WebAssembly module: {error}"))?;
+                    let import = import
+                        .map_err(|error| format!("not a valid WebAssembly module: {error}"))?;
                     let is_function = matches!(import.ty, TypeRef::Func(_));
                     if import.module != WASI_MODULE
                         || !is_function
@@ -172,8 +172,8 @@ fn wasm_command(code: &[u8]) -> Result<Bytes, String> {
             }
             Payload::ExportSection(exports) => {
                 for export in exports {
-                    let export =
-                        export.map_err(|error| format!("not a valid WebAssembly module: {error}"))?;
+                    let export = export
+                        .map_err(|error| format!("not a valid WebAssembly module: {error}"))?;
                     if export.name == "_start" && export.kind == wasmparser::ExternalKind::Func {
                         has_start = true;
                     }
@@ -208,7 +208,11 @@ mod tests {
     #[test]
     fn builtin_code_names_a_handler() {
         assert_eq!(check(" BuiltIn ", "echo").unwrap().0, "builtin");
-        assert!(check("builtin", "nope").unwrap_err().contains("unknown builtin handler"));
+        assert!(
+            check("builtin", "nope")
+                .unwrap_err()
+                .contains("unknown builtin handler")
+        );
     }
 
     #[test]

@@ -933,7 +933,10 @@ async fn listing_inspection_and_cancellation() {
     assert_eq!(workers["workers"][1]["quarantined"], true);
     assert_eq!(workers["workers"][1]["timeouts_in_a_row"], 3);
     assert_eq!(workers["workers"][1]["last_heartbeat_at_us"], Value::Null);
-    assert_eq!(workers["workers"][1]["runtimes"], json!(["builtin", "wasm"]));
+    assert_eq!(
+        workers["workers"][1]["runtimes"],
+        json!(["builtin", "wasm"])
+    );
 
     let stats = json!({"workers": 2, "capacity": 12, "in_flight": 3, "queued": 5,
         "queued_by_runtime": {"builtin": 5}, "queue_limit": 100, "quarantined_workers": 1,

@@ -517,7 +517,11 @@ impl Oracle {
                 session,
                 execution,
                 attempt,
+                no_result: true,
             } => self.aborted(at, session, execution, attempt),
+            // The execution ended while this attempt ran (here only an
+            // acceptance whose sync failed: clients never cancel).
+            Decision::Abort { .. } => {}
             Decision::Requeued { execution, .. } => {
                 self.scheduler.current.remove(execution);
             }
@@ -685,8 +689,7 @@ impl Oracle {
         }
     }
 
-    /// Clients never cancel, so every abort is the scheduler timing an
-    /// attempt out: a strike against its session.
+    /// The scheduler timed an attempt out: a strike against its session.
     fn aborted(&mut self, at: Duration, session: SessionId, execution: ExecutionId, attempt: u32) {
         let shadow = &mut self.scheduler;
         let Some(current) = shadow

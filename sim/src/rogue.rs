@@ -144,6 +144,7 @@ fn hello(worker_id: &str, pool_size: u32) -> WorkerMessage {
             worker_id: worker_id.to_string(),
             pool_size,
             caches_functions: true,
+            runtimes: vec!["builtin".to_string()],
         })),
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use taskforge_core::scheduler::{LossReason, Output, ResultDisposition};
+use taskforge_core::scheduler::{AbortReason, LossReason, Output, ResultDisposition};
 use taskforge_core::{ExecutionId, SessionId};
 use taskforge_services::scheduler::{SchedulerEvent, SchedulerObserver};
 use taskforge_services::worker::{TaskEvent, TaskObserver};
@@ -97,6 +97,9 @@ pub enum Decision {
         session: SessionId,
         execution: ExecutionId,
         attempt: u32,
+        /// The scheduler timed the attempt out (no result), rather than the
+        /// execution ending while it ran.
+        no_result: bool,
     },
     Requeued {
         execution: ExecutionId,
@@ -242,7 +245,11 @@ impl fmt::Display for Decision {
                 session,
                 execution,
                 attempt,
-            } => write!(f, "abort {execution}/{attempt} on {session}"),
+                no_result,
+            } => {
+                let why = if *no_result { "no result" } else { "ended" };
+                write!(f, "abort {execution}/{attempt} on {session} ({why})")
+            }
             Decision::Requeued {
                 execution,
                 lost_attempt,
@@ -319,10 +326,12 @@ impl Decision {
                 session,
                 execution,
                 attempt,
+                reason,
             } => Decision::Abort {
                 session,
                 execution,
                 attempt,
+                no_result: reason == AbortReason::NoResult,
             },
             &Output::Requeued {
                 execution,

@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 pub use config::{Backoff, Retention, SchedulerConfig};
 pub use output::{
-    Dispatch, ExecutionView, LossReason, Output, ResultDisposition, Stats, WorkerView,
+    AbortReason, Dispatch, ExecutionView, LossReason, Output, ResultDisposition, Stats, WorkerView,
 };
 
 use crate::deadlines::Deadlines;
@@ -389,6 +389,7 @@ impl Scheduler {
                 session,
                 execution,
                 attempt: exec.attempt,
+                reason: AbortReason::Ended,
             }),
             Place::Queued | Place::Backoff { .. } => {}
         }
@@ -804,6 +805,7 @@ impl Scheduler {
             session,
             execution: id,
             attempt,
+            reason: AbortReason::NoResult,
         });
         let quarantine_after = self.config.quarantine_after;
         let newly_quarantined = self.workers.update(session, |worker| {

@@ -21,6 +21,7 @@ pub enum Output {
         session: SessionId,
         execution: ExecutionId,
         attempt: u32,
+        reason: AbortReason,
     },
     /// An attempt was lost with its worker; the execution is PENDING again and
     /// becomes eligible to run at `retry_at`.
@@ -66,6 +67,16 @@ pub struct Dispatch {
     pub function: Arc<str>,
     pub payload: Bytes,
     pub timeout: Duration,
+}
+
+/// Why an attempt is aborted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbortReason {
+    /// Its execution ended while it ran: cancelled by a client, or failed by
+    /// the caller ([`Scheduler::fail`](super::Scheduler::fail)).
+    Ended,
+    /// No result came by its timeout plus grace: a lost attempt, retried.
+    NoResult,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -76,6 +76,9 @@ mod tests {
         let out = echo.run(Bytes::from_static(b"hi"), Stop::new()).await;
         assert_eq!(out, Ok(Bytes::from_static(b"hi")));
         let error = runtime.prepare(&function("nope")).await.unwrap_err();
-        assert!(error.contains("unknown builtin handler \"nope\""), "{error}");
+        assert!(
+            error.contains("unknown builtin handler \"nope\""),
+            "{error}"
+        );
     }
 }

@@ -92,17 +92,23 @@ impl Definitions {
     /// What `request` runs: the definition it carries (a scheduler that does
     /// not cache definitions: prepared for this execution alone), else the
     /// one defined earlier on this stream.
-    pub(super) fn resolve(&self, request: &mut ExecutionRequest) -> Result<Arc<Definition>, String> {
+    pub(super) fn resolve(
+        &self,
+        request: &mut ExecutionRequest,
+    ) -> Result<Arc<Definition>, String> {
         if let Some(function) = request.function.take() {
             return Ok(Arc::new(Definition::new(function, &self.runtimes)));
         }
-        self.by_id.get(&request.function_id).cloned().ok_or_else(|| {
-            format!(
-                "function {:?} was not defined on this stream before its execution \
+        self.by_id
+            .get(&request.function_id)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "function {:?} was not defined on this stream before its execution \
                  (neither SchedulerMessage.define nor ExecutionRequest.function carried it)",
-                shorten(&request.function_id)
-            )
-        })
+                    shorten(&request.function_id)
+                )
+            })
     }
 }
 

@@ -33,10 +33,10 @@ use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use super::definitions::Definitions;
-use crate::runtime::Stop;
 use super::observer::{TaskEvent, TaskObserver};
 use super::wire::{self, Job};
 use super::{Shutdown, Timebase, WallClock, WorkerConfig};
+use crate::runtime::Stop;
 
 /// How long a closing worker waits for the scheduler to end its side of the
 /// stream after ending its own.

@@ -251,8 +251,12 @@ mod tests {
         ];
         for (request, expected) in cases {
             let raw_id = request.execution_id.clone();
-            let rejection =
-                assignment(request, &Definitions::new(Runtimes::builtin()), DEFAULT_TIMEOUT).unwrap_err();
+            let rejection = assignment(
+                request,
+                &Definitions::new(Runtimes::builtin()),
+                DEFAULT_TIMEOUT,
+            )
+            .unwrap_err();
             assert!(rejection.error.contains(expected), "{}", rejection.error);
             assert_eq!(rejection.execution_id, raw_id);
             assert_eq!(rejection.attempt, 3);

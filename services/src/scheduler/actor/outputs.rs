@@ -15,6 +15,7 @@ impl Actor {
                     session,
                     execution,
                     attempt,
+                    ..
                 } => {
                     if let Some(s) = self.sessions.get(&session) {
                         if s.understands_cancel {
