@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use taskforge_core::Policy;
 use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
 use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
+use taskforge_services::client;
 use taskforge_services::clock::system_clock;
 use taskforge_services::cluster::{Cluster, ClusterConfig};
 use taskforge_services::duration::parse_duration;
@@ -46,6 +47,14 @@ enum Command {
     Worker(WorkerArgs),
     /// Run the HTTP gateway alone, in front of a scheduler.
     Gateway(GatewayArgs),
+    /// Register a function from a file (a .wasm or .wat module, ...).
+    Deploy(client::DeployArgs),
+    /// Trigger an execution of a function; with --wait, print its result.
+    Invoke(client::InvokeArgs),
+    /// List executions, newest ids last.
+    Jobs(client::JobsArgs),
+    /// List the connected workers, their load and runtimes.
+    Workers(client::WorkersArgs),
 }
 
 #[derive(Args, Debug)]
@@ -274,7 +283,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli.command)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE
@@ -282,13 +291,30 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), String> {
-    match command {
+async fn run(command: Command) -> Result<ExitCode, String> {
+    let served = match command {
         Command::Up(args) => up(args).await,
         Command::Scheduler(args) => scheduler(args).await,
         Command::Worker(args) => run_worker(args).await,
         Command::Gateway(args) => run_gateway(args).await,
-    }
+        Command::Deploy(args) => return print(client::deploy(args).await),
+        Command::Invoke(args) => return print(client::invoke(args).await),
+        Command::Jobs(args) => return print(client::jobs(args).await),
+        Command::Workers(args) => return print(client::workers(args).await),
+    };
+    served.map(|()| ExitCode::SUCCESS)
+}
+
+/// Prints a client command's answer; exit code 2 when it reports an
+/// execution that did not complete (1 is for errors).
+fn print(printed: Result<client::Printed, String>) -> Result<ExitCode, String> {
+    let printed = printed?;
+    print!("{}", printed.text);
+    Ok(if printed.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 async fn up(args: UpArgs) -> Result<(), String> {

@@ -35,8 +35,8 @@ mod extract;
 mod functions;
 mod jobs;
 mod metrics;
-mod output;
-mod view;
+pub(crate) mod output;
+pub(crate) mod view;
 mod wait;
 
 use std::fmt;
