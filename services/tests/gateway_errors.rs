@@ -76,6 +76,28 @@ async fn bad_input_gets_json_errors_on_every_route() {
             "`code`",
         ),
         (
+            Call::new("POST", "/functions").json(
+                r#"{"name": "a", "language": "wasm", "code": "(module)", "code_base64": "AGFzbQ=="}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "not both",
+        ),
+        (
+            Call::new("POST", "/functions")
+                .json(r#"{"name": "a", "language": "wasm", "code_base64": "not base64!"}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "`code_base64` is not base64",
+        ),
+        (
+            Call::new("POST", "/functions")
+                .json(r#"{"name": "a", "language": "wasm", "code_base64": 7}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "`code_base64`",
+        ),
+        (
             Call::new("POST", "/functions")
                 .json(r#"{"name": "a", "language": ["builtin"], "code": "echo"}"#),
             StatusCode::BAD_REQUEST,

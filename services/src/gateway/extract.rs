@@ -12,6 +12,8 @@
 //!   message can name the parameter.
 //! - [`idempotency_key`]: the `Idempotency-Key` header of a trigger.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -215,6 +217,28 @@ pub(crate) fn required_string(map: &Map<String, Value>, field: &str) -> Result<S
             "field `{field}` must be a string, got {}",
             crate::functions::json_kind(other)
         ))),
+    }
+}
+
+/// A function's code: `code` as text (a built-in's name, WAT, source), or
+/// `code_base64` for binary (a `.wasm` module) — exactly one of the two.
+pub(crate) fn function_code(map: &Map<String, Value>) -> Result<Vec<u8>, ApiError> {
+    let present = |field: &str| !matches!(map.get(field), None | Some(Value::Null));
+    match (present("code"), present("code_base64")) {
+        (true, false) => required_string(map, "code").map(String::into_bytes),
+        (false, true) => {
+            let encoded = required_string(map, "code_base64")?;
+            BASE64.decode(encoded.trim()).map_err(|error| {
+                ApiError::invalid_field(format!("field `code_base64` is not base64: {error}"))
+            })
+        }
+        (true, true) => Err(ApiError::invalid_field(
+            "give either `code` (text) or `code_base64` (binary), not both",
+        )),
+        (false, false) => Err(ApiError::invalid_field(
+            "missing field `code` (text, e.g. WAT or a built-in's name) or `code_base64` \
+             (binary, e.g. a .wasm module)",
+        )),
     }
 }
 

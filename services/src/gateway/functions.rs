@@ -27,12 +27,13 @@ use taskforge_proto::scheduler::{
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{
-    IdPath, JsonBody, Params, json_object, optional_int, page_limit, required_string,
+    IdPath, JsonBody, Params, function_code, json_object, optional_int, page_limit,
+    required_string,
 };
 use super::view::{FunctionView, cursor};
 
-/// `POST /functions` `{name, language, code, timeout_ms?, max_attempts?}` →
-/// `{"function_id": ...}`.
+/// `POST /functions` `{name, language, code | code_base64, timeout_ms?,
+/// max_attempts?}` → `{"function_id": ...}`.
 pub(crate) async fn register(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
@@ -41,7 +42,7 @@ pub(crate) async fn register(
     let request = RegisterFunctionRequest {
         name: required_string(&fields, "name")?,
         language: required_string(&fields, "language")?,
-        code: Bytes::from(required_string(&fields, "code")?),
+        code: Bytes::from(function_code(&fields)?),
         timeout_ms: optional_int(&fields, "timeout_ms")?.unwrap_or(0),
         max_attempts: optional_int(&fields, "max_attempts")?.unwrap_or(0),
     };
