@@ -66,7 +66,7 @@ pub async fn run(client: Client, spec: &RunSpec) -> Result<Run, TargetError> {
         .await_workers(spec.expect_workers, WORKERS_WAIT)
         .await?;
     let mut registered = Vec::new();
-    for &(handler, _) in spec.function.entries() {
+    for (handler, _) in spec.function.entries() {
         registered.push(client.register(handler).await?);
     }
     let workload = Workload::new(&spec.function, registered, spec.payload_bytes);

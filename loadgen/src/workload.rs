@@ -2,7 +2,9 @@
 //! execution is expected to end as.
 //!
 //! A spec names one built-in handler (`echo`, `sleep:10ms`, `spin:1ms`,
-//! `fail`) or a weighted mix of them (`mix:echo=80,sleep:10ms=20`). Each
+//! `fail`), a WebAssembly module that echoes its stdin (`wasm:PATH` to a
+//! `.wasm` or `.wat` file), or a weighted mix of them
+//! (`mix:echo=80,sleep:10ms=20`). Each
 //! distinct handler becomes one registered function. Request `k` of a run uses
 //! the function at position `k` of a smooth weighted round-robin sequence, so
 //! a mix is exact and the same on every run — no random numbers involved.
@@ -13,13 +15,14 @@
 //! `{"ms":10,"pad":"…"}` when more bytes are asked for).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use taskforge_services::duration::parse_duration;
 
-/// One built-in handler with its argument.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One built-in handler with its argument, or a WebAssembly module.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Handler {
     /// Returns the payload.
     Echo,
@@ -29,21 +32,74 @@ pub enum Handler {
     Spin(Duration),
     /// Always fails (its executions are expected to end `FAILED`).
     Fail,
+    /// A WASI command module that writes its stdin to stdout (an echo).
+    Wasm(WasmModule),
+}
+
+/// A module read from a file, registered with language `wasm`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WasmModule {
+    pub path: Arc<str>,
+    /// As read: WAT text or binary.
+    pub code: Bytes,
+}
+
+impl WasmModule {
+    fn read(path: &str) -> Result<WasmModule, SpecError> {
+        let code = std::fs::read(path).map_err(|error| SpecError::Unreadable {
+            path: path.to_string(),
+            reason: error.to_string(),
+        })?;
+        Ok(WasmModule {
+            path: path.into(),
+            code: Bytes::from(code),
+        })
+    }
+
+    /// Binary modules start with `\0asm`; anything else is sent as WAT text.
+    pub fn is_binary(&self) -> bool {
+        self.code.starts_with(b"\0asm")
+    }
+}
+
+/// What registering a handler sends.
+#[derive(Clone, Debug)]
+pub struct Definition {
+    pub name: String,
+    pub language: &'static str,
+    pub code: Bytes,
 }
 
 impl Handler {
-    /// The handler's name, as registered in a builtin function's `code`.
-    pub fn code(self) -> &'static str {
+    /// The handler's name: a builtin function's `code`, or `wasm`.
+    pub fn code(&self) -> &'static str {
         match self {
             Handler::Echo => "echo",
             Handler::Sleep(_) => "sleep",
             Handler::Spin(_) => "spin",
             Handler::Fail => "fail",
+            Handler::Wasm(_) => "wasm",
+        }
+    }
+
+    /// The function to register for this handler.
+    pub fn definition(&self) -> Definition {
+        match self {
+            Handler::Wasm(module) => Definition {
+                name: "loadgen-wasm".to_string(),
+                language: "wasm",
+                code: module.code.clone(),
+            },
+            builtin => Definition {
+                name: format!("loadgen-{}", builtin.code()),
+                language: "builtin",
+                code: Bytes::from_static(builtin.code().as_bytes()),
+            },
         }
     }
 
     /// The terminal status an execution of this handler should reach.
-    pub fn expected_status(self) -> &'static str {
+    pub fn expected_status(&self) -> &'static str {
         match self {
             Handler::Fail => "FAILED",
             _ => "COMPLETED",
@@ -51,19 +107,19 @@ impl Handler {
     }
 
     /// How long one execution should run on its worker, if the handler says.
-    pub fn nominal_run_time(self) -> Option<Duration> {
+    pub fn nominal_run_time(&self) -> Option<Duration> {
         match self {
-            Handler::Sleep(d) | Handler::Spin(d) => Some(d),
-            Handler::Echo | Handler::Fail => None,
+            Handler::Sleep(d) | Handler::Spin(d) => Some(*d),
+            Handler::Echo | Handler::Fail | Handler::Wasm(_) => None,
         }
     }
 
     /// The payload of `bytes` bytes (or as close as the handler allows).
-    pub fn payload(self, bytes: usize) -> Bytes {
+    pub fn payload(&self, bytes: usize) -> Bytes {
         match self {
-            Handler::Echo | Handler::Fail => Bytes::from(padded_string(bytes)),
+            Handler::Echo | Handler::Fail | Handler::Wasm(_) => Bytes::from(padded_string(bytes)),
             Handler::Sleep(d) | Handler::Spin(d) => {
-                let ms = milliseconds(d);
+                let ms = milliseconds(*d);
                 if bytes <= ms.len() {
                     return Bytes::from(ms);
                 }
@@ -87,6 +143,10 @@ impl Handler {
             })
         };
         let handler = match name {
+            "wasm" => {
+                let path = argument.ok_or(SpecError::MissingModule)?;
+                return Ok(Handler::Wasm(WasmModule::read(path)?));
+            }
             "echo" => Handler::Echo,
             "fail" => Handler::Fail,
             "sleep" => return Ok(Handler::Sleep(duration(argument)?)),
@@ -107,6 +167,7 @@ impl fmt::Display for Handler {
                 write!(f, "{}:{}ms", self.code(), milliseconds(*d))
             }
             Handler::Echo | Handler::Fail => f.write_str(self.code()),
+            Handler::Wasm(module) => write!(f, "wasm:{}", module.path),
         }
     }
 }
@@ -114,8 +175,14 @@ impl fmt::Display for Handler {
 /// A `--function` value that could not be understood.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    #[error("unknown function {0:?}: use echo, sleep:DURATION, spin:DURATION, fail or mix:...")]
+    #[error(
+        "unknown function {0:?}: use echo, sleep:DURATION, spin:DURATION, fail, wasm:PATH or mix:..."
+    )]
     UnknownHandler(String),
+    #[error("wasm needs a module file, e.g. wasm:examples/echo.wat")]
+    MissingModule,
+    #[error("cannot read the module {path}: {reason}")]
+    Unreadable { path: String, reason: String },
     #[error("{0} needs a duration, e.g. {0}:10ms")]
     MissingDuration(String),
     #[error("{0} takes no argument")]
@@ -179,8 +246,8 @@ impl FunctionSpec {
     pub fn nominal_run_time(&self) -> Option<Duration> {
         let total: u32 = self.entries.iter().map(|(_, w)| w).sum();
         let mut weighted = Duration::ZERO;
-        for &(handler, weight) in &self.entries {
-            weighted += handler.nominal_run_time()? * weight;
+        for (handler, weight) in &self.entries {
+            weighted += handler.nominal_run_time()? * *weight;
         }
         Some(weighted / total)
     }
@@ -223,8 +290,8 @@ impl Workload {
             .entries
             .iter()
             .zip(registered)
-            .map(|(&(handler, _), function_id)| Function {
-                handler,
+            .map(|((handler, _), function_id)| Function {
+                handler: handler.clone(),
                 function_id,
                 payload: handler.payload(payload_bytes),
             })
@@ -288,6 +355,31 @@ fn milliseconds(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wasm_module_is_read_from_its_file() {
+        let dir = std::env::temp_dir().join(format!("loadgen-wasm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("echo.wat");
+        std::fs::write(&path, "(module)").unwrap();
+        let spec = FunctionSpec::parse(&format!("wasm:{}", path.display())).unwrap();
+        let [(Handler::Wasm(module), 1)] = spec.entries() else {
+            panic!("{spec:?}");
+        };
+        assert!(!module.is_binary());
+        let definition = spec.entries()[0].0.definition();
+        assert_eq!(
+            (definition.language, &definition.code[..]),
+            ("wasm", &b"(module)"[..])
+        );
+        assert_eq!(spec.to_string(), format!("wasm:{}", path.display()));
+        assert_eq!(FunctionSpec::parse("wasm"), Err(SpecError::MissingModule));
+        assert!(matches!(
+            FunctionSpec::parse("wasm:/no/such/module.wasm"),
+            Err(SpecError::Unreadable { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn specs_parse() {

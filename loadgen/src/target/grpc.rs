@@ -12,7 +12,6 @@
 //! single connection serializes every call on one socket and one connection
 //! task, and caps throughput well below what the scheduler takes.
 
-use bytes::Bytes;
 use taskforge_proto::common::ExecutionInfo;
 use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_proto::scheduler::{
@@ -24,7 +23,7 @@ use tonic::Streaming;
 use tonic::transport::Channel;
 
 use super::{ClusterSize, Failure, FailureKind, Observation, Stamps, TargetError, is_terminal};
-use crate::workload::{Function, Handler};
+use crate::workload::{Definition, Function};
 
 /// Which calls one execution takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -85,15 +84,11 @@ impl GrpcClient {
         })
     }
 
-    pub(super) async fn register(
-        &self,
-        name: &str,
-        handler: Handler,
-    ) -> Result<String, TargetError> {
+    pub(super) async fn register(&self, definition: Definition) -> Result<String, TargetError> {
         let request = RegisterFunctionRequest {
-            name: name.to_string(),
-            language: "builtin".to_string(),
-            code: Bytes::from_static(handler.code().as_bytes()),
+            name: definition.name,
+            language: definition.language.to_string(),
+            code: definition.code,
             ..Default::default()
         };
         let response = self.lane(0).register_function(request).await?;
@@ -212,7 +207,13 @@ fn finished(accepted: Instant, function: &Function, info: ExecutionInfo) -> Obse
         started_at_us: info.started_at_us,
         finished_at_us: info.finished_at_us,
     };
-    Observation::finished(accepted, function.handler, info.status, &info.error, stamps)
+    Observation::finished(
+        accepted,
+        &function.handler,
+        info.status,
+        &info.error,
+        stamps,
+    )
 }
 
 fn refused(status: &tonic::Status) -> Failure {

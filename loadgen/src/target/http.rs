@@ -14,6 +14,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -25,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 
 use super::{ClusterSize, Failure, FailureKind, Observation, Stamps, TargetError, is_terminal};
-use crate::workload::{Function, Handler};
+use crate::workload::{Definition, Function};
 
 /// Longest single `?wait=`; the gateway caps waits at its own limit (60 s by
 /// default) anyway.
@@ -90,16 +92,18 @@ impl HttpClient {
         })
     }
 
-    pub(super) async fn register(
-        &self,
-        name: &str,
-        handler: Handler,
-    ) -> Result<String, TargetError> {
+    pub(super) async fn register(&self, definition: Definition) -> Result<String, TargetError> {
         #[derive(Deserialize)]
         struct Registered {
             function_id: String,
         }
-        let body = serde_json::json!({"name": name, "language": "builtin", "code": handler.code()});
+        // Binary code (a .wasm module) goes base64-encoded; text as it is.
+        let mut body =
+            serde_json::json!({"name": definition.name, "language": definition.language});
+        match std::str::from_utf8(&definition.code) {
+            Ok(text) if !definition.code.starts_with(b"\0asm") => body["code"] = text.into(),
+            _ => body["code_base64"] = BASE64.encode(&definition.code).into(),
+        }
         let body = Bytes::from(body.to_string());
         let (status, body) = self
             .pool
@@ -175,7 +179,7 @@ impl HttpClient {
                 let error = job.error.unwrap_or_default();
                 return Observation::finished(
                     accepted_at,
-                    function.handler,
+                    &function.handler,
                     job.status,
                     &error,
                     stamps,

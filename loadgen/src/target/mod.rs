@@ -115,7 +115,7 @@ impl Observation {
     /// A terminal state arrived: checks it against what `handler` should end in.
     pub fn finished(
         accepted: Instant,
-        handler: Handler,
+        handler: &Handler,
         status: String,
         error: &str,
         stamps: Stamps,
@@ -216,12 +216,12 @@ impl Client {
         }
     }
 
-    /// Registers a builtin function running `handler`; returns its id.
-    pub async fn register(&self, handler: Handler) -> Result<String, TargetError> {
-        let name = format!("loadgen-{}", handler.code());
+    /// Registers the function running `handler`; returns its id.
+    pub async fn register(&self, handler: &Handler) -> Result<String, TargetError> {
+        let definition = handler.definition();
         match self {
-            Client::Grpc(client) => client.register(&name, handler).await,
-            Client::Http(client) => client.register(&name, handler).await,
+            Client::Grpc(client) => client.register(definition).await,
+            Client::Http(client) => client.register(definition).await,
         }
     }
 

@@ -12,11 +12,11 @@
 //!   message can name the parameter.
 //! - [`idempotency_key`]: the `Idempotency-Key` header of a trigger.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::{Map, Value};

@@ -27,8 +27,7 @@ use taskforge_proto::scheduler::{
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{
-    IdPath, JsonBody, Params, function_code, json_object, optional_int, page_limit,
-    required_string,
+    IdPath, JsonBody, Params, function_code, json_object, optional_int, page_limit, required_string,
 };
 use super::view::{FunctionView, cursor};
 
