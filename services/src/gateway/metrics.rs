@@ -75,6 +75,25 @@ struct WorkerLabels {
     worker: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeLabels {
+    runtime: String,
+}
+
+impl RuntimeLabels {
+    /// Labels for a runtime name from the scheduler, if it is safe as a label
+    /// value (runtime names are the registered languages: short words).
+    fn new(runtime: &str) -> Option<RuntimeLabels> {
+        let safe = (1..=64).contains(&runtime.len())
+            && runtime
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        safe.then(|| RuntimeLabels {
+            runtime: runtime.to_string(),
+        })
+    }
+}
+
 type U64Gauge = Gauge<u64, AtomicU64>;
 
 /// 100 µs to 2 min, 1-2.5-5 steps.
@@ -243,6 +262,28 @@ fn cluster_registry(stats: Option<&ClusterStats>, workers: Option<&[WorkerInfo]>
             "quarantined_workers",
             "Connected workers that get no new work because their attempts kept timing out",
             stats.quarantined_workers.into(),
+        );
+        let queued = Family::<RuntimeLabels, U64Gauge>::default();
+        for (runtime, &count) in &stats.queued_by_runtime {
+            if let Some(labels) = RuntimeLabels::new(runtime) {
+                queued.get_or_create(&labels).set(count.into());
+            }
+        }
+        registry.register(
+            "queue_depth_by_runtime",
+            "Executions waiting for a worker, by the runtime they need",
+            queued,
+        );
+        let accepted = Family::<RuntimeLabels, U64Gauge>::default();
+        for (runtime, &count) in &stats.accepted_by_runtime {
+            if let Some(labels) = RuntimeLabels::new(runtime) {
+                accepted.get_or_create(&labels).set(count);
+            }
+        }
+        registry.register(
+            "executions_accepted_by_runtime",
+            "Executions accepted since the scheduler started, by runtime",
+            accepted,
         );
     }
     if let Some(workers) = workers {

@@ -534,6 +534,13 @@ impl SchedulerService for Fake {
             watchers: 7,
             quarantined_workers: 1,
             queued_by_runtime: [("builtin".to_string(), 5)].into_iter().collect(),
+            accepted_by_runtime: [
+                ("builtin".to_string(), 45),
+                ("wasm".to_string(), 6),
+                ("evil\"} 1\nx".to_string(), 1),
+            ]
+            .into_iter()
+            .collect(),
         }))
     }
 }

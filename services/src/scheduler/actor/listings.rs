@@ -188,6 +188,11 @@ impl Actor {
             watchers: self.watchers.len() as u64,
             quarantined_workers: stats.quarantined as u32,
             queued_by_runtime: Default::default(),
+            accepted_by_runtime: self
+                .accepted_by_runtime
+                .iter()
+                .map(|(runtime, &count)| (runtime.clone(), count))
+                .collect(),
         }
     }
 }

@@ -249,6 +249,8 @@ pub(crate) struct Actor {
     functions: BTreeMap<String, RegisteredFunction>,
     meta: FxHashMap<ExecutionId, Meta>,
     keys: IdempotencyKeys,
+    /// Executions accepted since start, by runtime (a counter for metrics).
+    accepted_by_runtime: BTreeMap<String, u64>,
     /// Every execution held, in id order: listings page through it from a
     /// cursor instead of sorting everything per call.
     listed: BTreeSet<ExecutionId>,
@@ -306,6 +308,7 @@ impl Actor {
             functions: BTreeMap::new(),
             meta: FxHashMap::default(),
             keys: IdempotencyKeys::default(),
+            accepted_by_runtime: BTreeMap::new(),
             listed: BTreeSet::new(),
             sessions: BTreeMap::new(),
             next_session: 1,
@@ -700,6 +703,13 @@ impl Actor {
                 }
             })?;
         function.live += 1;
+        match self.accepted_by_runtime.get_mut(&function.proto.language) {
+            Some(count) => *count += 1,
+            None => {
+                let language = function.proto.language.clone();
+                self.accepted_by_runtime.insert(language, 1);
+            }
+        }
         let created_at_us = (self.clock)();
         if let Some(claim) = &idempotency {
             self.keys.claim(claim.key.clone(), id, claim.digest);
