@@ -19,22 +19,20 @@ fn actor_on(
     (actor, commands)
 }
 
-/// A scheduler flooded with requests still declares a silent worker lost
-/// on time: deadlines do not wait for the inbox to go quiet.
-#[tokio::test(start_paused = true)]
-async fn a_busy_inbox_does_not_delay_deadlines() {
-    let mut options = SchedulerOptions::default();
-    options.core.heartbeat_timeout = Duration::from_secs(1);
-    options.store_runner = super::super::StoreRunner::Task;
-    let (mut actor, commands) = actor(options);
-
-    let (outbox, _to_worker) = mpsc::unbounded_channel();
+/// A worker with one slot joins; what the scheduler sends it arrives on the
+/// returned receiver.
+async fn join(
+    actor: &mut Actor,
+    commands: &mpsc::Sender<Command>,
+    worker_id: &str,
+) -> mpsc::UnboundedReceiver<Result<SchedulerMessage, Status>> {
+    let (outbox, to_worker) = mpsc::unbounded_channel();
     let (reply, joined) = oneshot::channel();
     let hello = WorkerHello {
-        worker_id: "silent".into(),
+        worker_id: worker_id.into(),
         pool_size: 1,
         caches_functions: true,
-        runtimes: vec![],
+        runtimes: vec!["builtin".into()],
     };
     commands
         .send(Command::WorkerJoined {
@@ -44,8 +42,20 @@ async fn a_busy_inbox_does_not_delay_deadlines() {
         })
         .await
         .unwrap();
-    assert!(actor.turn().await);
-    joined.await.unwrap().unwrap();
+    settle(actor, joined).await.unwrap();
+    to_worker
+}
+
+/// A scheduler flooded with requests still declares a silent worker lost
+/// on time: deadlines do not wait for the inbox to go quiet.
+#[tokio::test(start_paused = true)]
+async fn a_busy_inbox_does_not_delay_deadlines() {
+    let mut options = SchedulerOptions::default();
+    options.core.heartbeat_timeout = Duration::from_secs(1);
+    options.store_runner = super::super::StoreRunner::Task;
+    let (mut actor, commands) = actor(options);
+
+    let _to_worker = join(&mut actor, &commands, "silent").await;
     assert_eq!(actor.core.stats().workers, 1);
 
     // The worker says nothing past its heartbeat timeout while the inbox
@@ -127,23 +137,7 @@ async fn an_acceptance_that_never_became_durable_is_not_run() {
     };
     let (mut actor, commands) = actor_on(options, Box::new(store));
 
-    let (outbox, mut to_worker) = mpsc::unbounded_channel();
-    let (reply, joined) = oneshot::channel();
-    let hello = WorkerHello {
-        worker_id: "w".into(),
-        pool_size: 1,
-        caches_functions: true,
-        runtimes: vec![],
-    };
-    commands
-        .send(Command::WorkerJoined {
-            hello,
-            outbox,
-            reply,
-        })
-        .await
-        .unwrap();
-    settle(&mut actor, joined).await.unwrap();
+    let mut to_worker = join(&mut actor, &commands, "w").await;
     let (reply, registered) = oneshot::channel();
     let request = RegisterFunctionRequest {
         name: "sleep".into(),
