@@ -55,6 +55,7 @@ impl Api {
             id: watch.id,
             updates: watch.updates,
             commands: self.commands.clone(),
+            ended: false,
         }
     }
 }
@@ -67,18 +68,28 @@ struct WatchStream {
     id: ExecutionId,
     updates: mpsc::UnboundedReceiver<ExecutionInfo>,
     commands: mpsc::Sender<Command>,
+    /// The actor closed the watch (a terminal state, or shutdown): it holds
+    /// nothing of it any more, so there is nothing to report on drop.
+    ended: bool,
 }
 
 impl Stream for WatchStream {
     type Item = Result<ExecutionInfo, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.updates.poll_recv(cx).map(|update| update.map(Ok))
+        let polled = self.updates.poll_recv(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled.map(|update| update.map(Ok))
     }
 }
 
 impl Drop for WatchStream {
     fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
         self.updates.close();
         // Best effort: with the actor's inbox full, the next watch of this
         // execution (or the sweep at the watch limit) finds it instead.
