@@ -704,3 +704,15 @@ fn more_executions_than_instance_slots_fail_to_start_saying_so() {
         "ok"
     );
 }
+
+#[test]
+fn every_example_passes_registration() {
+    let languages = crate::languages::Languages::standard();
+    for wat in [ECHO, UPPERCASE, SUM_AND_GREET, INFINITE_LOOP, MEMORY_HOG] {
+        let (language, code) = languages
+            .check("wasm", Bytes::copy_from_slice(wat.as_bytes()))
+            .unwrap();
+        assert_eq!(language, "wasm");
+        assert!(runtime().compile(&code).is_ok());
+    }
+}
