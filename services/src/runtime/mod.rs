@@ -13,6 +13,7 @@
 //! heartbeats; CPU-bound work moves itself to a blocking thread.
 
 pub mod builtin;
+pub mod wasm;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -109,6 +110,15 @@ impl Runtimes {
         Runtimes::new([Arc::new(builtin::BuiltinRuntime::new()) as Arc<dyn Runtime>])
     }
 
+    /// The built-in handlers and WebAssembly (`wasm`) with `config`.
+    pub fn builtin_and_wasm(config: wasm::WasmConfig) -> Result<Runtimes, String> {
+        let wasm = wasm::WasmRuntime::new(config)?;
+        Ok(Runtimes::new([
+            Arc::new(builtin::BuiltinRuntime::new()) as Arc<dyn Runtime>,
+            Arc::new(wasm),
+        ]))
+    }
+
     /// The languages these runtimes run, in order (announced in the hello).
     pub fn names(&self) -> Vec<String> {
         self.by_name.keys().cloned().collect()
@@ -159,5 +169,12 @@ mod tests {
         assert!(runtimes.get(" BuiltIn ").is_ok());
         let error = runtimes.get("python").unwrap_err();
         assert!(error.contains("it runs: builtin"), "{error}");
+    }
+
+    #[test]
+    fn wasm_can_join_the_builtin_handlers() {
+        let runtimes = Runtimes::builtin_and_wasm(wasm::WasmConfig::default()).unwrap();
+        assert_eq!(runtimes.names(), ["builtin", "wasm"]);
+        assert_eq!(runtimes.get("WASM").unwrap().name(), "wasm");
     }
 }
