@@ -14,6 +14,9 @@ use taskforge_core::Policy;
 use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
 use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_services::client;
+use taskforge_services::runtime::builtin::BuiltinRuntime;
+use taskforge_services::runtime::wasm::{WasmConfig, WasmRuntime};
+use taskforge_services::runtime::{Runtime, Runtimes};
 use taskforge_services::clock::system_clock;
 use taskforge_services::cluster::{Cluster, ClusterConfig};
 use taskforge_services::duration::parse_duration;
@@ -77,6 +80,53 @@ struct UpArgs {
     tuning: SchedulerTuning,
     #[command(flatten)]
     gateway: GatewayTuning,
+    #[command(flatten)]
+    runtimes: RuntimeArgs,
+}
+
+/// What the workers run.
+#[derive(Args, Debug)]
+struct RuntimeArgs {
+    /// The runtimes the workers run, comma-separated: builtin, wasm.
+    #[arg(long, env = "TASKFORGE_RUNTIMES", default_value = "builtin,wasm", value_delimiter = ',')]
+    runtimes: Vec<String>,
+    /// Linear memory one WebAssembly execution may use, in bytes.
+    #[arg(long, env = "TASKFORGE_WASM_MAX_MEMORY_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(65_536..=(4u64 << 30)))]
+    wasm_max_memory_bytes: u64,
+}
+
+impl RuntimeArgs {
+    /// The runtimes for workers running `slots` executions at once in all
+    /// (one engine serves every worker of this process), with outputs capped
+    /// at `max_output_bytes`.
+    fn build(&self, slots: u32, max_output_bytes: usize) -> Result<Runtimes, String> {
+        let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
+        for name in &self.runtimes {
+            match name.trim() {
+                "builtin" => runtimes.push(Arc::new(BuiltinRuntime::new())),
+                "wasm" => {
+                    let config = WasmConfig {
+                        max_memory_bytes: self.wasm_max_memory_bytes as usize,
+                        max_output_bytes,
+                        // Every slot may run a module at once, with room to spare
+                        // for attempts still stopping.
+                        max_instances: slots.saturating_mul(2).max(16),
+                        ..WasmConfig::default()
+                    };
+                    runtimes.push(Arc::new(WasmRuntime::new(config)?));
+                }
+                other => {
+                    return Err(format!(
+                        "unknown runtime {other:?} in --runtimes: use builtin, wasm"
+                    ));
+                }
+            }
+        }
+        if runtimes.is_empty() {
+            return Err("--runtimes names no runtime: use builtin, wasm".to_string());
+        }
+        Ok(Runtimes::new(runtimes))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +210,8 @@ struct WorkerArgs {
     /// Keep it at the scheduler's --max-payload-bytes.
     #[arg(long, env = "TASKFORGE_MAX_OUTPUT_BYTES", default_value_t = 1 << 20, value_parser = blob_limit)]
     max_output_bytes: usize,
+    #[command(flatten)]
+    runtimes: RuntimeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -329,6 +381,10 @@ async fn up(args: UpArgs) -> Result<(), String> {
         channel: ChannelConfig::default(),
         worker: WorkerConfig {
             max_output_bytes: args.tuning.max_payload_bytes,
+            runtimes: args.runtimes.build(
+                args.workers.saturating_mul(args.pool),
+                args.tuning.max_payload_bytes,
+            )?,
             ..WorkerConfig::new("worker", args.pool)
         },
     };
@@ -379,6 +435,7 @@ async fn run_worker(args: WorkerArgs) -> Result<(), String> {
     let config = WorkerConfig {
         heartbeat_interval: args.heartbeat_interval,
         max_output_bytes: args.max_output_bytes,
+        runtimes: args.runtimes.build(args.pool, args.max_output_bytes)?,
         seed: id_seed(),
         ..WorkerConfig::new(id, args.pool)
     };
