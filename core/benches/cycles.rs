@@ -6,14 +6,19 @@
 //! backlog) and submits one new execution (keeping the backlog at 100k). Terminal
 //! executions are evicted past a 100k retention count, so the steady state
 //! includes forgetting. Simulated time advances 1 µs per cycle, with heartbeats
-//! from every worker and a timer pass every 10k cycles.
+//! from every worker and a timer pass every 10k cycles. Every execution is in
+//! one runtime; half the workers announced nothing (they run everything) and
+//! half announced that runtime, so both kinds of free-slot index are on the
+//! path.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
 use taskforge_core::scheduler::{Output, Retention, Scheduler, SchedulerConfig};
-use taskforge_core::{ExecutionId, Instant, Outcome, Policy, SessionId, Submission, WorkerId};
+use taskforge_core::{
+    Capabilities, ExecutionId, Instant, Outcome, Policy, SessionId, Submission, WorkerId,
+};
 
 const WORKERS: u64 = 100;
 const SLOTS: u32 = 8;
@@ -46,9 +51,11 @@ fn run() -> f64 {
     });
     let payload = Bytes::from_static(b"{\"hello\":\"world\"}");
     let function: std::sync::Arc<str> = "echo".into();
+    let runtime: std::sync::Arc<str> = "builtin".into();
     let submission = |id: u64| Submission {
         id: ExecutionId(id),
         function: function.clone(),
+        runtime: runtime.clone(),
         payload: payload.clone(),
         policy: Policy::default(),
     };
@@ -57,8 +64,13 @@ fn run() -> f64 {
     let mut next_id = 0;
     for w in 0..WORKERS {
         let id = WorkerId::new(format!("worker-{w}"));
+        let capabilities = if w % 2 == 0 {
+            Capabilities::Any
+        } else {
+            Capabilities::only([runtime.clone()])
+        };
         scheduler
-            .worker_connected(now, SessionId(w), id, SLOTS)
+            .worker_connected(now, SessionId(w), id, SLOTS, capabilities)
             .unwrap();
     }
     for _ in 0..BACKLOG + u64::from(SLOTS) * WORKERS {

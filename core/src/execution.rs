@@ -41,6 +41,9 @@ pub struct Submission {
     pub id: ExecutionId,
     /// Opaque to the core; carried back out on every dispatch.
     pub function: Arc<str>,
+    /// The language the function runs in ("builtin", "wasm", ...), already
+    /// normalised by the caller: only workers that run it get the execution.
+    pub runtime: Arc<str>,
     pub payload: Bytes,
     pub policy: Policy,
 }

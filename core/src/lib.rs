@@ -18,4 +18,5 @@ pub mod time;
 
 pub use execution::{Outcome, Policy, Status, Submission, Terminal};
 pub use ids::{ExecutionId, SessionId, WorkerId};
+pub use scheduler::Capabilities;
 pub use time::Instant;

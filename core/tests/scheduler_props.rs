@@ -1,6 +1,7 @@
 //! Property tests: the scheduler driven by random interleavings of workers
-//! connecting, draining, leaving, going silent and reconnecting under the same id;
-//! submits; results that are late, duplicated, from a stale attempt or from the
+//! connecting (each running some runtimes, or all), draining, leaving, going
+//! silent and reconnecting under the same id; submits in either of two
+//! runtimes; results that are late, duplicated, from a stale attempt or from the
 //! wrong worker; cancels; and clock advances. After every step the harness checks
 //! the scheduler against a shadow it keeps from the scheduler's outputs alone.
 
@@ -13,8 +14,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use support::*;
 use taskforge_core::scheduler::{
-    Backoff, ConnectError, Output, ResultDisposition, Retention, Scheduler, SchedulerConfig,
-    SubmitError,
+    Backoff, Capabilities, ConnectError, Output, ResultDisposition, Retention, Scheduler,
+    SchedulerConfig, SubmitError,
 };
 use taskforge_core::{ExecutionId, Instant, Outcome, Policy, SessionId, Status, Terminal};
 
@@ -23,6 +24,7 @@ enum Op {
     Connect {
         name: u8,
         pool: u32,
+        runs: Runs,
     },
     Disconnect {
         pick: usize,
@@ -34,6 +36,7 @@ enum Op {
         pick: usize,
     },
     Submit {
+        runtime: &'static str,
         max_attempts: u32,
         timeout_ms: u64,
         start_within_ms: Option<u64>,
@@ -50,6 +53,39 @@ enum Op {
         ms: u64,
         heartbeats: bool,
     },
+}
+
+/// The runtimes executions are submitted in.
+const RUNTIMES: [&str; 2] = ["a", "b"];
+
+/// What a connecting worker announces it runs.
+#[derive(Clone, Copy, Debug)]
+enum Runs {
+    /// Announced nothing: runs everything.
+    Any,
+    A,
+    B,
+    Both,
+}
+
+impl Runs {
+    fn capabilities(self) -> Capabilities {
+        match self {
+            Runs::Any => Capabilities::Any,
+            Runs::A => Capabilities::only(["a"]),
+            Runs::B => Capabilities::only(["b"]),
+            Runs::Both => Capabilities::only(RUNTIMES),
+        }
+    }
+}
+
+fn runs() -> impl Strategy<Value = Runs> {
+    prop_oneof![
+        Just(Runs::Any),
+        Just(Runs::A),
+        Just(Runs::B),
+        Just(Runs::Both),
+    ]
 }
 
 /// What a worker says of an attempt it finished.
@@ -79,12 +115,18 @@ enum Twist {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => (0u8..4, 1u32..4).prop_map(|(name, pool)| Op::Connect { name, pool }),
+        2 => (0u8..4, 1u32..4, runs()).prop_map(|(name, pool, runs)| Op::Connect { name, pool, runs }),
         1 => any::<usize>().prop_map(|pick| Op::Disconnect { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Drain { pick }),
         2 => any::<usize>().prop_map(|pick| Op::Heartbeat { pick }),
-        6 => (1u32..4, 100u64..5000, proptest::option::of(0u64..8000)).prop_map(
-            |(max_attempts, timeout_ms, start_within_ms)| Op::Submit {
+        6 => (
+            proptest::sample::select(&RUNTIMES[..]),
+            1u32..4,
+            100u64..5000,
+            proptest::option::of(0u64..8000),
+        )
+            .prop_map(|(runtime, max_attempts, timeout_ms, start_within_ms)| Op::Submit {
+                runtime,
                 max_attempts,
                 timeout_ms,
                 start_within_ms,
@@ -136,6 +178,7 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
 /// A live session as the harness sees it from the outputs.
 #[derive(Debug)]
 struct ShadowWorker {
+    capabilities: Capabilities,
     capacity: u32,
     draining: bool,
     quarantined: bool,
@@ -149,6 +192,11 @@ impl ShadowWorker {
         } else {
             self.capacity - self.in_flight.len() as u32
         }
+    }
+
+    /// Could take an execution of `runtime` now.
+    fn takes(&self, runtime: &str) -> bool {
+        self.capabilities.runs(runtime) && self.free() > 0
     }
 }
 
@@ -164,6 +212,13 @@ struct Harness {
     /// Every dispatch ever made, to answer (or misanswer) later.
     sent: Vec<(SessionId, ExecutionId, u32)>,
     policies: BTreeMap<ExecutionId, Policy>,
+    runtimes: BTreeMap<ExecutionId, &'static str>,
+    /// Pending executions that are not running, with when their retry may
+    /// start (none for one never dispatched): ready once that has passed.
+    waiting: BTreeMap<ExecutionId, Option<Instant>>,
+    /// Executions put back in line after a lost attempt: they queue ahead of
+    /// everything submitted.
+    requeued: BTreeSet<ExecutionId>,
     starts: BTreeMap<ExecutionId, u32>,
     terminal: BTreeMap<ExecutionId, Terminal>,
     evicted: BTreeSet<ExecutionId>,
@@ -186,6 +241,9 @@ impl Harness {
             live: BTreeMap::new(),
             sent: Vec::new(),
             policies: BTreeMap::new(),
+            runtimes: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            requeued: BTreeSet::new(),
             starts: BTreeMap::new(),
             terminal: BTreeMap::new(),
             evicted: BTreeSet::new(),
@@ -198,9 +256,22 @@ impl Harness {
         (!self.sessions.is_empty()).then(|| self.sessions[pick % self.sessions.len()])
     }
 
+    /// Waiting and not backing off: in its runtime's queue.
+    fn ready(&self) -> impl Iterator<Item = ExecutionId> + '_ {
+        self.waiting
+            .iter()
+            .filter(|(_, retry_at)| retry_at.is_none_or(|at| at <= self.now))
+            .map(|(&id, _)| id)
+    }
+
+    /// Some live worker could take an execution of `runtime` now.
+    fn has_room_for(&self, runtime: &str) -> bool {
+        self.live.values().any(|w| w.takes(runtime))
+    }
+
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match *op {
-            Op::Connect { name, pool } => {
+            Op::Connect { name, pool, runs } => {
                 let session = SessionId(self.next_session);
                 self.next_session += 1;
                 self.sessions.push(session);
@@ -211,7 +282,11 @@ impl Harness {
                     .workers()
                     .find(|view| *view.id == id)
                     .map(|view| (view.session, view.last_heard));
-                match self.s.worker_connected(self.now, session, id, pool) {
+                let capabilities = runs.capabilities();
+                match self
+                    .s
+                    .worker_connected(self.now, session, id, pool, capabilities.clone())
+                {
                     Ok(()) => {
                         if let Some((_, last_heard)) = holder {
                             prop_assert!(
@@ -228,20 +303,20 @@ impl Harness {
                     }
                     Err(other) => return Err(TestCaseError::fail(other.to_string())),
                 }
-                self.absorb()?;
-                // A replaced session was reported lost before the new one joined.
+                // In the shadow before the outputs are read, so dispatches to
+                // it are checked like any other; a replaced session is
+                // reported lost before any dispatch.
                 self.live.insert(
                     session,
                     ShadowWorker {
+                        capabilities,
                         capacity: pool + self.prefetch,
                         draining: false,
                         quarantined: false,
                         in_flight: BTreeSet::new(),
                     },
                 );
-                // Dispatches to the new session were absorbed before it was in
-                // the shadow: replay them now.
-                self.replay_dispatches_to(session)?;
+                self.absorb()?;
             }
             Op::Disconnect { pick } => {
                 if let Some(session) = self.pick_session(pick) {
@@ -268,6 +343,7 @@ impl Harness {
                 }
             }
             Op::Submit {
+                runtime,
                 max_attempts,
                 timeout_ms,
                 start_within_ms,
@@ -280,10 +356,12 @@ impl Harness {
                     schedule_to_start: start_within_ms.map(Duration::from_millis),
                 };
                 let pending_before = self.s.stats().pending;
-                match self.s.submit(self.now, submission(id, policy)) {
+                match self.s.submit(self.now, submission_in(runtime, id, policy)) {
                     Ok(()) => {
                         prop_assert!(pending_before < self.s.config().queue_limit);
                         self.policies.insert(ExecutionId(id), policy);
+                        self.runtimes.insert(ExecutionId(id), runtime);
+                        self.waiting.insert(ExecutionId(id), None);
                     }
                     Err(SubmitError::QueueFull { limit }) => {
                         prop_assert!(pending_before >= limit);
@@ -415,21 +493,6 @@ impl Harness {
         Ok(())
     }
 
-    fn replay_dispatches_to(&mut self, session: SessionId) -> Result<(), TestCaseError> {
-        let mine: Vec<_> = self
-            .sent
-            .iter()
-            .filter(|d| d.0 == session)
-            .copied()
-            .collect();
-        for (s, e, a) in mine {
-            let w = self.live.get_mut(&s).unwrap();
-            prop_assert!(w.in_flight.len() < w.capacity as usize);
-            w.in_flight.insert((e, a));
-        }
-        Ok(())
-    }
-
     /// Applies the scheduler's outputs to the shadow, checking each.
     fn absorb(&mut self) -> Result<(), TestCaseError> {
         for output in drain(&mut self.s) {
@@ -439,43 +502,18 @@ impl Harness {
                     *starts += 1;
                     prop_assert_eq!(d.attempt, *starts, "attempts count up by one");
                     prop_assert!(d.attempt <= self.policies[&d.execution].max_attempts);
+                    prop_assert!(
+                        self.ready().any(|id| id == d.execution),
+                        "dispatched while not in line"
+                    );
+                    self.check_dispatch(d.session, d.execution)?;
+                    self.waiting.remove(&d.execution);
                     self.sent.push((d.session, d.execution, d.attempt));
-                    let avoid = self.avoid.remove(&d.execution);
-                    if let Some(w) = self.live.get(&d.session) {
-                        prop_assert!(
-                            w.free() > 0,
-                            "dispatch to a full, draining or quarantined worker"
-                        );
-                        // Away from the session its last attempt timed out
-                        // on, unless no other has room.
-                        let others_free = self
-                            .live
-                            .iter()
-                            .any(|(s, w)| Some(*s) != avoid && w.free() > 0);
-                        let eligible = |s: &SessionId| !others_free || Some(*s) != avoid;
-                        let best = self
-                            .live
-                            .iter()
-                            .filter(|(s, _)| eligible(s))
-                            .map(|(_, w)| w.free())
-                            .max()
-                            .unwrap();
-                        prop_assert_eq!(w.free(), best, "not the least-loaded worker");
-                        let first_best = self
-                            .live
-                            .iter()
-                            .find(|(s, w)| eligible(s) && w.free() == best)
-                            .map(|(s, _)| *s);
-                        prop_assert_eq!(first_best, Some(d.session), "tie not broken by session");
-                        self.live
-                            .get_mut(&d.session)
-                            .unwrap()
-                            .in_flight
-                            .insert((d.execution, d.attempt));
-                    } else {
-                        // Only a just-connected session may not be in the shadow yet.
-                        prop_assert_eq!(d.session.0, self.next_session - 1);
-                    }
+                    self.live
+                        .get_mut(&d.session)
+                        .unwrap()
+                        .in_flight
+                        .insert((d.execution, d.attempt));
                 }
                 Output::Abort {
                     session,
@@ -489,9 +527,11 @@ impl Harness {
                 Output::Requeued {
                     execution,
                     lost_attempt,
-                    ..
+                    retry_at,
                 } => {
                     prop_assert!(!self.terminal.contains_key(&execution));
+                    self.waiting.insert(execution, Some(retry_at));
+                    self.requeued.insert(execution);
                     let holder = self
                         .live
                         .iter()
@@ -525,16 +565,78 @@ impl Harness {
                         "{execution:?} finished twice"
                     );
                     self.terminal.insert(execution, terminal);
+                    self.waiting.remove(&execution);
                 }
                 Output::WorkerLost { session, .. } => {
-                    let was_live = self.live.remove(&session).is_some();
-                    let just_connected = session.0 == self.next_session - 1;
-                    prop_assert!(was_live || just_connected);
+                    prop_assert!(self.live.remove(&session).is_some());
                 }
                 Output::Evicted { execution } => {
                     prop_assert!(self.terminal.contains_key(&execution), "evicted while live");
                     self.evicted.insert(execution);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A dispatch of `execution` to `session`, against the shadow as it was
+    /// just before it.
+    fn check_dispatch(
+        &mut self,
+        session: SessionId,
+        execution: ExecutionId,
+    ) -> Result<(), TestCaseError> {
+        let runtime = self.runtimes[&execution];
+        let avoid = self.avoid.remove(&execution);
+        let Some(w) = self.live.get(&session) else {
+            return Err(TestCaseError::fail(format!(
+                "dispatch to {session}, which is not connected"
+            )));
+        };
+        prop_assert!(
+            w.capabilities.runs(runtime),
+            "{execution:?} in {runtime} went to a worker that does not run it"
+        );
+        prop_assert!(
+            w.free() > 0,
+            "dispatch to a full, draining or quarantined worker"
+        );
+        // Among the workers that run the runtime: away from the session its
+        // last attempt timed out on, unless no other has room; then the most
+        // free slots, ties to the older session.
+        let others_free = self
+            .live
+            .iter()
+            .any(|(s, w)| Some(*s) != avoid && w.takes(runtime));
+        let eligible = |s: &SessionId, w: &ShadowWorker| {
+            w.takes(runtime) && (!others_free || Some(*s) != avoid)
+        };
+        let best = self
+            .live
+            .iter()
+            .filter(|(s, w)| eligible(s, w))
+            .map(|(_, w)| w.free())
+            .max()
+            .unwrap();
+        prop_assert_eq!(w.free(), best, "not the least-loaded capable worker");
+        let first_best = self
+            .live
+            .iter()
+            .find(|(s, w)| eligible(s, w) && w.free() == best)
+            .map(|(s, _)| *s);
+        prop_assert_eq!(first_best, Some(session), "tie not broken by session");
+        // Readiness order, across runtimes too: an execution that never lost
+        // an attempt goes only when nothing that a worker could take now was
+        // ready before it (a retry, or an earlier submission).
+        if !self.requeued.contains(&execution) {
+            for other in self.ready().filter(|&id| id != execution) {
+                if !self.has_room_for(self.runtimes[&other]) {
+                    continue;
+                }
+                prop_assert!(
+                    !self.requeued.contains(&other) && other > execution,
+                    "{execution:?} started before {other:?}, which was ready first"
+                );
             }
         }
         Ok(())
@@ -591,18 +693,37 @@ impl Harness {
         prop_assert_eq!(stats.workers, self.live.len());
         for view in self.s.workers() {
             let w = &self.live[&view.session];
+            prop_assert_eq!(view.capabilities, &w.capabilities);
             prop_assert_eq!(view.in_flight as usize, w.in_flight.len());
             prop_assert!(view.in_flight <= w.capacity, "over capacity");
             prop_assert_eq!(view.draining, w.draining);
             prop_assert_eq!(view.quarantined, w.quarantined);
         }
+        // No head-of-line blocking: nothing ready waits while a worker that
+        // runs it has room.
+        let mut queued = BTreeMap::<&str, usize>::new();
+        for id in self.ready() {
+            let runtime = self.runtimes[&id];
+            prop_assert!(
+                !self.has_room_for(runtime),
+                "{id:?} in {runtime} waits while a worker that runs it has room"
+            );
+            *queued.entry(runtime).or_default() += 1;
+        }
+        let counted: Vec<_> = self.s.queued_by_runtime().collect();
+        prop_assert_eq!(counted, queued.into_iter().collect::<Vec<_>>());
         Ok(())
     }
 
     /// Faults stop: a healthy worker joins, every worker answers what it holds
     /// and keeps heartbeating, and time moves on. Everything must end.
     fn heal(&mut self) -> Result<(), TestCaseError> {
-        self.apply(&Op::Connect { name: 9, pool: 4 })?;
+        // It runs everything: whatever waits has somewhere to go.
+        self.apply(&Op::Connect {
+            name: 9,
+            pool: 4,
+            runs: Runs::Any,
+        })?;
         for _ in 0..400 {
             let held: Vec<_> = self
                 .live

@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::*;
 use taskforge_core::scheduler::{
-    AbortReason, Backoff, CancelError, ConnectError, LossReason, Output, Prior, ResultDisposition,
+    AbortReason, Backoff, CancelError, Capabilities, ConnectError, LossReason, Output, Prior,
+    ResultDisposition,
     Retention, Scheduler, SchedulerConfig, SubmitError,
 };
 use taskforge_core::{ExecutionId, Outcome, Policy, SessionId, Status, Terminal};
@@ -43,12 +44,27 @@ fn status(s: &Scheduler, id: u64) -> Option<Status> {
     s.execution(ExecutionId(id)).map(|v| v.status)
 }
 
+fn runs(runtimes: &[&str]) -> Capabilities {
+    Capabilities::only(runtimes.iter().copied())
+}
+
+fn sessions(outputs: &[Output]) -> Vec<SessionId> {
+    dispatches(outputs).iter().map(|d| d.0).collect()
+}
+
+fn queued(s: &Scheduler) -> Vec<(String, usize)> {
+    s.queued_by_runtime()
+        .map(|(runtime, n)| (runtime.to_string(), n))
+        .collect()
+}
+
 #[test]
 fn dispatch_goes_to_the_worker_with_the_most_free_slots() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("small"), 1)
+    s.worker_connected(at_ms(0), S1, worker("small"), 1, Capabilities::Any)
         .unwrap();
-    s.worker_connected(at_ms(0), S2, worker("big"), 4).unwrap();
+    s.worker_connected(at_ms(0), S2, worker("big"), 4, Capabilities::Any)
+        .unwrap();
     for id in 0..3 {
         s.submit(at_ms(1), submission(id, policy())).unwrap();
     }
@@ -65,9 +81,12 @@ fn dispatch_goes_to_the_worker_with_the_most_free_slots() {
 #[test]
 fn ties_are_broken_by_session_order_not_by_arrival_of_ids() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S3, worker("c"), 2).unwrap();
-    s.worker_connected(at_ms(0), S1, worker("a"), 2).unwrap();
-    s.worker_connected(at_ms(0), S2, worker("b"), 2).unwrap();
+    s.worker_connected(at_ms(0), S3, worker("c"), 2, Capabilities::Any)
+        .unwrap();
+    s.worker_connected(at_ms(0), S1, worker("a"), 2, Capabilities::Any)
+        .unwrap();
+    s.worker_connected(at_ms(0), S2, worker("b"), 2, Capabilities::Any)
+        .unwrap();
     for id in 0..6 {
         s.submit(at_ms(1), submission(id, policy())).unwrap();
     }
@@ -78,7 +97,8 @@ fn ties_are_broken_by_session_order_not_by_arrival_of_ids() {
 #[test]
 fn executions_wait_when_every_slot_is_busy_and_start_when_one_frees() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("w"), 2).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("w"), 2, Capabilities::Any)
+        .unwrap();
     for id in 0..3 {
         s.submit(at_ms(1), submission(id, policy())).unwrap();
     }
@@ -99,7 +119,8 @@ fn prefetch_lets_a_worker_hold_a_little_more_than_its_pool() {
         prefetch: 1,
         ..config()
     });
-    s.worker_connected(at_ms(0), S1, worker("w"), 2).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("w"), 2, Capabilities::Any)
+        .unwrap();
     for id in 0..5 {
         s.submit(at_ms(1), submission(id, policy())).unwrap();
     }
@@ -146,7 +167,7 @@ fn with_no_worker_executions_wait_and_run_when_one_connects() {
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     s.handle_timeout(at_ms(60_000));
     assert_eq!(status(&s, 1), Some(Status::Pending));
-    s.worker_connected(at_ms(60_001), S1, worker("late"), 1)
+    s.worker_connected(at_ms(60_001), S1, worker("late"), 1, Capabilities::Any)
         .unwrap();
     assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(1), 1)]);
 }
@@ -167,17 +188,22 @@ fn the_schedule_to_start_deadline_fails_an_execution_that_never_started() {
     assert_eq!(view.status, Status::Failed);
     let error = view.terminal.unwrap().error();
     assert!(error.contains("not started within 2s"), "{error}");
-    assert!(error.contains("no worker was connected"), "{error}");
+    assert!(
+        error.contains("no connected worker runs builtin"),
+        "{error}"
+    );
 }
 
 #[test]
 fn a_lost_worker_s_executions_are_retried_with_the_next_attempt_after_backoff() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("a"), 1).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("a"), 1, Capabilities::Any)
+        .unwrap();
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(1), 1)]);
 
-    s.worker_connected(at_ms(10), S2, worker("b"), 1).unwrap();
+    s.worker_connected(at_ms(10), S2, worker("b"), 1, Capabilities::Any)
+        .unwrap();
     assert!(s.worker_disconnected(at_ms(20), S1));
     let out = drain(&mut s);
     assert!(out.contains(&Output::WorkerLost {
@@ -200,9 +226,9 @@ fn a_lost_worker_s_executions_are_retried_with_the_next_attempt_after_backoff() 
 #[test]
 fn a_silent_worker_is_declared_lost_at_the_heartbeat_timeout() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("quiet"), 1)
+    s.worker_connected(at_ms(0), S1, worker("quiet"), 1, Capabilities::Any)
         .unwrap();
-    s.worker_connected(at_ms(0), S2, worker("chatty"), 1)
+    s.worker_connected(at_ms(0), S2, worker("chatty"), 1, Capabilities::Any)
         .unwrap();
     for t in [1000, 2000, 3000, 4000] {
         assert!(s.heartbeat(at_ms(t), S2, 0));
@@ -240,7 +266,7 @@ fn after_max_attempts_lost_the_execution_fails_saying_why() {
     };
     s.submit(at_ms(0), submission(1, two)).unwrap();
     for (session, name) in [(S1, "a"), (S2, "b")] {
-        s.worker_connected(at_ms(1), session, worker(name), 1)
+        s.worker_connected(at_ms(1), session, worker(name), 1, Capabilities::Any)
             .unwrap();
         s.worker_disconnected(at_ms(2), session);
     }
@@ -254,7 +280,8 @@ fn after_max_attempts_lost_the_execution_fails_saying_why() {
 #[test]
 fn a_failing_function_is_not_retried() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("a"), 1).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("a"), 1, Capabilities::Any)
+        .unwrap();
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     let outcome = Outcome::Failure {
         error: "boom".into(),
@@ -278,14 +305,17 @@ fn results_from_stale_attempts_duplicates_and_wrong_workers_change_nothing() {
         },
         ..config()
     });
-    s.worker_connected(at_ms(0), S1, worker("a"), 1).unwrap();
-    s.worker_connected(at_ms(0), S2, worker("b"), 1).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("a"), 1, Capabilities::Any)
+        .unwrap();
+    s.worker_connected(at_ms(0), S2, worker("b"), 1, Capabilities::Any)
+        .unwrap();
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     s.submit(at_ms(0), submission(2, policy())).unwrap();
     drain(&mut s);
     // 1 runs on S1 (attempt 1), 2 on S2. S1 dies; 1 is retried as attempt 2 on S3.
     s.worker_disconnected(at_ms(1), S1);
-    s.worker_connected(at_ms(2), S3, worker("c"), 1).unwrap();
+    s.worker_connected(at_ms(2), S3, worker("c"), 1, Capabilities::Any)
+        .unwrap();
     assert_eq!(dispatches(&drain(&mut s)), [(S3, ExecutionId(1), 2)]);
 
     // The lost session's late result.
@@ -320,11 +350,13 @@ fn results_from_stale_attempts_duplicates_and_wrong_workers_change_nothing() {
 #[test]
 fn a_reconnect_under_the_same_id_replaces_a_silent_old_session() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("w"), 1).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("w"), 1, Capabilities::Any)
+        .unwrap();
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     drain(&mut s);
     // Nothing heard from S1 for takeover_after (500 ms): the new stream wins.
-    s.worker_connected(at_ms(500), S2, worker("w"), 1).unwrap();
+    s.worker_connected(at_ms(500), S2, worker("w"), 1, Capabilities::Any)
+        .unwrap();
     let out = drain(&mut s);
     assert!(out.contains(&Output::WorkerLost {
         session: S1,
@@ -342,9 +374,10 @@ fn a_reconnect_under_the_same_id_replaces_a_silent_old_session() {
 #[test]
 fn a_second_live_connection_under_an_id_is_refused_while_the_first_is_heard() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("w"), 1).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("w"), 1, Capabilities::Any)
+        .unwrap();
     s.heartbeat(at_ms(300), S1, 0);
-    let refused = s.worker_connected(at_ms(700), S2, worker("w"), 1);
+    let refused = s.worker_connected(at_ms(700), S2, worker("w"), 1, Capabilities::Any);
     assert_eq!(
         refused,
         Err(ConnectError::IdInUse {
@@ -356,14 +389,16 @@ fn a_second_live_connection_under_an_id_is_refused_while_the_first_is_heard() {
     assert!(drain(&mut s).is_empty(), "the live session keeps its work");
     assert_eq!(s.workers().map(|w| w.session).collect::<Vec<_>>(), [S1]);
     // Once the first goes quiet for takeover_after, the id can be taken over.
-    s.worker_connected(at_ms(800), S3, worker("w"), 1).unwrap();
+    s.worker_connected(at_ms(800), S3, worker("w"), 1, Capabilities::Any)
+        .unwrap();
     assert_eq!(s.workers().map(|w| w.session).collect::<Vec<_>>(), [S3]);
 }
 
 #[test]
 fn the_scheduler_backs_up_the_worker_s_timeout_and_retries_elsewhere() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("w"), 2).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("w"), 2, Capabilities::Any)
+        .unwrap();
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     drain(&mut s);
     // timeout 10 s + grace 1 s; the worker keeps heartbeating but never reports.
@@ -390,7 +425,7 @@ fn the_scheduler_backs_up_the_worker_s_timeout_and_retries_elsewhere() {
     assert!(dispatches(&out).is_empty());
     // Another worker joins with as much room as S1 has left (one slot each;
     // a tie S1 would win as the older session): the retry goes to S2.
-    s.worker_connected(at_ms(11_050), S2, worker("v"), 1)
+    s.worker_connected(at_ms(11_050), S2, worker("v"), 1, Capabilities::Any)
         .unwrap();
     s.handle_timeout(at_ms(11_100));
     assert_eq!(dispatches(&drain(&mut s)), [(S2, ExecutionId(1), 2)]);
@@ -409,9 +444,10 @@ fn the_scheduler_backs_up_the_worker_s_timeout_and_retries_elsewhere() {
 fn a_worker_whose_attempts_keep_timing_out_is_quarantined_until_it_answers() {
     let mut s = Scheduler::new(config());
     // A black hole with room for everything, and a real worker.
-    s.worker_connected(at_ms(0), S1, worker("hole"), 100)
+    s.worker_connected(at_ms(0), S1, worker("hole"), 100, Capabilities::Any)
         .unwrap();
-    s.worker_connected(at_ms(0), S2, worker("real"), 1).unwrap();
+    s.worker_connected(at_ms(0), S2, worker("real"), 1, Capabilities::Any)
+        .unwrap();
     let short = Policy {
         timeout: Duration::from_secs(1),
         ..policy()
@@ -472,7 +508,7 @@ fn a_worker_whose_attempts_keep_timing_out_is_quarantined_until_it_answers() {
 #[test]
 fn an_execution_that_never_gets_a_result_fails_after_its_attempts() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("hole"), 10)
+    s.worker_connected(at_ms(0), S1, worker("hole"), 10, Capabilities::Any)
         .unwrap();
     let short = Policy {
         max_attempts: 2,
@@ -555,7 +591,8 @@ fn cancelling_a_pending_execution_ends_it_at_once() {
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     assert_eq!(s.cancel(at_ms(1), ExecutionId(1)), Ok(Status::Pending));
     assert_eq!(status(&s, 1), Some(Status::Cancelled));
-    s.worker_connected(at_ms(2), S1, worker("w"), 1).unwrap();
+    s.worker_connected(at_ms(2), S1, worker("w"), 1, Capabilities::Any)
+        .unwrap();
     assert!(dispatches(&drain(&mut s)).is_empty());
     assert_eq!(
         s.cancel(at_ms(3), ExecutionId(1)),
@@ -573,7 +610,8 @@ fn cancelling_a_pending_execution_ends_it_at_once() {
 #[test]
 fn cancelling_a_running_execution_aborts_it_on_its_worker() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("w"), 1).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("w"), 1, Capabilities::Any)
+        .unwrap();
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     s.submit(at_ms(0), submission(2, policy())).unwrap();
     drain(&mut s);
@@ -605,7 +643,8 @@ fn cancelling_a_running_execution_aborts_it_on_its_worker() {
 #[test]
 fn a_draining_worker_gets_no_new_work() {
     let mut s = Scheduler::new(config());
-    s.worker_connected(at_ms(0), S1, worker("w"), 2).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("w"), 2, Capabilities::Any)
+        .unwrap();
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     drain(&mut s);
     assert!(s.worker_draining(at_ms(1), S1));
@@ -675,7 +714,8 @@ fn restored_executions_queue_again_and_finished_ones_are_remembered() {
     let kept = s.execution(ExecutionId(2)).unwrap();
     assert_eq!((kept.terminal, kept.attempt), (Some(&done), 1));
     assert_eq!(status(&s, 3), Some(Status::Failed), "out of attempts");
-    s.worker_connected(at_ms(1), S1, worker("w"), 4).unwrap();
+    s.worker_connected(at_ms(1), S1, worker("w"), 4, Capabilities::Any)
+        .unwrap();
     assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(1), 2)]);
 }
 
@@ -683,7 +723,8 @@ fn restored_executions_queue_again_and_finished_ones_are_remembered() {
 fn the_next_timeout_is_the_earliest_deadline() {
     let mut s = Scheduler::new(config());
     assert_eq!(s.poll_timeout(), None);
-    s.worker_connected(at_ms(0), S1, worker("w"), 1).unwrap();
+    s.worker_connected(at_ms(0), S1, worker("w"), 1, Capabilities::Any)
+        .unwrap();
     assert_eq!(s.poll_timeout(), Some(at_ms(3000)), "liveness check");
     s.submit(at_ms(0), submission(1, policy())).unwrap();
     assert_eq!(s.poll_timeout(), Some(at_ms(3000)));
@@ -694,4 +735,183 @@ fn the_next_timeout_is_the_earliest_deadline() {
         Some(at_ms(5500)),
         "re-armed from last heard"
     );
+}
+
+// ----- runtimes ------------------------------------------------------------
+
+#[test]
+fn an_execution_goes_only_to_a_worker_that_runs_its_runtime() {
+    let mut s = Scheduler::new(config());
+    // S1 has far more room, but runs only wasm.
+    s.worker_connected(at_ms(0), S1, worker("wasm"), 8, runs(&["wasm"]))
+        .unwrap();
+    s.worker_connected(at_ms(0), S2, worker("builtin"), 1, runs(&["builtin"]))
+        .unwrap();
+    s.submit(at_ms(1), submission_in("builtin", 1, policy()))
+        .unwrap();
+    s.submit(at_ms(1), submission_in("wasm", 2, policy()))
+        .unwrap();
+    assert_eq!(
+        dispatches(&drain(&mut s)),
+        [(S2, ExecutionId(1), 1), (S1, ExecutionId(2), 1)]
+    );
+    // S2 is full: another builtin execution waits rather than go to S1.
+    s.submit(at_ms(2), submission_in("builtin", 3, policy()))
+        .unwrap();
+    assert!(dispatches(&drain(&mut s)).is_empty());
+    assert_eq!(status(&s, 3), Some(Status::Pending));
+}
+
+#[test]
+fn among_the_workers_that_run_it_the_least_loaded_gets_the_execution() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("wasm"), 8, runs(&["wasm"]))
+        .unwrap();
+    s.worker_connected(at_ms(0), S2, worker("both"), 2, runs(&["builtin", "wasm"]))
+        .unwrap();
+    s.worker_connected(at_ms(0), S3, worker("builtin"), 3, runs(&["builtin"]))
+        .unwrap();
+    for id in 1..=3 {
+        s.submit(at_ms(1), submission_in("builtin", id, policy()))
+            .unwrap();
+    }
+    // S1's 8 free slots do not count for builtin: S3 (3 free), then S2 and
+    // S3 tie at 2 (the older session wins), then S3 (2 free against 1).
+    assert_eq!(sessions(&drain(&mut s)), [S3, S2, S3]);
+    s.submit(at_ms(2), submission_in("wasm", 4, policy()))
+        .unwrap();
+    assert_eq!(sessions(&drain(&mut s)), [S1]);
+}
+
+#[test]
+fn a_seed_worker_that_announced_nothing_runs_every_runtime() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("seed"), 3, Capabilities::Any)
+        .unwrap();
+    for (id, runtime) in [(1, "builtin"), (2, "wasm"), (3, "python")] {
+        s.submit(at_ms(1), submission_in(runtime, id, policy()))
+            .unwrap();
+    }
+    assert_eq!(sessions(&drain(&mut s)), [S1, S1, S1]);
+    let seed = s.workers().next().unwrap();
+    assert_eq!(seed.capabilities, &Capabilities::Any);
+}
+
+#[test]
+fn a_waiting_execution_no_worker_can_take_does_not_hold_back_other_runtimes() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("a"), 1, runs(&["a"]))
+        .unwrap();
+    // 1 (runtime b) is first in line, but no worker runs b: 2 (runtime a)
+    // behind it starts anyway.
+    s.submit(at_ms(1), submission_in("b", 1, policy())).unwrap();
+    s.submit(at_ms(1), submission_in("a", 2, policy())).unwrap();
+    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(2), 1)]);
+    assert_eq!(status(&s, 1), Some(Status::Pending));
+    // A worker that runs b arrives: 1 starts there.
+    s.worker_connected(at_ms(2), S2, worker("b"), 1, runs(&["b"]))
+        .unwrap();
+    assert_eq!(dispatches(&drain(&mut s)), [(S2, ExecutionId(1), 1)]);
+}
+
+#[test]
+fn across_runtimes_the_execution_that_became_ready_first_goes_first() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("ab"), 1, runs(&["a", "b"]))
+        .unwrap();
+    s.submit(at_ms(1), submission_in("a", 1, policy())).unwrap();
+    s.submit(at_ms(2), submission_in("b", 2, policy())).unwrap();
+    s.submit(at_ms(3), submission_in("a", 3, policy())).unwrap();
+    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(1), 1)]);
+    // The slot frees: b's head (ready at 2 ms) goes before a's (3 ms).
+    s.result(at_ms(4), S1, ExecutionId(1), 1, ok("done"));
+    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(2), 1)]);
+    s.result(at_ms(5), S1, ExecutionId(2), 1, ok("done"));
+    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(3), 1)]);
+}
+
+#[test]
+fn an_execution_no_connected_worker_runs_fails_at_its_schedule_to_start_deadline() {
+    let mut s = Scheduler::new(config());
+    let waiting = Policy {
+        schedule_to_start: Some(Duration::from_secs(2)),
+        ..policy()
+    };
+    s.worker_connected(at_ms(0), S1, worker("a"), 1, runs(&["a"]))
+        .unwrap();
+    s.submit(at_ms(0), submission_in("a", 1, policy())).unwrap();
+    // 2 has a worker that runs it, but that worker is busy; 3 has none.
+    s.submit(at_ms(0), submission_in("a", 2, waiting)).unwrap();
+    s.submit(at_ms(0), submission_in("b", 3, waiting)).unwrap();
+    for id in 2..=3 {
+        assert_eq!(status(&s, id), Some(Status::Pending));
+    }
+    s.heartbeat(at_ms(1000), S1, 1);
+    s.handle_timeout(at_ms(2000));
+    let error = |id| {
+        let view = s.execution(ExecutionId(id)).unwrap();
+        assert_eq!(view.status, Status::Failed);
+        view.terminal.unwrap().error().to_string()
+    };
+    assert_eq!(
+        error(2),
+        "not started within 2s: the only worker that runs a stayed busy"
+    );
+    assert_eq!(
+        error(3),
+        "not started within 2s: no connected worker runs b"
+    );
+}
+
+#[test]
+fn queued_executions_are_counted_per_runtime() {
+    let mut s = Scheduler::new(config());
+    assert!(queued(&s).is_empty());
+    for (id, runtime) in [(1, "wasm"), (2, "builtin"), (3, "wasm"), (4, "wasm")] {
+        s.submit(at_ms(0), submission_in(runtime, id, policy()))
+            .unwrap();
+    }
+    // By runtime name, whatever the submission order.
+    assert_eq!(queued(&s), [("builtin".into(), 1), ("wasm".into(), 3)]);
+    s.worker_connected(at_ms(1), S1, worker("wasm"), 2, runs(&["wasm"]))
+        .unwrap();
+    assert_eq!(queued(&s), [("builtin".into(), 1), ("wasm".into(), 1)]);
+    s.cancel(at_ms(2), ExecutionId(2)).unwrap();
+    // A runtime with nothing waiting is left out.
+    assert_eq!(queued(&s), [("wasm".into(), 1)]);
+}
+
+#[test]
+fn a_draining_worker_takes_no_work_of_any_runtime() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("ab"), 4, runs(&["a", "b"]))
+        .unwrap();
+    s.worker_connected(at_ms(0), S2, worker("seed"), 4, Capabilities::Any)
+        .unwrap();
+    assert!(s.worker_draining(at_ms(1), S1));
+    assert!(s.worker_draining(at_ms(1), S2));
+    s.submit(at_ms(2), submission_in("a", 1, policy())).unwrap();
+    s.submit(at_ms(2), submission_in("b", 2, policy())).unwrap();
+    assert!(dispatches(&drain(&mut s)).is_empty());
+    assert_eq!(queued(&s), [("a".into(), 1), ("b".into(), 1)]);
+}
+
+#[test]
+fn a_retry_leaves_the_session_it_timed_out_on_only_for_a_worker_that_runs_it() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("slow"), 2, runs(&["b"]))
+        .unwrap();
+    s.submit(at_ms(0), submission_in("b", 1, policy())).unwrap();
+    drain(&mut s);
+    // timeout 10 s + grace 1 s; S1 keeps heartbeating but never reports.
+    for t in (1000..=11_000).step_by(1000) {
+        s.heartbeat(at_ms(t), S1, 1);
+        s.handle_timeout(at_ms(t));
+    }
+    // A worker with more room joins, but it does not run b: the retry goes
+    // back to S1, the only worker that does.
+    s.worker_connected(at_ms(11_050), S2, worker("a"), 4, runs(&["a"]))
+        .unwrap();
+    s.handle_timeout(at_ms(11_100));
+    assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(1), 2)]);
 }

@@ -8,10 +8,14 @@
 //! and their order, so the same inputs always give the same outputs.
 //!
 //! Rules it keeps:
-//! - dispatch goes to the worker with the most free slots, ties to the older
-//!   session; a worker never holds more than its pool size plus the prefetch;
-//! - executions wait, in submission order, while no slot is free or no worker is
-//!   connected, until their schedule-to-start deadline; the wait is bounded;
+//! - an execution goes only to a worker that runs its runtime, and among those
+//!   to the one with the most free slots, ties to the older session; a worker
+//!   never holds more than its pool size plus the prefetch;
+//! - executions wait, in submission order within their runtime, while no slot
+//!   of a worker that runs it is free, until their schedule-to-start deadline;
+//!   the wait is bounded. One runtime waiting never holds back another: across
+//!   runtimes that can start something, the execution that became ready first
+//!   goes first;
 //! - an attempt lost with its worker, or that the scheduler timed out because
 //!   no result came, is retried after a backoff (away from the worker that
 //!   kept it, when another has room) until `max_attempts` starts, then the
@@ -25,6 +29,10 @@
 
 mod config;
 mod output;
+mod queue;
+mod runtimes;
+#[cfg(test)]
+mod tests;
 mod workers;
 
 use std::collections::VecDeque;
@@ -37,12 +45,15 @@ pub use config::{Backoff, Retention, SchedulerConfig};
 pub use output::{
     AbortReason, Dispatch, ExecutionView, LossReason, Output, ResultDisposition, Stats, WorkerView,
 };
+pub use workers::Capabilities;
 
 use crate::deadlines::Deadlines;
 use crate::execution::{Outcome, Policy, Status, Submission, Terminal};
 use crate::ids::{ExecutionId, SessionId, WorkerId};
 use crate::time::Instant;
-use workers::{Worker, WorkerTable};
+use queue::{ReadyQueues, Ticket};
+use runtimes::{RuntimeId, Runtimes};
+use workers::{Runs, Worker, WorkerTable};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SubmitError {
@@ -98,6 +109,8 @@ pub enum Prior {
 #[derive(Debug)]
 struct Execution {
     function: Arc<str>,
+    /// Only workers that run it get the execution.
+    runtime: Arc<str>,
     /// Dropped once the execution is terminal.
     payload: Bytes,
     policy: Policy,
@@ -107,29 +120,51 @@ struct Execution {
     lost: u32,
     /// Schedule-to-start deadline, armed until the first dispatch.
     start_deadline: Option<Instant>,
-    /// The session its last attempt timed out on: the retry goes elsewhere
-    /// when another worker has room.
-    avoid: Option<SessionId>,
     place: Place,
 }
 
+/// Where an execution is. Every unfinished place holds the id of the
+/// execution's runtime (released when it is done); `avoid`, while pending, is
+/// the session its last attempt timed out on: the retry goes elsewhere when
+/// another worker that runs its runtime has room. (Kept here rather than
+/// beside `place`: `Done` is the largest variant, so they take no room.)
 #[derive(Debug)]
 enum Place {
-    Queued,
+    /// In its runtime's ready queue, under `ticket`.
+    Queued {
+        runtime: RuntimeId,
+        ticket: Ticket,
+        avoid: Option<SessionId>,
+    },
     Backoff {
+        runtime: RuntimeId,
         until: Instant,
+        avoid: Option<SessionId>,
     },
     Running {
+        runtime: RuntimeId,
         session: SessionId,
         deadline: Instant,
     },
     Done(Terminal),
 }
 
+impl Place {
+    /// The runtime id an unfinished execution holds.
+    fn runtime(&self) -> Option<RuntimeId> {
+        match *self {
+            Place::Queued { runtime, .. }
+            | Place::Backoff { runtime, .. }
+            | Place::Running { runtime, .. } => Some(runtime),
+            Place::Done(_) => None,
+        }
+    }
+}
+
 impl Execution {
     fn status(&self) -> Status {
         match &self.place {
-            Place::Queued | Place::Backoff { .. } => Status::Pending,
+            Place::Queued { .. } | Place::Backoff { .. } => Status::Pending,
             Place::Running { .. } => Status::Running,
             Place::Done(terminal) => terminal.status(),
         }
@@ -148,9 +183,10 @@ enum Timer {
 pub struct Scheduler {
     config: SchedulerConfig,
     executions: FxHashMap<ExecutionId, Execution>,
-    /// Executions ready to start, in order. Entries whose execution has since
-    /// left the queue (cancelled, failed) are skipped when popped.
-    ready: VecDeque<ExecutionId>,
+    /// The runtimes in use, as ids for the queues and worker indexes.
+    runtimes: Runtimes,
+    /// Executions ready to start, per runtime, in order.
+    ready: ReadyQueues,
     workers: WorkerTable,
     deadlines: Deadlines<Timer>,
     /// Terminal executions in the order they finished, for retention.
@@ -164,7 +200,8 @@ impl Scheduler {
         Scheduler {
             config,
             executions: FxHashMap::default(),
-            ready: VecDeque::new(),
+            runtimes: Runtimes::default(),
+            ready: ReadyQueues::default(),
             workers: WorkerTable::default(),
             deadlines: Deadlines::new(),
             finished: VecDeque::new(),
@@ -179,14 +216,16 @@ impl Scheduler {
 
     // ----- inputs -----------------------------------------------------------
 
-    /// A worker opened a stream as `session`. A worker already connected under
-    /// the same id loses its old session (and the work on it) first.
+    /// A worker opened a stream as `session`, able to run `capabilities`. A
+    /// worker already connected under the same id loses its old session (and
+    /// the work on it) first.
     pub fn worker_connected(
         &mut self,
         now: Instant,
         session: SessionId,
         id: WorkerId,
         pool_size: u32,
+        capabilities: Capabilities,
     ) -> Result<(), ConnectError> {
         if pool_size == 0 {
             return Err(ConnectError::NoSlots);
@@ -208,6 +247,15 @@ impl Scheduler {
             }
             self.lose(now, old, LossReason::Replaced);
         }
+        let runs = match &capabilities {
+            Capabilities::Any => Runs::Any,
+            Capabilities::Only(names) => Runs::Only(
+                names
+                    .iter()
+                    .map(|name| self.runtimes.acquire(name))
+                    .collect(),
+            ),
+        };
         let liveness_check = now + self.config.heartbeat_timeout;
         self.deadlines
             .insert(liveness_check, Timer::Liveness(session));
@@ -215,6 +263,8 @@ impl Scheduler {
             session,
             Worker {
                 id,
+                capabilities,
+                runs,
                 pool_size,
                 capacity: pool_size.saturating_add(self.config.prefetch),
                 in_flight: Vec::new(),
@@ -305,12 +355,12 @@ impl Scheduler {
                     id,
                     Execution {
                         function: submission.function,
+                        runtime: submission.runtime,
                         payload: Bytes::new(),
                         policy: submission.policy,
                         attempt,
                         lost: 0,
                         start_deadline: None,
-                        avoid: None,
                         place: Place::Done(terminal),
                     },
                 );
@@ -391,7 +441,7 @@ impl Scheduler {
                 attempt: exec.attempt,
                 reason: AbortReason::Ended,
             }),
-            Place::Queued | Place::Backoff { .. } => {}
+            Place::Queued { .. } | Place::Backoff { .. } => {}
         }
         self.finish(now, execution, terminal);
         Ok(status)
@@ -405,12 +455,17 @@ impl Scheduler {
                 Timer::ScheduleToStart(id) => self.expire_start(now, id),
                 Timer::Attempt(id) => self.expire_attempt(now, id, at),
                 Timer::Backoff(id) => {
-                    if let Some(exec) = self.executions.get_mut(&id) {
-                        if matches!(exec.place, Place::Backoff { until } if until == at) {
-                            exec.place = Place::Queued;
-                            // It waited its turn once already.
-                            self.ready.push_front(id);
-                        }
+                    let backing_off = self.executions.get(&id).and_then(|exec| match exec.place {
+                        Place::Backoff {
+                            runtime,
+                            until,
+                            avoid,
+                        } if until == at => Some((runtime, avoid)),
+                        _ => None,
+                    });
+                    if let Some((runtime, avoid)) = backing_off {
+                        // It waited its turn once already.
+                        self.queue_front(id, runtime, avoid);
                     }
                 }
             }
@@ -448,11 +503,23 @@ impl Scheduler {
         self.executions.iter().map(|(&id, exec)| view(id, exec))
     }
 
+    /// How many executions wait in each runtime's ready queue, by runtime
+    /// name; runtimes with none waiting are left out. Executions backing off
+    /// before a retry are not in a queue yet (they count as pending in
+    /// [`stats`](Self::stats)). Read from counters, not by scanning.
+    pub fn queued_by_runtime(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.runtimes
+            .by_name()
+            .map(|(name, runtime)| (name, self.ready.len(runtime)))
+            .filter(|&(_, queued)| queued > 0)
+    }
+
     /// Connected workers, by session.
     pub fn workers(&self) -> impl Iterator<Item = WorkerView<'_>> {
         self.workers.iter().map(|(session, worker)| WorkerView {
             session,
             id: &worker.id,
+            capabilities: &worker.capabilities,
             pool_size: worker.pool_size,
             in_flight: worker.in_flight.len() as u32,
             reported_running: worker.reported_running,
@@ -526,58 +593,98 @@ impl Scheduler {
         if let Some(at) = start_deadline {
             self.deadlines.insert(at, Timer::ScheduleToStart(id));
         }
+        let runtime = self.runtimes.acquire(&submission.runtime);
+        let ticket = self.ready.push_back(runtime, id);
         self.executions.insert(
             id,
             Execution {
                 function: submission.function,
+                runtime: submission.runtime,
                 payload: submission.payload,
                 policy: submission.policy,
                 attempt: attempts_started,
                 lost: attempts_started,
                 start_deadline,
-                avoid: None,
-                place: Place::Queued,
+                place: Place::Queued {
+                    runtime,
+                    ticket,
+                    avoid: None,
+                },
             },
         );
         self.by_status[Status::Pending as usize] += 1;
-        self.ready.push_back(id);
     }
 
-    /// Dispatches while there is both a free slot and a ready execution.
-    fn pump(&mut self, now: Instant) {
-        while self.workers.least_loaded().is_some() {
-            if !self.dispatch_next(now) {
-                break;
-            }
+    /// Puts a pending execution back in line ahead of everything waiting,
+    /// whatever its runtime; its retry avoids `avoid`.
+    fn queue_front(&mut self, id: ExecutionId, runtime: RuntimeId, avoid: Option<SessionId>) {
+        if let Some(exec) = self.executions.get_mut(&id) {
+            let ticket = self.ready.push_front(runtime, id);
+            exec.place = Place::Queued {
+                runtime,
+                ticket,
+                avoid,
+            };
         }
     }
 
-    /// Dispatches the first ready execution to the least-loaded session (one
-    /// its last attempt did not time out on, if another has room); false if
-    /// none is ready. Entries of executions that left the queue meanwhile are
-    /// skipped.
-    fn dispatch_next(&mut self, now: Instant) -> bool {
-        let grace = self.config.timeout_grace;
-        let (id, exec) = loop {
-            let Some(id) = self.ready.pop_front() else {
-                return false;
-            };
-            match self.executions.get_mut(&id) {
-                Some(exec) if matches!(exec.place, Place::Queued) => break (id, exec),
-                _ => continue,
+    /// Dispatches while some ready execution has a free slot on a worker
+    /// that runs it.
+    fn pump(&mut self, now: Instant) {
+        while let Some((id, session)) = self.next_dispatch() {
+            self.dispatch(now, id, session);
+        }
+    }
+
+    /// What to start next, and where: among the runtimes whose queue head a
+    /// worker could take now, the head that became ready first, to the
+    /// least-loaded worker that runs it (one its last attempt did not time
+    /// out on, if another has room). Looks only at queue heads (if a
+    /// runtime's head cannot start, nothing behind it can: they all need the
+    /// same workers), so a decision costs O(R log W) for R runtimes waiting.
+    fn next_dispatch(&self) -> Option<(ExecutionId, SessionId)> {
+        if !self.workers.has_free_slot() {
+            return None;
+        }
+        let mut next: Option<(Ticket, ExecutionId, SessionId)> = None;
+        for (runtime, ticket, id) in self.ready.heads() {
+            if next.is_some_and(|(first, _, _)| first < ticket) {
+                continue;
             }
+            let avoid = self.executions.get(&id).and_then(|exec| match exec.place {
+                Place::Queued { avoid, .. } => avoid,
+                _ => None,
+            });
+            if let Some(session) = self.workers.least_loaded_for(runtime, avoid) {
+                next = Some((ticket, id, session));
+            }
+        }
+        next.map(|(_, id, session)| (id, session))
+    }
+
+    /// Starts the next attempt of the queued execution `id` on `session`.
+    fn dispatch(&mut self, now: Instant, id: ExecutionId, session: SessionId) {
+        let grace = self.config.timeout_grace;
+        let Some(exec) = self.executions.get_mut(&id) else {
+            return;
         };
-        let Some(session) = self.workers.least_loaded_avoiding(exec.avoid.take()) else {
-            // The caller checked for a free slot; keep the execution's turn anyway.
-            self.ready.push_front(id);
-            return false;
+        let Place::Queued {
+            runtime, ticket, ..
+        } = exec.place
+        else {
+            return;
         };
+        self.ready.remove(runtime, ticket);
         exec.attempt += 1;
         if let Some(at) = exec.start_deadline.take() {
             self.deadlines.remove(at, Timer::ScheduleToStart(id));
         }
         let deadline = now + exec.policy.timeout + grace;
-        exec.place = Place::Running { session, deadline };
+        exec.place = Place::Running {
+            runtime,
+            session,
+            deadline,
+        };
         self.deadlines.insert(deadline, Timer::Attempt(id));
         self.by_status[Status::Pending as usize] -= 1;
         self.by_status[Status::Running as usize] += 1;
@@ -592,7 +699,6 @@ impl Scheduler {
         }));
         self.workers
             .update(session, |worker| worker.in_flight.push((id, attempt)));
-        true
     }
 
     /// Moves an execution to its terminal state, disarming whatever it waited on.
@@ -605,12 +711,18 @@ impl Scheduler {
             return;
         }
         match exec.place {
-            Place::Backoff { until } => self.deadlines.remove(until, Timer::Backoff(id)),
+            Place::Queued {
+                runtime, ticket, ..
+            } => self.ready.remove(runtime, ticket),
+            Place::Backoff { until, .. } => self.deadlines.remove(until, Timer::Backoff(id)),
             Place::Running { deadline, .. } => self.deadlines.remove(deadline, Timer::Attempt(id)),
-            Place::Queued | Place::Done(_) => {}
+            Place::Done(_) => {}
         }
         if let Some(at) = exec.start_deadline.take() {
             self.deadlines.remove(at, Timer::ScheduleToStart(id));
+        }
+        if let Some(runtime) = exec.place.runtime() {
+            self.runtimes.release(runtime);
         }
         self.by_status[previous as usize] -= 1;
         self.by_status[terminal.status() as usize] += 1;
@@ -657,6 +769,11 @@ impl Scheduler {
         let Some(worker) = self.workers.remove(session) else {
             return;
         };
+        if let Runs::Only(runtimes) = &worker.runs {
+            for &runtime in runtimes {
+                self.runtimes.release(runtime);
+            }
+        }
         self.deadlines
             .remove(worker.liveness_check, Timer::Liveness(session));
         self.outputs.push_back(Output::WorkerLost {
@@ -671,6 +788,7 @@ impl Scheduler {
             let Place::Running {
                 session: s,
                 deadline,
+                ..
             } = exec.place
             else {
                 continue;
@@ -703,21 +821,26 @@ impl Scheduler {
         let Some(exec) = self.executions.get_mut(&id) else {
             return;
         };
+        let Place::Running { runtime, .. } = exec.place else {
+            return;
+        };
         exec.lost += 1;
         if exec.lost >= exec.policy.max_attempts {
             let error = why(exec.lost);
             self.finish(now, id, failed(error));
             return;
         }
-        exec.avoid = avoid;
         self.by_status[Status::Running as usize] -= 1;
         self.by_status[Status::Pending as usize] += 1;
         let retry_at = now + self.config.retry_backoff.delay(exec.lost);
         if retry_at <= now {
-            exec.place = Place::Queued;
-            self.ready.push_front(id);
+            self.queue_front(id, runtime, avoid);
         } else {
-            exec.place = Place::Backoff { until: retry_at };
+            exec.place = Place::Backoff {
+                runtime,
+                until: retry_at,
+                avoid,
+            };
             self.deadlines.insert(retry_at, Timer::Backoff(id));
         }
         self.outputs.push_back(Output::Requeued {
@@ -774,9 +897,15 @@ impl Scheduler {
             return;
         }
         exec.start_deadline = None;
-        let why = match self.workers.len() {
-            0 => "no worker was connected".to_string(),
-            n => format!("all slots of {n} workers stayed busy"),
+        let runtime = &exec.runtime;
+        let capable = exec
+            .place
+            .runtime()
+            .map_or(0, |id| self.workers.running(id));
+        let why = match capable {
+            0 => format!("no connected worker runs {runtime}"),
+            1 => format!("the only worker that runs {runtime} stayed busy"),
+            n => format!("all slots of {n} workers that run {runtime} stayed busy"),
         };
         self.finish(
             now,
@@ -789,7 +918,10 @@ impl Scheduler {
         let Some(exec) = self.executions.get(&id) else {
             return;
         };
-        let Place::Running { session, deadline } = exec.place else {
+        let Place::Running {
+            session, deadline, ..
+        } = exec.place
+        else {
             return;
         };
         if deadline != at {
@@ -845,6 +977,7 @@ fn view(id: ExecutionId, exec: &Execution) -> ExecutionView<'_> {
     ExecutionView {
         id,
         function: &exec.function,
+        runtime: &exec.runtime,
         status: exec.status(),
         attempt: exec.attempt,
         session: match exec.place {

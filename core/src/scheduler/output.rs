@@ -10,6 +10,8 @@ use crate::execution::{Status, Terminal};
 use crate::ids::{ExecutionId, SessionId, WorkerId};
 use crate::time::Instant;
 
+use super::Capabilities;
+
 /// Work for the caller, drained with [`Scheduler::poll_output`](super::Scheduler::poll_output).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -117,6 +119,8 @@ pub enum ResultDisposition {
 pub struct ExecutionView<'a> {
     pub id: ExecutionId,
     pub function: &'a Arc<str>,
+    /// The runtime it needs: only workers that run it get it.
+    pub runtime: &'a Arc<str>,
     pub status: Status,
     /// Attempts dispatched so far; the current one while RUNNING.
     pub attempt: u32,
@@ -130,6 +134,8 @@ pub struct ExecutionView<'a> {
 pub struct WorkerView<'a> {
     pub session: SessionId,
     pub id: &'a WorkerId,
+    /// The runtimes it runs, as announced when it connected.
+    pub capabilities: &'a Capabilities,
     pub pool_size: u32,
     /// Attempts the scheduler has in flight on it (the authoritative load).
     pub in_flight: u32,

@@ -11,10 +11,17 @@ pub fn at_ms(ms: u64) -> Instant {
     Instant::ZERO + Duration::from_millis(ms)
 }
 
+/// An execution of the "echo" function in the "builtin" runtime.
 pub fn submission(id: u64, policy: Policy) -> Submission {
+    submission_in("builtin", id, policy)
+}
+
+/// An execution of the "echo" function in `runtime`.
+pub fn submission_in(runtime: &str, id: u64, policy: Policy) -> Submission {
     Submission {
         id: ExecutionId(id),
         function: "echo".into(),
+        runtime: runtime.into(),
         payload: Bytes::from(format!("payload-{id}")),
         policy,
     }
