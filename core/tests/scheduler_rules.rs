@@ -8,8 +8,7 @@ use bytes::Bytes;
 use support::*;
 use taskforge_core::scheduler::{
     AbortReason, Backoff, CancelError, Capabilities, ConnectError, LossReason, Output, Prior,
-    ResultDisposition,
-    Retention, Scheduler, SchedulerConfig, SubmitError,
+    ResultDisposition, Retention, Scheduler, SchedulerConfig, SubmitError,
 };
 use taskforge_core::{ExecutionId, Outcome, Policy, SessionId, Status, Terminal};
 

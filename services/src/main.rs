@@ -14,14 +14,14 @@ use taskforge_core::Policy;
 use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
 use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_services::client;
-use taskforge_services::runtime::builtin::BuiltinRuntime;
-use taskforge_services::runtime::wasm::{WasmConfig, WasmRuntime};
-use taskforge_services::runtime::{Runtime, Runtimes};
 use taskforge_services::clock::system_clock;
 use taskforge_services::cluster::{Cluster, ClusterConfig};
 use taskforge_services::duration::parse_duration;
 use taskforge_services::gateway::{self, GatewayConfig};
 use taskforge_services::net::{self, ChannelConfig};
+use taskforge_services::runtime::builtin::BuiltinRuntime;
+use taskforge_services::runtime::wasm::{WasmConfig, WasmRuntime};
+use taskforge_services::runtime::{Runtime, Runtimes};
 use taskforge_services::scheduler::{SchedulerOptions, SchedulerService, StoreRunner};
 use taskforge_services::store::{JsonlStore, MemoryStore, StdFileSystem, Store};
 use taskforge_services::worker::{self, WorkerConfig};
@@ -88,7 +88,12 @@ struct UpArgs {
 #[derive(Args, Debug)]
 struct RuntimeArgs {
     /// The runtimes the workers run, comma-separated: builtin, wasm.
-    #[arg(long, env = "TASKFORGE_RUNTIMES", default_value = "builtin,wasm", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TASKFORGE_RUNTIMES",
+        default_value = "builtin,wasm",
+        value_delimiter = ','
+    )]
     runtimes: Vec<String>,
     /// Linear memory one WebAssembly execution may use, in bytes.
     #[arg(long, env = "TASKFORGE_WASM_MAX_MEMORY_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(65_536..=(4u64 << 30)))]

@@ -507,7 +507,7 @@ async fn requests_that_cannot_run_get_a_failed_result() {
     let cases = [
         (bad_id, "invalid execution id \"not-an-id\""),
         (no_function, "was not defined on this stream"),
-        (python, "unsupported language \"python\""),
+        (python, "does not run \"python\""),
         (
             request(33, 1, "nope", "1", 0),
             "unknown builtin handler \"nope\"",

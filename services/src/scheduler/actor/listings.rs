@@ -187,7 +187,11 @@ impl Actor {
             queue_limit: stats.queue_limit as u32,
             watchers: self.watchers.len() as u64,
             quarantined_workers: stats.quarantined as u32,
-            queued_by_runtime: Default::default(),
+            queued_by_runtime: self
+                .core
+                .queued_by_runtime()
+                .map(|(runtime, count)| (runtime.to_string(), count as u32))
+                .collect(),
             accepted_by_runtime: self
                 .accepted_by_runtime
                 .iter()

@@ -137,6 +137,11 @@ const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 /// Largest pool size a worker may announce.
 const MAX_POOL_SIZE: u32 = 4096;
+/// A language as a runtime name: what workers announce (see `Runtimes`).
+fn runtime_of(language: &str) -> Arc<str> {
+    Arc::from(language.trim().to_ascii_lowercase())
+}
+
 /// Furthest back the core's clock can place a restored execution's end (see
 /// [`Actor::now`]); retention ages beyond it count from this far back.
 const MAX_EPOCH: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -147,6 +152,9 @@ const COMMANDS_PER_TURN: usize = 256;
 struct RegisteredFunction {
     /// Shared with every execution of the function.
     key: Arc<str>,
+    /// Its language, the runtime a worker needs to run it (normalised:
+    /// trimmed, lower case, as workers announce theirs).
+    runtime: Arc<str>,
     proto: Function,
     /// Executions of it that are not terminal yet: it cannot be deleted
     /// while there are any.
@@ -334,6 +342,7 @@ impl Actor {
             let key = Arc::from(function.function_id.as_str());
             let registered = RegisteredFunction {
                 key,
+                runtime: runtime_of(&proto.language),
                 proto,
                 live: 0,
             };
@@ -343,13 +352,16 @@ impl Actor {
         for execution in recovered.executions {
             let record = execution.record;
             let id = record.id;
-            let function = self
-                .functions
-                .get(&record.function_id)
-                .map_or_else(|| Arc::from(record.function_id.as_str()), |f| f.key.clone());
+            // A function deleted since (only its finished executions remain)
+            // needs no runtime: they are never dispatched again.
+            let (function, runtime) = self.functions.get(&record.function_id).map_or_else(
+                || (Arc::from(record.function_id.as_str()), Arc::from("")),
+                |f| (f.key.clone(), f.runtime.clone()),
+            );
             let submission = Submission {
                 id,
                 function,
+                runtime,
                 payload: record.payload,
                 policy: record.policy,
             };
@@ -602,6 +614,7 @@ impl Actor {
         let key = Arc::from(function_id.as_str());
         let registered = RegisteredFunction {
             key,
+            runtime: runtime_of(&proto.language),
             proto,
             live: 0,
         };
@@ -691,6 +704,7 @@ impl Actor {
         let submission = Submission {
             id,
             function: function.key.clone(),
+            runtime: function.runtime.clone(),
             payload: request.payload.clone(),
             policy,
         };

@@ -1,6 +1,7 @@
 //! Worker streams as the actor sees them: a hello makes a session in the
 //! core; later messages (heartbeats, results, draining) feed it.
 
+use taskforge_core::scheduler::Capabilities;
 use taskforge_proto::common::Outcome as WireOutcome;
 
 use super::*;
@@ -23,7 +24,13 @@ impl Actor {
         let worker_id: Arc<str> = hello.worker_id.into();
         let now = self.now();
         self.core
-            .worker_connected(now, session, WorkerId::new(worker_id.clone()), pool_size)
+            .worker_connected(
+                now,
+                session,
+                WorkerId::new(worker_id.clone()),
+                pool_size,
+                capabilities(&hello.runtimes),
+            )
             .map_err(|error| match error {
                 ConnectError::IdInUse { .. } => Status::already_exists(error.to_string()),
                 ConnectError::NoSlots | ConnectError::SessionInUse(_) => {
@@ -120,4 +127,13 @@ impl Actor {
             }
         }
     }
+}
+
+/// What a worker runs: the runtimes its hello names, or anything for a seed
+/// worker, which names none.
+fn capabilities(runtimes: &[String]) -> Capabilities {
+    if runtimes.is_empty() {
+        return Capabilities::Any;
+    }
+    Capabilities::only(runtimes.iter().map(|name| runtime_of(name)))
 }
