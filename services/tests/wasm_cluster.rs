@@ -234,7 +234,10 @@ async fn the_seed_example_runs_as_webassembly_over_http() {
         .post(&format!("/invoke/{upper}?wait=10s"), r#""hello""#)
         .await
         .ok(StatusCode::OK);
-    assert_eq!(done["output"], "HELLO", "the JSON string, uppercased: {done}");
+    assert_eq!(
+        done["output"], "HELLO",
+        "the JSON string, uppercased: {done}"
+    );
 
     // Modules no worker could run are refused at registration.
     for (code, expected) in [

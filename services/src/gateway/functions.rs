@@ -32,7 +32,7 @@ use super::extract::{
 use super::view::{FunctionView, cursor};
 
 /// `POST /functions` `{name, language, code | code_base64, timeout_ms?,
-/// max_attempts?}` → `{"function_id": ...}`.
+/// max_attempts?, max_memory_bytes?}` → `{"function_id": ...}`.
 pub(crate) async fn register(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
@@ -44,6 +44,7 @@ pub(crate) async fn register(
         code: Bytes::from(function_code(&fields)?),
         timeout_ms: optional_int(&fields, "timeout_ms")?.unwrap_or(0),
         max_attempts: optional_int(&fields, "max_attempts")?.unwrap_or(0),
+        max_memory_bytes: optional_int(&fields, "max_memory_bytes")?.unwrap_or(0),
     };
     let mut client = state.client();
     let response = state

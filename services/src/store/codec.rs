@@ -89,6 +89,8 @@ enum Line<'a> {
         language: Cow<'a, str>,
         timeout_ms: u64,
         max_attempts: u32,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        max_memory_bytes: u64,
         created_at_us: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         code: Option<Cow<'a, str>>,
@@ -201,6 +203,10 @@ impl<'a> WireBytes<'a> {
     }
 }
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -216,6 +222,7 @@ impl<'a> From<&'a Record> for Line<'a> {
                     language: Cow::Borrowed(&function.language),
                     timeout_ms: function.timeout_ms,
                     max_attempts: function.max_attempts,
+                    max_memory_bytes: function.max_memory_bytes,
                     created_at_us: function.created_at_us,
                     code: code.text,
                     code_b64: code.base64,
@@ -298,10 +305,12 @@ impl Line<'_> {
                 language,
                 timeout_ms,
                 max_attempts,
+                max_memory_bytes,
                 created_at_us,
                 code,
                 code_b64,
             } => Record::Function(FunctionRecord {
+                max_memory_bytes,
                 function_id: function_id.into_owned(),
                 name: name.into_owned(),
                 language: language.into_owned(),
@@ -444,6 +453,7 @@ mod tests {
     #[test]
     fn every_record_kind_has_a_readable_line() {
         let function = Record::Function(FunctionRecord {
+            max_memory_bytes: 0,
             function_id: "fn-1".into(),
             name: "greet".into(),
             language: "builtin".into(),

@@ -487,6 +487,7 @@ mod tests {
 
     fn function(id: &str, name: &str) -> Record {
         Record::Function(FunctionRecord {
+            max_memory_bytes: 0,
             function_id: id.into(),
             name: name.into(),
             language: "builtin".into(),

@@ -51,6 +51,9 @@ pub struct FunctionRecord {
     pub timeout_ms: u64,
     /// Starts allowed per execution; 0 means the default.
     pub max_attempts: u32,
+    /// Memory one execution may use, for runtimes that bound it; 0 means the
+    /// worker's limit.
+    pub max_memory_bytes: u64,
     pub created_at_us: u64,
 }
 

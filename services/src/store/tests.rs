@@ -30,6 +30,7 @@ fn reload(fs: &CrashFs) -> Result<(JsonlStore, Recovered), StoreError> {
 
 fn function(id: &str, code: &[u8]) -> Record {
     Record::Function(FunctionRecord {
+        max_memory_bytes: 0,
         function_id: id.into(),
         name: format!("{id}-name"),
         language: "builtin".into(),
@@ -769,6 +770,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
     prop_oneof![
         1 => (0u8..3, arb_bytes(), 0u64..5_000).prop_map(|(n, code, timeout_ms)| {
             Record::Function(FunctionRecord {
+                max_memory_bytes: 0,
                 function_id: format!("f{n}"),
                 name: format!("name-{timeout_ms}"),
                 language: "builtin".into(),

@@ -209,6 +209,7 @@ impl SchedulerService for Fake {
                 code: request.code,
                 timeout_ms: request.timeout_ms,
                 max_attempts: request.max_attempts,
+                max_memory_bytes: request.max_memory_bytes,
             },
         );
         Ok(Response::new(RegisterFunctionResponse { function_id }))

@@ -49,26 +49,39 @@ pub(super) fn bytes(count: usize) -> String {
 /// Refuses a module whose memory starts larger than an execution may use,
 /// in words a user can act on (the pooling allocator would refuse it too,
 /// in its own). A malformed module passes: the compiler says what is wrong.
-pub(super) fn check_initial_memory(code: &[u8], limit: usize) -> Result<(), String> {
+#[cfg(test)]
+fn check_initial_memory(code: &[u8], limit: usize) -> Result<(), String> {
+    check_memory_start(initial_memory(code), limit)
+}
+
+/// The largest initial size of the module's memories, in bytes.
+pub(super) fn initial_memory(code: &[u8]) -> u64 {
+    let mut largest = 0u64;
     for payload in wasmparser::Parser::new(0).parse_all(code) {
         match payload {
             Ok(wasmparser::Payload::MemorySection(memories)) => {
                 for memory in memories.into_iter().flatten() {
                     let initial = memory.initial.saturating_mul(u64::from(memory.page_size()));
-                    if initial > limit as u64 {
-                        return Err(format!(
-                            "memory limit: the module's memory starts at {}; \
-                             an execution may use at most {}",
-                            bytes(usize::try_from(initial).unwrap_or(usize::MAX)),
-                            bytes(limit)
-                        ));
-                    }
+                    largest = largest.max(initial);
                 }
             }
             // Memories are declared before the code: nothing more to see.
             Ok(wasmparser::Payload::CodeSectionStart { .. }) | Err(_) => break,
             Ok(_) => {}
         }
+    }
+    largest
+}
+
+/// Refuses a module whose memory starts above `limit`: it could never run.
+pub(super) fn check_memory_start(initial: u64, limit: usize) -> Result<(), String> {
+    if initial > limit as u64 {
+        return Err(format!(
+            "memory limit: the module's memory starts at {}; \
+             an execution may use at most {}",
+            bytes(usize::try_from(initial).unwrap_or(usize::MAX)),
+            bytes(limit)
+        ));
     }
     Ok(())
 }

@@ -131,6 +131,20 @@ impl WasmRuntime {
         })
     }
 
+    /// The memory limit for a function that asks for `asked` bytes (0: the
+    /// worker's): at most the worker's own limit.
+    pub fn memory_for(&self, asked: u64) -> Result<usize, String> {
+        let most = self.shared.config.max_memory_bytes;
+        match usize::try_from(asked) {
+            Ok(0) => Ok(most),
+            Ok(asked) if asked <= most => Ok(asked),
+            _ => Err(format!(
+                "the function asks for {asked} bytes of memory; this worker allows at most {most} \
+                 (--wasm-max-memory-bytes)"
+            )),
+        }
+    }
+
     pub fn config(&self) -> &WasmConfig {
         &self.shared.config
     }
@@ -156,6 +170,7 @@ impl WasmRuntime {
     fn function(&self, compiled: Compiled) -> WasmFunction {
         WasmFunction {
             shared: self.shared.clone(),
+            max_memory_bytes: self.shared.config.max_memory_bytes,
             compiled,
         }
     }
@@ -181,7 +196,8 @@ impl Shared {
                     .to_string(),
             );
         }
-        limits::check_initial_memory(code, self.config.max_memory_bytes)?;
+        let initial_memory = limits::initial_memory(code);
+        limits::check_memory_start(initial_memory, self.config.max_memory_bytes)?;
         let module = Module::new(&self.engine, code)
             .map_err(|error| format!("the module does not compile: {error:#}"))?;
         let start = start_export(&module)?;
@@ -189,7 +205,11 @@ impl Shared {
             .linker
             .instantiate_pre(&module)
             .map_err(|error| format!("the module cannot be linked: {error:#}"))?;
-        Ok(Compiled { pre, start })
+        Ok(Compiled {
+            pre,
+            start,
+            initial_memory,
+        })
     }
 }
 
@@ -216,12 +236,17 @@ fn start_export(module: &Module) -> Result<ModuleExport, String> {
 struct Compiled {
     pre: InstancePre<Execution>,
     start: ModuleExport,
+    /// Bytes of memory the module starts with.
+    initial_memory: u64,
 }
 
 /// A function ready to run: its module compiled and linked.
 #[derive(Clone)]
 pub struct WasmFunction {
     shared: Arc<Shared>,
+    /// Linear memory each execution may use (the function's own limit, at
+    /// most the runtime's).
+    max_memory_bytes: usize,
     compiled: Compiled,
 }
 
@@ -251,6 +276,14 @@ enum Failure {
 }
 
 impl WasmFunction {
+    /// The same function with executions limited to `max_memory_bytes` of
+    /// linear memory; refused if the module starts with more than that.
+    pub fn with_memory_limit(mut self, max_memory_bytes: usize) -> Result<WasmFunction, String> {
+        limits::check_memory_start(self.compiled.initial_memory, max_memory_bytes)?;
+        self.max_memory_bytes = max_memory_bytes;
+        Ok(self)
+    }
+
     /// Runs one execution on `payload` in a fresh instance, on this thread,
     /// until it ends or soon after `stop` fires.
     pub fn execute(&self, payload: Bytes, stop: &Stop) -> RunResult {
@@ -264,7 +297,7 @@ impl WasmFunction {
             .hash_one(shared.executions.fetch_add(1, Ordering::Relaxed));
         let execution = Execution {
             wasi: WasiCtx::new(payload, config.max_output_bytes, seed),
-            limits: Limits::new(config.max_memory_bytes, config.max_table_elements),
+            limits: Limits::new(self.max_memory_bytes, config.max_table_elements),
         };
         let mut store = Store::new(&shared.engine, execution);
         store.limiter(|execution| &mut execution.limits);
@@ -351,14 +384,16 @@ impl Runtime for WasmRuntime {
     ) -> BoxFuture<Result<Arc<dyn Prepared>, String>> {
         let runtime = self.clone();
         let code = function.code.clone();
+        let asked = function.max_memory_bytes;
         Box::pin(async move {
+            let memory = runtime.memory_for(asked)?;
             let function = match runtime.cached(&code) {
                 Some(function) => function,
                 None => tokio::task::spawn_blocking(move || runtime.compile(&code))
                     .await
                     .map_err(|error| format!("compiling the module failed: {error}"))??,
             };
-            Ok(Arc::new(function) as Arc<dyn Prepared>)
+            Ok(Arc::new(function.with_memory_limit(memory)?) as Arc<dyn Prepared>)
         })
     }
 }

@@ -321,6 +321,35 @@ fn a_module_whose_memory_starts_over_the_limit_is_refused_when_prepared() {
     assert!(error.contains("at most 1 MiB"), "{error}");
 }
 
+#[tokio::test]
+async fn a_function_may_lower_its_memory_limit_but_not_raise_it() {
+    let runtime = runtime();
+    let function = |max_memory_bytes: u64| taskforge_proto::common::Function {
+        function_id: "hog".into(),
+        language: "wasm".into(),
+        code: binary(MEMORY_HOG),
+        max_memory_bytes,
+        ..Default::default()
+    };
+    let lowered = runtime.prepare(&function(2 << 20)).await.unwrap();
+    let error = lowered.run(Bytes::new(), Stop::new()).await.unwrap_err();
+    assert!(error.contains("at most 2 MiB"), "{error}");
+    // 0 is the worker's own limit.
+    let default = runtime.prepare(&function(0)).await.unwrap();
+    let error = default.run(Bytes::new(), Stop::new()).await.unwrap_err();
+    assert!(error.contains("at most 64 MiB"), "{error}");
+    let error = runtime.prepare(&function(1 << 30)).await.unwrap_err();
+    assert!(
+        error.contains("this worker allows at most 67108864"),
+        "{error}"
+    );
+    // A module that starts larger than its function's own limit cannot run.
+    let mut big = function(1 << 20);
+    big.code = binary(r#"(module (memory 17) (func (export "_start")))"#);
+    let error = runtime.prepare(&big).await.unwrap_err();
+    assert!(error.contains("at most 1 MiB"), "{error}");
+}
+
 #[test]
 fn too_much_output_fails_naming_the_limit() {
     let wat = module(

@@ -142,6 +142,11 @@ fn runtime_of(language: &str) -> Arc<str> {
     Arc::from(language.trim().to_ascii_lowercase())
 }
 
+/// Bounds on a function's own memory limit: one WebAssembly page, and the
+/// most a 32-bit module can address.
+const MIN_FUNCTION_MEMORY: u64 = 64 << 10;
+const MAX_FUNCTION_MEMORY: u64 = 4 << 30;
+
 /// Furthest back the core's clock can place a restored execution's end (see
 /// [`Actor::now`]); retention ages beyond it count from this far back.
 const MAX_EPOCH: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -338,6 +343,7 @@ impl Actor {
                 code: function.code,
                 timeout_ms: function.timeout_ms,
                 max_attempts: function.max_attempts,
+                max_memory_bytes: function.max_memory_bytes,
             };
             let key = Arc::from(function.function_id.as_str());
             let registered = RegisteredFunction {
@@ -588,6 +594,15 @@ impl Actor {
             (request.timeout_ms, request.max_attempts),
             (0, 0, 0),
         )?;
+        if request.max_memory_bytes != 0
+            && !(MIN_FUNCTION_MEMORY..=MAX_FUNCTION_MEMORY).contains(&request.max_memory_bytes)
+        {
+            return Err(Status::invalid_argument(format!(
+                "max_memory_bytes {} is not between {MIN_FUNCTION_MEMORY} (64 KiB, one \
+                 WebAssembly page) and {MAX_FUNCTION_MEMORY} (4 GiB); 0 means the worker's limit",
+                request.max_memory_bytes
+            )));
+        }
         let function_id = loop {
             let id = format!("{:016x}", self.ids.random::<u64>());
             if !self.functions.contains_key(&id) {
@@ -601,6 +616,7 @@ impl Actor {
             code,
             timeout_ms: request.timeout_ms,
             max_attempts: request.max_attempts,
+            max_memory_bytes: request.max_memory_bytes,
         };
         self.log.push(Record::Function(FunctionRecord {
             function_id: function_id.clone(),
@@ -609,6 +625,7 @@ impl Actor {
             code: proto.code.clone(),
             timeout_ms: proto.timeout_ms,
             max_attempts: proto.max_attempts,
+            max_memory_bytes: proto.max_memory_bytes,
             created_at_us: (self.clock)(),
         }));
         let key = Arc::from(function_id.as_str());
