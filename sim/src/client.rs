@@ -189,6 +189,7 @@ async fn register(client: &Client, function: Function) -> Result<String, String>
             code: Bytes::from_static(function.code().as_bytes()),
             timeout_ms: 0,
             max_attempts: 0,
+            max_memory_bytes: 0,
         };
         let mut api = client.api.clone();
         if let Ok(Ok(response)) = timeout(CALL_TIMEOUT, api.register_function(request)).await {
