@@ -26,7 +26,7 @@ use taskforge_proto::scheduler::{
 use tokio::time::timeout;
 use tonic::transport::Channel;
 
-use crate::cluster::{self, SCHEDULER};
+use crate::cluster::{self, RuntimeName, SCHEDULER};
 use crate::net::{self, SCHEDULER_PORT};
 use crate::trace::{Event, Observation, Recorder, View};
 use crate::workload::{Function, Request};
@@ -44,6 +44,8 @@ const RETRY_LAST: Duration = Duration::from_secs(1);
 pub struct Plan {
     pub index: usize,
     pub requests: Vec<Request>,
+    /// Every function is registered in each of these.
+    pub runtimes: Vec<RuntimeName>,
     /// Every fault has healed by then; the final round of queries follows.
     pub healed_at: Duration,
     /// After this a client stops waiting for executions to finish: anything
@@ -103,13 +105,17 @@ pub async fn run(plan: Plan, recorder: Recorder) -> turmoil::Result {
         recorder,
         give_up_at: plan.give_up_at,
     });
-    drive(client, plan.requests, plan.healed_at).await
+    drive(client, plan).await
 }
 
 /// What a client host does with its plan, whatever protocol it speaks.
 pub(crate) trait Protocol: Send + Sync + 'static {
-    /// Registers `function`, retrying until it is registered.
-    fn register(&self, function: Function) -> impl Future<Output = Result<String, String>> + Send;
+    /// Registers `function` in `runtime`, retrying until it is registered.
+    fn register(
+        &self,
+        function: Function,
+        runtime: RuntimeName,
+    ) -> impl Future<Output = Result<String, String>> + Send;
     /// Triggers `request` and follows it to its end; its id if it was accepted.
     fn follow(
         self: Arc<Self>,
@@ -122,27 +128,26 @@ pub(crate) trait Protocol: Send + Sync + 'static {
 
 /// Registers every function, sends each request at its time and follows it,
 /// then — once every fault has healed — checks that each promise still holds.
-pub(crate) async fn drive<P: Protocol>(
-    client: Arc<P>,
-    requests: Vec<Request>,
-    healed_at: Duration,
-) -> turmoil::Result {
+pub(crate) async fn drive<P: Protocol>(client: Arc<P>, plan: Plan) -> turmoil::Result {
     let mut functions = Vec::new();
-    for function in Function::ALL {
-        functions.push((function, client.register(function).await?));
+    for &runtime in &plan.runtimes {
+        for function in Function::ALL {
+            let id = client.register(function, runtime).await?;
+            functions.push(((function, runtime), id));
+        }
     }
-    let function_id = |wanted: Function| {
+    let function_id = |wanted: (Function, RuntimeName)| {
         functions
             .iter()
-            .find(|(function, _)| *function == wanted)
+            .find(|(registered, _)| *registered == wanted)
             .map(|(_, id)| id.clone())
             .unwrap_or_default()
     };
 
     let mut followers = Vec::new();
-    for request in requests {
+    for request in plan.requests {
         sleep_until(request.at).await;
-        let function_id = function_id(request.function);
+        let function_id = function_id((request.function, request.runtime));
         followers.push(tokio::spawn(
             Arc::clone(&client).follow(request, function_id),
         ));
@@ -154,7 +159,7 @@ pub(crate) async fn drive<P: Protocol>(
 
     // Faults may have struck after an execution finished: once all have
     // healed, every promise must still hold.
-    sleep_until(healed_at).await;
+    sleep_until(plan.healed_at).await;
     for execution in promised {
         client.query(execution).await;
     }
@@ -162,8 +167,12 @@ pub(crate) async fn drive<P: Protocol>(
 }
 
 impl Protocol for Client {
-    fn register(&self, function: Function) -> impl Future<Output = Result<String, String>> + Send {
-        register(self, function)
+    fn register(
+        &self,
+        function: Function,
+        runtime: RuntimeName,
+    ) -> impl Future<Output = Result<String, String>> + Send {
+        register(self, function, runtime)
     }
 
     fn follow(
@@ -179,30 +188,34 @@ impl Protocol for Client {
     }
 }
 
-/// Registers `function`, retrying until the scheduler answers.
-async fn register(client: &Client, function: Function) -> Result<String, String> {
+/// Registers `function` in `runtime`, retrying until the scheduler answers.
+async fn register(
+    client: &Client,
+    function: Function,
+    runtime: RuntimeName,
+) -> Result<String, String> {
     let mut retry = Retry::new();
     loop {
         let request = RegisterFunctionRequest {
-            name: format!("sim-{}", function.code()),
-            language: "builtin".to_string(),
+            name: format!("sim-{runtime}-{}", function.code()),
+            language: runtime.to_string(),
             code: Bytes::from_static(function.code().as_bytes()),
-            timeout_ms: 0,
-            max_attempts: 0,
-            max_memory_bytes: 0,
+            // Every limit (timeout, attempts, ...) at the platform's default.
+            ..RegisterFunctionRequest::default()
         };
         let mut api = client.api.clone();
         if let Ok(Ok(response)) = timeout(CALL_TIMEOUT, api.register_function(request)).await {
             let function_id = response.into_inner().function_id;
             client.record(Observation::Registered {
                 function,
+                runtime,
                 function_id: function_id.clone(),
             });
             return Ok(function_id);
         }
         if now() >= client.give_up_at {
             return Err(format!(
-                "client-{} could not register {function:?} before giving up",
+                "client-{} could not register {function:?} in {runtime} before giving up",
                 client.index
             ));
         }
@@ -230,7 +243,10 @@ async fn trigger(client: &Client, request: &Request, function_id: String) -> Opt
             payload: request.payload.clone(),
             timeout_ms: request.timeout.as_millis() as u64,
             max_attempts: request.max_attempts,
-            schedule_to_start_timeout_ms: 0,
+            // 0: the platform's default.
+            schedule_to_start_timeout_ms: request
+                .schedule_to_start
+                .map_or(0, |limit| limit.as_millis() as u64),
             idempotency_key: String::new(),
         };
         let mut api = client.api.clone();

@@ -27,7 +27,10 @@ use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
 use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_services::clock::WallClock;
 use taskforge_services::gateway::{self, GatewayConfig};
+use taskforge_services::languages::Languages;
 use taskforge_services::net::ChannelConfig;
+use taskforge_services::runtime::builtin::BuiltinRuntime;
+use taskforge_services::runtime::{Runtime, Runtimes};
 use taskforge_services::scheduler::{SchedulerOptions, SchedulerService, StoreRunner};
 use taskforge_services::store::JsonlStore;
 use taskforge_services::worker::{self, WorkerConfig};
@@ -44,6 +47,27 @@ pub const GATEWAY: &str = "gateway";
 pub fn worker_host(worker: WorkerIndex) -> String {
     format!("worker-{worker}")
 }
+
+/// A runtime, by the language name functions are registered in and workers
+/// announce in their hello.
+pub type RuntimeName = &'static str;
+
+/// The runtimes a worker runs.
+pub type RuntimeSet = &'static [RuntimeName];
+
+/// The platform's own runtime of built-in handlers.
+pub const BUILTIN: RuntimeName = "builtin";
+/// The same handlers under another name, so that workers can differ in what
+/// they run without a second real runtime (wasm would start threads the
+/// simulation cannot step).
+pub const ALT: RuntimeName = "alt";
+/// A language the scheduler accepts but no worker runs: its executions can
+/// only fail, once their schedule-to-start deadline passes.
+pub const GHOST: RuntimeName = "ghost";
+
+pub const ONLY_BUILTIN: RuntimeSet = &[BUILTIN];
+pub const ONLY_ALT: RuntimeSet = &[ALT];
+pub const BUILTIN_AND_ALT: RuntimeSet = &[BUILTIN, ALT];
 
 /// 2025-01-01T00:00:00Z: the simulated wall clock starts here, in every run.
 pub const EPOCH_SECS: u64 = 1_735_689_600;
@@ -77,6 +101,8 @@ pub const TAKEOVER_AFTER: Duration = Duration::from_millis(500);
 pub struct Shape {
     /// Pool size of `worker-1`, `worker-2`, ...
     pub pool_sizes: Vec<u32>,
+    /// What `worker-1`, `worker-2`, ... run (as many as `pool_sizes`).
+    pub runtimes: Vec<RuntimeSet>,
     /// Executions the scheduler may put on a worker beyond its pool size.
     pub prefetch: u32,
     /// Whether a gateway host serves HTTP.
@@ -86,6 +112,18 @@ pub struct Shape {
 impl Shape {
     pub fn workers(&self) -> impl Iterator<Item = WorkerIndex> {
         1..=self.pool_sizes.len()
+    }
+
+    /// What `worker` runs.
+    pub fn runtimes_of(&self, worker: WorkerIndex) -> RuntimeSet {
+        self.runtimes[worker - 1]
+    }
+
+    /// Whether some worker of `workers` runs `runtime`.
+    pub fn served_by(&self, workers: &[WorkerIndex], runtime: RuntimeName) -> bool {
+        workers
+            .iter()
+            .any(|&worker| self.runtimes_of(worker).contains(&runtime))
     }
 }
 
@@ -104,6 +142,11 @@ pub fn clock() -> WallClock {
         let since_epoch = turmoil::since_epoch().unwrap_or(Duration::from_secs(EPOCH_SECS));
         since_epoch.as_micros() as u64
     })
+}
+
+/// The policy of an execution that asks for nothing else.
+pub fn default_policy() -> Policy {
+    Policy::default()
 }
 
 /// The scheduler's options, scaled for the simulation.
@@ -127,7 +170,7 @@ fn scheduler_options(shape: &Shape, seed: Seed, incarnation: u32) -> SchedulerOp
             quarantine_after: QUARANTINE_AFTER,
             takeover_after: TAKEOVER_AFTER,
         },
-        default_policy: Policy::default(),
+        default_policy: default_policy(),
         // A restarted scheduler draws other ids (the actor also mixes in what
         // it recovered).
         id_seed: seed
@@ -137,6 +180,11 @@ fn scheduler_options(shape: &Shape, seed: Seed, incarnation: u32) -> SchedulerOp
         store_runner: StoreRunner::Task,
         keepalive_interval: KEEPALIVE_INTERVAL,
         keepalive_timeout: KEEPALIVE_TIMEOUT,
+        // Functions may be registered in any runtime of the simulation; which
+        // worker runs them is dispatch's business, not registration's.
+        languages: Languages::standard()
+            .with_builtin_alias(ALT)
+            .with_builtin_alias(GHOST),
         ..SchedulerOptions::default()
     }
 }
@@ -219,6 +267,7 @@ fn install_worker(
     recorder: &Recorder,
 ) {
     let pool_size = shape.pool_sizes[worker - 1];
+    let runtimes = shape.runtimes_of(worker);
     let recorder = recorder.clone();
     let incarnations = AtomicU32::new(0);
     let jitter = seed.derive(&worker_host(worker));
@@ -232,22 +281,34 @@ fn install_worker(
             drain_timeout: Duration::from_secs(1),
             seed: jitter.wrapping_add(u64::from(incarnation)),
             observer: Some(recorder.task_observer(worker, incarnation)),
+            runtimes: builtin_runtimes(runtimes),
             ..WorkerConfig::new(worker_host(worker), pool_size)
         };
         let recorder = recorder.clone();
-        run_worker(worker, incarnation, config, recorder)
+        run_worker(worker, incarnation, runtimes, config, recorder)
     });
+}
+
+/// The built-in handlers under each name of `names`.
+fn builtin_runtimes(names: RuntimeSet) -> Runtimes {
+    Runtimes::new(
+        names
+            .iter()
+            .map(|&name| Arc::new(BuiltinRuntime::named(name)) as Arc<dyn Runtime>),
+    )
 }
 
 async fn run_worker(
     worker: WorkerIndex,
     incarnation: u32,
+    runtimes: RuntimeSet,
     config: WorkerConfig,
     recorder: Recorder,
 ) -> turmoil::Result {
     recorder.record(Event::WorkerStarted {
         worker,
         incarnation,
+        runtimes,
     });
     let channel = net::channel(SCHEDULER, SCHEDULER_PORT, &channel_config());
     worker::run(config, channel, clock(), std::future::pending()).await?;

@@ -25,7 +25,7 @@ use taskforge_core::ExecutionId;
 use tokio::time::timeout;
 
 use crate::client::{Plan, Protocol, Retry, drive, now};
-use crate::cluster::GATEWAY;
+use crate::cluster::{GATEWAY, RuntimeName};
 use crate::net::{self, GATEWAY_PORT};
 use crate::trace::{Event, Observation, Recorder, View};
 use crate::workload::{Function, Request as Planned};
@@ -83,12 +83,16 @@ pub async fn run(plan: Plan, recorder: Recorder) -> turmoil::Result {
         recorder,
         give_up_at: plan.give_up_at,
     });
-    drive(client, plan.requests, plan.healed_at).await
+    drive(client, plan).await
 }
 
 impl Protocol for HttpClient {
-    fn register(&self, function: Function) -> impl Future<Output = Result<String, String>> + Send {
-        register(self, function)
+    fn register(
+        &self,
+        function: Function,
+        runtime: RuntimeName,
+    ) -> impl Future<Output = Result<String, String>> + Send {
+        register(self, function, runtime)
     }
 
     fn follow(
@@ -104,10 +108,14 @@ impl Protocol for HttpClient {
     }
 }
 
-async fn register(client: &HttpClient, function: Function) -> Result<String, String> {
+async fn register(
+    client: &HttpClient,
+    function: Function,
+    runtime: RuntimeName,
+) -> Result<String, String> {
     let body = json!({
-        "name": format!("sim-http-{}", function.code()),
-        "language": "builtin",
+        "name": format!("sim-http-{runtime}-{}", function.code()),
+        "language": runtime,
         "code": function.code(),
     });
     let mut retry = Retry::new();
@@ -118,6 +126,7 @@ async fn register(client: &HttpClient, function: Function) -> Result<String, Str
             if let Some(function_id) = value["function_id"].as_str() {
                 client.record(Observation::Registered {
                     function,
+                    runtime,
                     function_id: function_id.to_string(),
                 });
                 return Ok(function_id.to_string());
@@ -125,7 +134,7 @@ async fn register(client: &HttpClient, function: Function) -> Result<String, Str
         }
         if now() >= client.give_up_at {
             return Err(format!(
-                "client-{} could not register {function:?} through the gateway",
+                "client-{} could not register {function:?} in {runtime} through the gateway",
                 client.index
             ));
         }
@@ -146,6 +155,9 @@ async fn follow(
 }
 
 async fn trigger(client: &HttpClient, request: &Planned, function_id: &str) -> Option<ExecutionId> {
+    // The gateway takes no schedule-to-start limit: scenarios with a gateway
+    // leave every request's to the platform's default.
+    debug_assert!(request.schedule_to_start.is_none());
     let path = format!(
         "/invoke/{function_id}?timeout_ms={}&max_attempts={}",
         request.timeout.as_millis(),

@@ -32,7 +32,8 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     seeds: u64,
     /// Run only this scenario (steady_load, worker_crash, worker_bounce,
-    /// partition, hold_release, scheduler_crash, random, black_hole).
+    /// partition, hold_release, scheduler_crash, random, black_hole,
+    /// runtimes).
     #[arg(long, value_parser = parse_scenario)]
     scenario: Option<Scenario>,
     /// The first seed; the default is drawn from the clock (and printed), so

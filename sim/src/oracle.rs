@@ -14,6 +14,13 @@
 //! - **Right answers**: a terminal state is what the function computes from
 //!   the payload (see [`Expected`]), or a failure that says the attempts ran
 //!   out — and then the trace shows that many dispatches.
+//! - **Runtimes**: every dispatch goes to a worker that runs the runtime the
+//!   execution's function was registered in (what each worker id runs is in
+//!   the plan, from where the run built it). An execution never dispatched
+//!   whose runtime no surviving worker runs (none ever did, or every one that
+//!   did crashed for good) must fail once its schedule-to-start limit passes,
+//!   saying that no connected worker runs it; any other execution must end
+//!   as its function says, however long its runtime had no worker.
 //! - **Pool size, counted on the worker side**: no incarnation of a worker
 //!   ever holds more tasks at once than its pool size. The scheduler's own
 //!   count (what it has in flight on a session) stays within pool size plus
@@ -57,8 +64,8 @@ use taskforge_core::{ExecutionId, SessionId};
 use taskforge_services::worker::TaskEvent;
 
 use crate::cluster::{
-    HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, QUARANTINE_AFTER, SCHEDULER, TAKEOVER_AFTER,
-    TIMEOUT_GRACE, worker_host,
+    self, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, QUARANTINE_AFTER, RuntimeName, RuntimeSet,
+    SCHEDULER, TAKEOVER_AFTER, TIMEOUT_GRACE, worker_host,
 };
 use crate::faults::Fault;
 use crate::rogue::{BLACK_HOLE, IMPOSTOR_POOL_SIZE, Rogue, RogueEvent};
@@ -93,6 +100,9 @@ pub struct Plan {
     pub requests: Vec<Request>,
     /// Pool size of `worker-1`, `worker-2`, ...
     pub pool_sizes: Vec<u32>,
+    /// What each worker id runs (the scheduler's observer does not say what a
+    /// hello announced).
+    pub runtimes: BTreeMap<String, RuntimeSet>,
     pub prefetch: u32,
     /// A black hole joins the cluster (and must be quarantined).
     pub black_hole: bool,
@@ -139,6 +149,10 @@ pub struct Oracle {
     quiet: BTreeSet<String>,
     /// A latency change made links too slow to count on heartbeats.
     slow: bool,
+    /// Each registered function's id: which function, in which runtime.
+    functions: BTreeMap<String, (Function, RuntimeName)>,
+    /// Workers crashed for good, by id.
+    crashed: BTreeSet<String>,
 }
 
 /// A worker whose link to the scheduler went quiet while it had a session.
@@ -184,6 +198,8 @@ struct Session {
     /// A real worker's session, heard from at its hello and surely every
     /// heartbeat since: its link has been left alone all along.
     audible: bool,
+    /// What its worker runs (`None`: a worker id the plan does not know).
+    runtimes: Option<RuntimeSet>,
 }
 
 /// An attempt in flight.
@@ -311,6 +327,7 @@ impl Oracle {
                     self.silence(at, &worker_host(*worker));
                 }
                 self.disturb(at, &worker_host(*worker));
+                self.crashed.insert(worker_host(*worker));
             }
             Fault::BounceWorker { worker } => self.disturb(at, &worker_host(*worker)),
             // A crashed scheduler forgets every session, silent or not, and
@@ -502,11 +519,12 @@ impl Oracle {
                 worker,
                 reason,
             } => self.lost(at, *session, worker, *reason),
-            &Decision::Dispatch {
+            Decision::Dispatch {
                 session,
                 execution,
                 attempt,
-            } => self.dispatched(at, session, execution, attempt),
+                function,
+            } => self.dispatched(at, *session, *execution, *attempt, function),
             &Decision::Result {
                 session,
                 execution,
@@ -550,6 +568,7 @@ impl Oracle {
                 quarantined: false,
                 black_hole,
                 audible,
+                runtimes: self.plan.runtimes.get(worker).copied(),
             },
         );
     }
@@ -598,8 +617,12 @@ impl Oracle {
         session: SessionId,
         execution: ExecutionId,
         attempt: u32,
+        function: &str,
     ) {
         let prefetch = self.plan.prefetch;
+        // Known once a client saw its registration acknowledged, which is
+        // before it triggered anything of it.
+        let registered = self.functions.get(function).copied();
         let shadow = &mut self.scheduler;
         let mut problems = Vec::new();
         let mut black_hole = false;
@@ -621,6 +644,16 @@ impl Oracle {
                         "dispatched {execution}/{attempt} to {} ({session}), which is quarantined",
                         s.worker
                     ));
+                }
+                if let (Some(runs), Some((called, runtime))) = (s.runtimes, registered) {
+                    if !runs.contains(&runtime) {
+                        problems.push(format!(
+                            "dispatched {execution}/{attempt} ({called:?} in runtime {runtime}) to \
+                             {} ({session}), which does not run {runtime}: it runs only {}",
+                            s.worker,
+                            runs.join(", ")
+                        ));
+                    }
                 }
             }
         }
@@ -782,7 +815,14 @@ impl Oracle {
 
     fn observation(&mut self, at: Duration, observation: &Observation) {
         match observation {
-            Observation::Registered { .. } => {}
+            Observation::Registered {
+                function,
+                runtime,
+                function_id,
+            } => {
+                self.functions
+                    .insert(function_id.clone(), (*function, *runtime));
+            }
             // The function was registered (its registration acknowledged), so
             // the scheduler must know it ever after.
             Observation::TriggerFailed { request, reason } if reason.starts_with("NotFound") => {
@@ -843,6 +883,35 @@ impl Oracle {
         }
     }
 
+    /// What `request` must end as: what its function computes — unless it was
+    /// never dispatched and no worker that runs its runtime survived the run.
+    /// Then nothing could ever start it, and it must fail once its
+    /// schedule-to-start limit passes, saying that no connected worker runs
+    /// the runtime. (Had it started before its runtime's last worker went,
+    /// it would wait forever; scenarios never crash a runtime's last worker.)
+    fn expected(&self, request: &Request, dispatches: u32) -> Expected {
+        let limit = request
+            .schedule_to_start
+            .or(cluster::default_policy().schedule_to_start);
+        match limit {
+            Some(limit) if dispatches == 0 && !self.survives(request.runtime) => {
+                Expected::Error(format!(
+                    "not started within {limit:?}: no connected worker runs {}",
+                    request.runtime
+                ))
+            }
+            _ => Expected::of(request.function, &request.payload),
+        }
+    }
+
+    /// Whether a worker that runs `runtime` was not crashed for good.
+    fn survives(&self, runtime: RuntimeName) -> bool {
+        self.plan
+            .runtimes
+            .iter()
+            .any(|(worker, runs)| runs.contains(&runtime) && !self.crashed.contains(worker))
+    }
+
     /// The checks that need the whole run; returns every violation found.
     pub fn finish(&mut self, at: Duration) -> Vec<Violation> {
         let mut found = Vec::new();
@@ -890,7 +959,7 @@ impl Oracle {
                     "{id} was seen {view} on a watch, but no status query confirmed it"
                 ));
             }
-            let expected = Expected::of(request.function, &request.payload);
+            let expected = self.expected(request, exec.dispatches);
             let right = expected.matches(&view.status, &view.output, &view.error);
             let ran_out = view.status == "FAILED"
                 && (view.error.starts_with("worker lost ")

@@ -34,7 +34,7 @@ use tokio::time::timeout;
 use tonic::transport::Channel;
 
 use crate::client::{Retry, now, sleep_until};
-use crate::cluster::{self, HEARTBEAT_INTERVAL, SCHEDULER, worker_host};
+use crate::cluster::{self, HEARTBEAT_INTERVAL, ONLY_BUILTIN, RuntimeSet, SCHEDULER, worker_host};
 use crate::net::{self, SCHEDULER_PORT};
 use crate::scenario::Rogues;
 use crate::trace::{Event, Recorder};
@@ -51,6 +51,9 @@ pub const IMPOSTOR_POSES_AS: usize = 1;
 /// The pool size the impostor announces: no real worker has it, so the trace
 /// tells its sessions (if any were ever taken) from the real worker's.
 pub const IMPOSTOR_POOL_SIZE: u32 = 32;
+
+/// What the rogues announce they run.
+pub const RUNTIMES: RuntimeSet = ONLY_BUILTIN;
 
 /// How long a rogue waits for the scheduler to take or refuse its hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -144,7 +147,7 @@ fn hello(worker_id: &str, pool_size: u32) -> WorkerMessage {
             worker_id: worker_id.to_string(),
             pool_size,
             caches_functions: true,
-            runtimes: vec!["builtin".to_string()],
+            runtimes: RUNTIMES.iter().map(|name| name.to_string()).collect(),
         })),
     }
 }

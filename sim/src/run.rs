@@ -13,11 +13,12 @@
 //! `seed=… scenario=… trace=…` line per run, and fails with every failing
 //! seed's report.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use crate::client;
-use crate::cluster;
+use crate::cluster::{self, RuntimeSet};
 use crate::faults::Driver;
 use crate::fs::Power;
 use crate::http_client;
@@ -122,6 +123,7 @@ pub fn run(scenario: Scenario, seed: Seed) -> Outcome {
     let recorder = Recorder::new(Oracle::new(oracle::Plan {
         requests: plan.requests.clone(),
         pool_sizes: plan.cluster.pool_sizes.clone(),
+        runtimes: runtimes_by_worker_id(&plan),
         prefetch: plan.cluster.prefetch,
         black_hole: plan.rogues.black_hole,
     }));
@@ -150,6 +152,7 @@ pub fn run(scenario: Scenario, seed: Seed) -> Outcome {
                 .filter(|r| r.client == index)
                 .cloned()
                 .collect(),
+            runtimes: plan.runtimes.clone(),
             healed_at: plan.faults.healed_at,
             give_up_at: plan.give_up_at,
         };
@@ -192,6 +195,28 @@ pub fn run(scenario: Scenario, seed: Seed) -> Outcome {
         entries: record.entries,
         plan,
     }
+}
+
+/// What each worker id that may say hello runs, as the run builds it: the
+/// real workers, and the black hole if it joins. (The impostor poses as
+/// `worker-1`; were one of its sessions taken, it would be held to
+/// `worker-1`'s runtimes — it announces `builtin`, which `worker-1` runs
+/// wherever there is an impostor.)
+fn runtimes_by_worker_id(plan: &Plan) -> BTreeMap<String, RuntimeSet> {
+    let mut runtimes: BTreeMap<String, RuntimeSet> = plan
+        .cluster
+        .workers()
+        .map(|worker| {
+            (
+                cluster::worker_host(worker),
+                plan.cluster.runtimes_of(worker),
+            )
+        })
+        .collect();
+    if plan.rogues.black_hole {
+        runtimes.insert(rogue::BLACK_HOLE.to_string(), rogue::RUNTIMES);
+    }
+    runtimes
 }
 
 /// The seeds the environment asks for: `TASKFORGE_SIM_SEED` alone, else

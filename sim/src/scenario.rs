@@ -14,6 +14,7 @@
 //! | `scheduler_crash` | the scheduler crashes (or its disk loses power mid-write) and restarts | ACCEPTED survives; unsynced writes lost; recovery; workers reconnect |
 //! | `random` | a mix of all of these, plus latency changes | their interactions |
 //! | `black_hole` | a rogue worker takes work and never answers, an impostor keeps claiming `worker-1`'s id; sometimes a real worker crashes or is cut off | scheduler-side timeouts retried elsewhere; quarantine; refused id takeover |
+//! | `runtimes` | workers that run `builtin`, `alt` or both crash, bounce, are cut off or held — sometimes every worker of one runtime at once — and a few requests need `ghost`, which no worker runs | capability-aware dispatch; one runtime's wait not blocking another's; the schedule-to-start failure of a runtime nobody runs |
 
 use std::ops::Range;
 use std::time::Duration;
@@ -21,7 +22,10 @@ use std::time::Duration;
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-use crate::cluster::{self, QUARANTINE_AFTER, SCHEDULER, TIMEOUT_GRACE, worker_host};
+use crate::cluster::{
+    self, ALT, BUILTIN, BUILTIN_AND_ALT, GHOST, ONLY_ALT, ONLY_BUILTIN, QUARANTINE_AFTER,
+    RuntimeName, RuntimeSet, SCHEDULER, TIMEOUT_GRACE, worker_host,
+};
 use crate::faults::{Fault, Schedule};
 use crate::rogue::{IMPOSTOR_POSES_AS, ImpostorPlan};
 use crate::seed::Seed;
@@ -38,10 +42,11 @@ pub enum Scenario {
     SchedulerCrash,
     Random,
     BlackHole,
+    Runtimes,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::SteadyLoad,
         Scenario::WorkerCrash,
         Scenario::WorkerBounce,
@@ -50,6 +55,7 @@ impl Scenario {
         Scenario::SchedulerCrash,
         Scenario::Random,
         Scenario::BlackHole,
+        Scenario::Runtimes,
     ];
 
     /// The scenario's name; also the name of its test.
@@ -63,6 +69,7 @@ impl Scenario {
             Scenario::SchedulerCrash => "scheduler_crash",
             Scenario::Random => "random",
             Scenario::BlackHole => "black_hole",
+            Scenario::Runtimes => "runtimes",
         }
     }
 
@@ -86,6 +93,9 @@ pub struct Plan {
     pub clients: usize,
     pub rogues: Rogues,
     pub requests: Vec<Request>,
+    /// The runtimes clients register every function in: those the requests
+    /// may need.
+    pub runtimes: Vec<RuntimeName>,
     /// Message latency on every link, before any fault changes it.
     pub max_latency: Duration,
     pub faults: Schedule,
@@ -114,12 +124,18 @@ const FAULT_WINDOW: Range<Duration> = Duration::from_millis(800)..Duration::from
 impl Plan {
     pub fn new(scenario: Scenario, seed: Seed) -> Plan {
         let mut rng = seed.rng("cluster");
-        let workers = rng.random_range(2..=4);
+        let workers = match scenario {
+            // A worker for each runtime set of `runtimes_run`, sometimes one
+            // more.
+            Scenario::Runtimes => rng.random_range(3..=4),
+            _ => rng.random_range(2..=4),
+        };
         // The gateway (and a client speaking HTTP to it) joins the scenarios
         // that are about the whole system rather than one failure.
         let gateway = matches!(scenario, Scenario::SteadyLoad | Scenario::Random);
         let mut cluster = cluster::Shape {
             pool_sizes: (0..workers).map(|_| rng.random_range(1..=4)).collect(),
+            runtimes: vec![ONLY_BUILTIN; workers],
             prefetch: [0, 1, 1, 2][rng.random_range(0..4)],
             gateway,
         };
@@ -131,24 +147,18 @@ impl Plan {
             ..workload::Shape::default()
         };
         let mut rogues = Rogues::default();
-        if scenario == Scenario::BlackHole {
-            black_hole_run(&mut cluster, &mut shape, &mut rogues);
+        match scenario {
+            Scenario::BlackHole => black_hole_run(&mut cluster, &mut shape, &mut rogues),
+            Scenario::Runtimes => runtimes_run(&mut rng, &mut cluster, &mut shape),
+            _ => {}
         }
         let requests = workload::generate(seed, &shape);
+        let mut runtimes = shape.runtimes.to_vec();
+        runtimes.sort_unstable();
+        runtimes.dedup();
         let faults = faults(scenario, &mut seed.rng("faults"), &cluster, max_latency);
         let last_request = requests.last().map_or(Duration::ZERO, |r| r.at);
-        // Enough time to run the whole workload again on the slots that
-        // survive the schedule, on top of the window.
-        let surviving_slots: u32 = cluster
-            .workers()
-            .filter(|&worker| {
-                !faults.steps().iter().any(|step| {
-                    matches!(step.fault, Fault::CrashWorker { worker: w, .. } if w == worker)
-                })
-            })
-            .map(|worker| cluster.pool_sizes[worker - 1])
-            .sum();
-        let work: Duration = requests.iter().map(|r| r.runs_for).sum();
+        let surviving = surviving_workers(&cluster, &faults);
         // Each attempt the black hole keeps (at most the strikes that
         // quarantine it) holds its execution up for the attempt's deadline.
         let held_up = match rogues.black_hole {
@@ -158,7 +168,7 @@ impl Plan {
         let give_up_at = faults.healed_at.max(last_request)
             + LIVENESS_WINDOW
             + held_up
-            + work / surviving_slots.max(1);
+            + rerun_time(&requests, &cluster, &surviving);
         Plan {
             scenario,
             seed,
@@ -166,11 +176,106 @@ impl Plan {
             clients,
             rogues,
             requests,
+            runtimes,
             max_latency,
             faults,
             give_up_at,
         }
     }
+}
+
+/// The workers the schedule does not crash for good.
+pub fn surviving_workers(cluster: &cluster::Shape, faults: &Schedule) -> Vec<WorkerIndex> {
+    cluster
+        .workers()
+        .filter(|&worker| {
+            !faults.steps().iter().any(
+                |step| matches!(step.fault, Fault::CrashWorker { worker: w, .. } if w == worker),
+            )
+        })
+        .collect()
+}
+
+/// Enough time to run the whole workload again on the slots that survive the
+/// schedule: for each runtime, its requests' work on the surviving slots
+/// that run it; the slowest runtime sets the pace. (Requests of a runtime no
+/// surviving worker runs wait only for their schedule-to-start limit, within
+/// [`LIVENESS_WINDOW`].)
+fn rerun_time(
+    requests: &[Request],
+    cluster: &cluster::Shape,
+    surviving: &[WorkerIndex],
+) -> Duration {
+    let mut runtimes: Vec<RuntimeName> = requests.iter().map(|r| r.runtime).collect();
+    runtimes.sort_unstable();
+    runtimes.dedup();
+    runtimes
+        .into_iter()
+        .map(|runtime| {
+            let slots: u32 = surviving
+                .iter()
+                .filter(|&&worker| cluster.runtimes_of(worker).contains(&runtime))
+                .map(|&worker| cluster.pool_sizes[worker - 1])
+                .sum();
+            let work: Duration = requests
+                .iter()
+                .filter(|r| r.runtime == runtime)
+                .map(|r| r.runs_for)
+                .sum();
+            work.checked_div(slots).unwrap_or(Duration::ZERO)
+        })
+        .max()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// What the first workers of `runtimes` run: one set each, so that every
+/// runtime has a worker of its own and one it shares. A fourth worker runs
+/// one of them, drawn.
+const RUNTIME_SETS: [RuntimeSet; 3] = [ONLY_BUILTIN, BUILTIN_AND_ALT, ONLY_ALT];
+
+/// The runtimes `runtimes` requests need, evenly drawn: `builtin` and `alt`
+/// alike, and about one request in eleven `ghost`, which no worker runs.
+const RUNTIMES_MIX: &[RuntimeName] = &[
+    BUILTIN, ALT, BUILTIN, ALT, BUILTIN, ALT, BUILTIN, ALT, BUILTIN, ALT, GHOST,
+];
+
+/// The schedule-to-start limit of `ghost` requests: they fail once it passes,
+/// well within the run. The other requests keep the platform's default (far
+/// beyond the run), so a runtime whose workers are all busy, down or cut off
+/// for a while makes its executions wait, never fail.
+pub const GHOST_START_LIMIT: Duration = Duration::from_millis(1500);
+
+const _: () = assert!(GHOST_START_LIMIT.as_millis() < LIVENESS_WINDOW.as_millis());
+
+/// The `runtimes` scenario's cluster and workload: workers that run
+/// `builtin`, `alt` or both, and requests for each runtime — a few for one
+/// no worker runs.
+fn runtimes_run(rng: &mut SmallRng, cluster: &mut cluster::Shape, shape: &mut workload::Shape) {
+    for (index, runtimes) in cluster.runtimes.iter_mut().enumerate() {
+        *runtimes = match RUNTIME_SETS.get(index) {
+            Some(&set) => set,
+            None => RUNTIME_SETS[rng.random_range(0..RUNTIME_SETS.len())],
+        };
+    }
+    shape.runtimes = RUNTIMES_MIX;
+    shape.start_limits = &[(GHOST, GHOST_START_LIMIT)];
+}
+
+/// Whether, with `worker` gone too, the workers in `alive` still run every
+/// runtime some worker of the cluster runs: a crash for good must leave each
+/// runtime a worker, so that every ACCEPTED execution can still finish (an
+/// execution whose runtime lost its last worker after it started would wait
+/// forever: its schedule-to-start limit no longer applies).
+fn keeps_every_runtime(
+    cluster: &cluster::Shape,
+    alive: &[WorkerIndex],
+    worker: WorkerIndex,
+) -> bool {
+    let rest: Vec<WorkerIndex> = alive.iter().copied().filter(|&w| w != worker).collect();
+    cluster
+        .workers()
+        .flat_map(|w| cluster.runtimes_of(w).iter().copied())
+        .all(|runtime| cluster.served_by(&rest, runtime))
 }
 
 /// The `black_hole` scenario's cluster and workload: a black hole that joins
@@ -306,6 +411,7 @@ fn faults(
                 }
             }
         }
+        Scenario::Runtimes => runtimes_faults(rng, &mut schedule, cluster),
         Scenario::Random => {
             let mut alive: Vec<WorkerIndex> = cluster.workers().collect();
             let mut at = pick_time(rng, FAULT_WINDOW.start..Duration::from_secs(2));
@@ -359,6 +465,47 @@ fn faults(
         }
     }
     schedule
+}
+
+/// The `runtimes` scenario's faults: worker crashes (never of a runtime's
+/// last worker), bounces, cuts and holds, one after another as in `random`,
+/// and now and then every worker of one runtime cut off at once, so that its
+/// executions wait while the other runtime's carry on.
+fn runtimes_faults(rng: &mut SmallRng, schedule: &mut Schedule, cluster: &cluster::Shape) {
+    let mut alive: Vec<WorkerIndex> = cluster.workers().collect();
+    let mut at = pick_time(rng, FAULT_WINDOW.start..Duration::from_secs(2));
+    for _ in 0..rng.random_range(3..=6) {
+        let worker = alive[rng.random_range(0..alive.len())];
+        let lasts = match rng.random_range(0..5) {
+            0 if keeps_every_runtime(cluster, &alive, worker) => {
+                alive.retain(|&w| w != worker);
+                crash_worker(rng, schedule, at, worker);
+                Duration::from_millis(500)
+            }
+            0 | 1 => bounce_worker(rng, schedule, at, worker),
+            2 => {
+                let lasts = Duration::from_millis(rng.random_range(300..3_500));
+                cut(schedule, at, lasts, SCHEDULER, &worker_host(worker));
+                lasts
+            }
+            3 => {
+                let lasts = hold_duration(rng);
+                hold(schedule, at, lasts, SCHEDULER, &worker_host(worker));
+                lasts
+            }
+            _ => {
+                let runtime = [BUILTIN, ALT][rng.random_range(0..2)];
+                let lasts = Duration::from_millis(rng.random_range(1_000..3_000));
+                for &worker in &alive {
+                    if cluster.runtimes_of(worker).contains(&runtime) {
+                        cut(schedule, at, lasts, SCHEDULER, &worker_host(worker));
+                    }
+                }
+                lasts
+            }
+        };
+        at += lasts + Duration::from_millis(rng.random_range(100..1_000));
+    }
 }
 
 fn client_host(rng: &mut SmallRng) -> String {
@@ -420,4 +567,27 @@ fn cut(schedule: &mut Schedule, at: Duration, lasts: Duration, a: &str, b: &str)
 fn hold(schedule: &mut Schedule, at: Duration, lasts: Duration, a: &str, b: &str) {
     schedule.add(at, Fault::Hold(a.into(), b.into()));
     schedule.add(at + lasts, Fault::Release(a.into(), b.into()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The oracle expects every `builtin` and `alt` execution to finish right:
+    /// that holds only if no plan leaves one of them without a worker.
+    #[test]
+    fn runtimes_plans_keep_a_worker_for_each_served_runtime() {
+        for seed in 0..500 {
+            let plan = Plan::new(Scenario::Runtimes, Seed(seed));
+            let surviving = surviving_workers(&plan.cluster, &plan.faults);
+            for runtime in [BUILTIN, ALT] {
+                assert!(
+                    plan.cluster.served_by(&surviving, runtime),
+                    "seed {seed}: no worker that runs {runtime} survives"
+                );
+            }
+            assert!(!plan.cluster.served_by(&surviving, GHOST));
+            assert_eq!(plan.runtimes, [ALT, BUILTIN, GHOST]);
+        }
+    }
 }

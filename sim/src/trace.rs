@@ -20,6 +20,7 @@ use taskforge_core::{ExecutionId, SessionId};
 use taskforge_services::scheduler::{SchedulerEvent, SchedulerObserver};
 use taskforge_services::worker::{TaskEvent, TaskObserver};
 
+use crate::cluster::{RuntimeName, RuntimeSet};
 use crate::faults::Fault;
 use crate::oracle::{Oracle, Violation};
 use crate::rogue::{Rogue, RogueEvent};
@@ -54,10 +55,13 @@ pub enum Event {
         incarnation: Incarnation,
         decision: Decision,
     },
-    /// A worker's software (re)started on its host.
+    /// A worker's software (re)started on its host, running `runtimes`. The
+    /// scheduler's observer does not report what a worker announced, so the
+    /// trace has it from here, where the worker was built.
     WorkerStarted {
         worker: WorkerIndex,
         incarnation: Incarnation,
+        runtimes: RuntimeSet,
     },
     /// A worker started or let go of a task.
     Task {
@@ -92,6 +96,8 @@ pub enum Decision {
         session: SessionId,
         execution: ExecutionId,
         attempt: u32,
+        /// The function's id: the client registered it in one runtime.
+        function: String,
     },
     Abort {
         session: SessionId,
@@ -145,6 +151,7 @@ impl View {
 pub enum Observation {
     Registered {
         function: Function,
+        runtime: RuntimeName,
         function_id: String,
     },
     /// The scheduler answered ACCEPTED: from now on the execution must survive
@@ -194,7 +201,12 @@ impl fmt::Display for Event {
             Event::WorkerStarted {
                 worker,
                 incarnation,
-            } => write!(f, "worker-{worker}#{incarnation} started"),
+                runtimes,
+            } => write!(
+                f,
+                "worker-{worker}#{incarnation} started, runs {}",
+                runtimes.join(", ")
+            ),
             Event::Task {
                 worker,
                 incarnation,
@@ -240,7 +252,11 @@ impl fmt::Display for Decision {
                 session,
                 execution,
                 attempt,
-            } => write!(f, "dispatch {execution}/{attempt} to {session}"),
+                function,
+            } => write!(
+                f,
+                "dispatch {execution}/{attempt} of function {function} to {session}"
+            ),
             Decision::Abort {
                 session,
                 execution,
@@ -291,8 +307,9 @@ impl fmt::Display for Observation {
         match self {
             Observation::Registered {
                 function,
+                runtime,
                 function_id,
-            } => write!(f, "registered {function:?} as {function_id}"),
+            } => write!(f, "registered {function:?} in {runtime} as {function_id}"),
             Observation::Accepted { request, execution } => {
                 write!(f, "request {request} ACCEPTED as {execution}")
             }
@@ -321,6 +338,7 @@ impl Decision {
                 session: dispatch.session,
                 execution: dispatch.execution,
                 attempt: dispatch.attempt,
+                function: dispatch.function.to_string(),
             },
             &Output::Abort {
                 session,

@@ -6,8 +6,9 @@
 //! `sum_and_greet`; never `spin`, whose thread would escape the simulation),
 //! payloads that carry the request's number (so an output delivered to the
 //! wrong execution cannot pass for the right one), arrival times spread over a
-//! window with a few bursts (so pools fill up and executions queue), and a
-//! per-request attempt budget.
+//! window with a few bursts (so pools fill up and executions queue), a
+//! per-request attempt budget, and the runtime each request's function was
+//! registered in (so it needs a worker that runs it).
 //!
 //! [`Expected`] is the oracle's model of each function, written here from the
 //! functions' documentation rather than by calling their code: a wrong output
@@ -21,6 +22,7 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use serde_json::{Value, json};
 
+use crate::cluster::{BUILTIN, RuntimeName};
 use crate::seed::Seed;
 
 /// The built-in functions a simulation runs.
@@ -70,6 +72,12 @@ pub struct Request {
     /// Start-to-close limit of each attempt; above any `sleep` here, so a
     /// worker's own timeout is always a bug.
     pub timeout: Duration,
+    /// The runtime the function is registered in: only a worker that runs
+    /// it may get the execution.
+    pub runtime: RuntimeName,
+    /// How long the execution may wait for its first start; `None` leaves it
+    /// to the platform's default.
+    pub schedule_to_start: Option<Duration>,
 }
 
 /// How a workload is drawn.
@@ -94,6 +102,11 @@ pub struct Shape {
     pub max_attempts: &'static [u32],
     /// The start-to-close limit of every attempt.
     pub timeout: Duration,
+    /// Each request's runtime is drawn from these, evenly.
+    pub runtimes: &'static [RuntimeName],
+    /// Requests in these runtimes carry this schedule-to-start limit; the
+    /// others leave it to the platform's default.
+    pub start_limits: &'static [(RuntimeName, Duration)],
 }
 
 impl Default for Shape {
@@ -108,6 +121,8 @@ impl Default for Shape {
             http_client: None,
             max_attempts: &[1, 2, 3, 3, 3, 4],
             timeout: REQUEST_TIMEOUT,
+            runtimes: &[BUILTIN],
+            start_limits: &[],
         }
     }
 }
@@ -157,6 +172,18 @@ pub fn generate(seed: Seed, shape: &Shape) -> Vec<Request> {
                     .map_or(Duration::ZERO, Duration::from_millis),
                 _ => Duration::ZERO,
             };
+            let max_attempts = shape.max_attempts[rng.random_range(0..shape.max_attempts.len())];
+            // Drawn only when there is a choice, so that the workloads of
+            // single-runtime scenarios stay what they were.
+            let runtime = match shape.runtimes {
+                [only] => *only,
+                many => many[rng.random_range(0..many.len())],
+            };
+            let schedule_to_start = shape
+                .start_limits
+                .iter()
+                .find(|(name, _)| *name == runtime)
+                .map(|&(_, limit)| limit);
             Request {
                 id,
                 client,
@@ -164,8 +191,10 @@ pub fn generate(seed: Seed, shape: &Shape) -> Vec<Request> {
                 function,
                 payload,
                 runs_for,
-                max_attempts: shape.max_attempts[rng.random_range(0..shape.max_attempts.len())],
+                max_attempts,
                 timeout: shape.timeout,
+                runtime,
+                schedule_to_start,
             }
         })
         .collect()

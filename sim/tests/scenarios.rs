@@ -43,3 +43,8 @@ fn random() {
 fn black_hole() {
     check(Scenario::BlackHole);
 }
+
+#[test]
+fn runtimes() {
+    check(Scenario::Runtimes);
+}
