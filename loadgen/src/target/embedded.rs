@@ -15,7 +15,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use taskforge_services::cluster::{Cluster, ClusterConfig};
+use taskforge_services::runtime::Runtimes;
+use taskforge_services::runtime::wasm::WasmConfig;
 use taskforge_services::scheduler::SchedulerOptions;
+use taskforge_services::worker::WorkerConfig;
 use tokio::runtime::Runtime;
 
 /// Workers × pool size, written `2x4`.
@@ -99,6 +102,17 @@ impl EmbeddedCluster {
         if let Some(prefetch) = options.prefetch {
             scheduler.core.prefetch = prefetch;
         }
+        // The workers run what the binary's do: built-ins and WebAssembly
+        // (one engine, with an instance slot for every worker slot and more).
+        let slots = options
+            .shape
+            .workers
+            .saturating_mul(options.shape.pool_size);
+        let wasm = WasmConfig {
+            max_instances: slots.saturating_mul(2).max(16),
+            ..WasmConfig::default()
+        };
+        let runtimes = Runtimes::builtin_and_wasm(wasm).map_err(io::Error::other)?;
         let config = ClusterConfig {
             workers: options.shape.workers,
             pool_size: options.shape.pool_size,
@@ -106,6 +120,10 @@ impl EmbeddedCluster {
             http: "127.0.0.1:0".parse().expect("a socket address"),
             grpc: "127.0.0.1:0".parse().expect("a socket address"),
             scheduler,
+            worker: WorkerConfig {
+                runtimes,
+                ..WorkerConfig::new("worker", options.shape.pool_size)
+            },
             ..ClusterConfig::default()
         };
         let cluster = runtime
