@@ -313,6 +313,7 @@ fn seed_function() -> common::Function {
         code: Bytes::from_static(CODE),
         timeout_ms: 0,
         max_attempts: 0,
+        max_memory_bytes: 0,
     }
 }
 
@@ -429,10 +430,11 @@ fn function() {
         &common::Function {
             timeout_ms: 5_000,
             max_attempts: 4,
+            max_memory_bytes: 1 << 20,
             ..seed_function()
         },
         seed::FUNCTION,
-        &[5, 6],
+        &[5, 6, 7],
     );
 }
 
@@ -521,6 +523,7 @@ fn register_function_request() {
         code: Bytes::from_static(CODE),
         timeout_ms: 0,
         max_attempts: 0,
+        max_memory_bytes: 0,
     };
     check(
         Enc::new()
@@ -533,10 +536,11 @@ fn register_function_request() {
         &sched::RegisterFunctionRequest {
             timeout_ms: 60_000,
             max_attempts: 2,
+            max_memory_bytes: 8 << 20,
             ..ours.clone()
         },
         seed::REGISTER_FUNCTION_REQUEST,
-        &[4, 5],
+        &[4, 5, 6],
     );
 }
 
@@ -655,10 +659,12 @@ fn worker_hello() {
         &[(1, s("w-1"))],
         &worker::WorkerHello {
             pool_size: 16,
+            caches_functions: true,
+            runtimes: vec!["wasm".into()],
             ..ours.clone()
         },
         seed::WORKER_HELLO,
-        &[2],
+        &[2, 3, 4],
     );
 }
 
@@ -1360,6 +1366,7 @@ fn our_scheduler_client_talks_to_a_seed_server() {
         code: Bytes::from_static(CODE),
         timeout_ms: 0,
         max_attempts: 0,
+        max_memory_bytes: 0,
     }))
     .unwrap();
     assert_eq!(resp.into_inner().function_id, "fn-9");
