@@ -55,6 +55,9 @@
 //!   its heartbeats, every [`HEARTBEAT_INTERVAL`], keep it heard from well
 //!   within [`TAKEOVER_AFTER`].
 
+mod end;
+mod strikes;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
@@ -369,39 +372,6 @@ impl Oracle {
             .get(worker)
             .is_none_or(|&since| at >= since + SETTLED_FOR);
         real && left_alone && !self.quiet.contains(worker) && !self.slow
-    }
-
-    /// Attempts in flight past their deadline (timeout plus grace) that the
-    /// scheduler has neither timed out nor lost.
-    fn overdue_attempts(&mut self, at: Duration) {
-        let mut overdue = Vec::new();
-        for (&execution, current) in &mut self.scheduler.current {
-            if current.overdue {
-                continue;
-            }
-            let Some(request) = self.executions.get(&execution).and_then(|e| e.request) else {
-                continue; // its timeout is known once a client saw it ACCEPTED
-            };
-            let Some(timeout) = self.plan.requests.get(request as usize).map(|r| r.timeout) else {
-                continue;
-            };
-            let deadline = current.dispatched_at + timeout + TIMEOUT_GRACE;
-            if at > deadline + LOSS_SLACK {
-                current.overdue = true;
-                overdue.push((
-                    execution,
-                    format!(
-                        "{execution}/{} on {} had no result by its deadline ({timeout:?} + \
-                         {TIMEOUT_GRACE:?} grace after its dispatch at {:?}), yet the scheduler \
-                         neither timed it out nor lost it",
-                        current.attempt, current.session, current.dispatched_at
-                    ),
-                ));
-            }
-        }
-        for (execution, what) in overdue {
-            self.violation(at, Some(execution), what);
-        }
     }
 
     fn violation(&mut self, at: Duration, execution: Option<ExecutionId>, what: String) {
@@ -722,97 +692,6 @@ impl Oracle {
         }
     }
 
-    /// The scheduler timed an attempt out: a strike against its session.
-    fn aborted(&mut self, at: Duration, session: SessionId, execution: ExecutionId, attempt: u32) {
-        let shadow = &mut self.scheduler;
-        let Some(current) = shadow
-            .current
-            .get(&execution)
-            .filter(|c| c.is(session, attempt))
-        else {
-            return;
-        };
-        let dispatched_at = current.dispatched_at;
-        let Some(s) = shadow.sessions.get_mut(&session) else {
-            return;
-        };
-        s.timeouts_in_a_row += 1;
-        shadow.strike = Some(session);
-        let black_hole = s.black_hole;
-        let exec = self.executions.entry(execution).or_default();
-        if !black_hole {
-            exec.other_losses += 1;
-        }
-        let timeout = exec
-            .request
-            .and_then(|r| self.plan.requests.get(r as usize))
-            .map(|r| r.timeout);
-        if let Some(timeout) = timeout {
-            let deadline = dispatched_at + timeout + TIMEOUT_GRACE;
-            if at + EARLY_SLACK < deadline {
-                self.violation(
-                    at,
-                    Some(execution),
-                    format!(
-                        "timed out {execution}/{attempt} on {session} before its deadline \
-                         ({timeout:?} + {TIMEOUT_GRACE:?} grace after {dispatched_at:?})"
-                    ),
-                );
-            }
-        }
-    }
-
-    /// After an attempt timed out, the scheduler's next decision must be to
-    /// quarantine its session if that was the [`QUARANTINE_AFTER`]th strike.
-    fn check_strike(&mut self, at: Duration, decision: &Decision) {
-        let Some(session) = self.scheduler.strike.take() else {
-            return;
-        };
-        if matches!(decision, &Decision::Quarantined { session: s, lifted: false } if s == session)
-        {
-            return;
-        }
-        let Some(s) = self.scheduler.sessions.get(&session) else {
-            return;
-        };
-        if !s.quarantined && s.timeouts_in_a_row >= QUARANTINE_AFTER {
-            let what = format!(
-                "{} ({session}) had {} attempts in a row time out, yet was not quarantined",
-                s.worker, s.timeouts_in_a_row
-            );
-            self.violation(at, None, what);
-        }
-    }
-
-    fn quarantined(&mut self, at: Duration, session: SessionId, lifted: bool) {
-        let Some(s) = self.scheduler.sessions.get_mut(&session) else {
-            let what = format!("quarantine of {session}, which is not connected");
-            self.violation(at, None, what);
-            return;
-        };
-        let problem = match lifted {
-            false if s.timeouts_in_a_row < QUARANTINE_AFTER => Some(format!(
-                "{} ({session}) was quarantined after {} attempts in a row timed out; \
-                 the rule is {QUARANTINE_AFTER}",
-                s.worker, s.timeouts_in_a_row
-            )),
-            true if s.in_flight > 0 => Some(format!(
-                "{} ({session}) was let out of quarantine holding {} attempts it never \
-                 answered for",
-                s.worker, s.in_flight
-            )),
-            _ => None,
-        };
-        s.quarantined = !lifted;
-        if lifted {
-            s.timeouts_in_a_row = 0;
-        }
-        self.black_hole_quarantined |= s.black_hole && !lifted;
-        if let Some(what) = problem {
-            self.violation(at, None, what);
-        }
-    }
-
     fn observation(&mut self, at: Duration, observation: &Observation) {
         match observation {
             Observation::Registered {
@@ -881,131 +760,5 @@ impl Oracle {
         if let Some(what) = problem {
             self.violation(at, Some(execution), what);
         }
-    }
-
-    /// What `request` must end as: what its function computes — unless it was
-    /// never dispatched and no worker that runs its runtime survived the run.
-    /// Then nothing could ever start it, and it must fail once its
-    /// schedule-to-start limit passes, saying that no connected worker runs
-    /// the runtime. (Had it started before its runtime's last worker went,
-    /// it would wait forever; scenarios never crash a runtime's last worker.)
-    fn expected(&self, request: &Request, dispatches: u32) -> Expected {
-        let limit = request
-            .schedule_to_start
-            .or(cluster::default_policy().schedule_to_start);
-        match limit {
-            Some(limit) if dispatches == 0 && !self.survives(request.runtime) => {
-                Expected::Error(format!(
-                    "not started within {limit:?}: no connected worker runs {}",
-                    request.runtime
-                ))
-            }
-            _ => Expected::of(request.function, &request.payload),
-        }
-    }
-
-    /// Whether a worker that runs `runtime` was not crashed for good.
-    fn survives(&self, runtime: RuntimeName) -> bool {
-        self.plan
-            .runtimes
-            .iter()
-            .any(|(worker, runs)| runs.contains(&runtime) && !self.crashed.contains(worker))
-    }
-
-    /// The checks that need the whole run; returns every violation found.
-    pub fn finish(&mut self, at: Duration) -> Vec<Violation> {
-        let mut found = Vec::new();
-        let restarts = self.scheduler_restarts;
-        for (&id, exec) in &self.executions {
-            let Some(request) = exec.request.and_then(|r| self.request(r)) else {
-                continue; // never ACCEPTED to a client: no promises were made
-            };
-            let max_attempts = request.max_attempts;
-            let mut problem = |what: String| {
-                found.push(Violation {
-                    at,
-                    execution: Some(id),
-                    what,
-                })
-            };
-            if exec.highest_attempt > max_attempts {
-                problem(format!(
-                    "{id} was dispatched as attempt {}; max_attempts is {max_attempts}",
-                    exec.highest_attempt
-                ));
-            }
-            if exec.starts > max_attempts + restarts {
-                problem(format!(
-                    "{id} was started {} times; max_attempts is {max_attempts} \
-                     (and the scheduler restarted {restarts} times)",
-                    exec.starts
-                ));
-            }
-            let Some((view, _)) = &exec.terminal else {
-                problem(format!(
-                    "{id} (request {}, {:?}) was ACCEPTED but never seen finished{}",
-                    request.id,
-                    request.function,
-                    if exec.gave_up {
-                        " (the client gave up)"
-                    } else {
-                        ""
-                    }
-                ));
-                continue;
-            };
-            if !exec.confirmed {
-                problem(format!(
-                    "{id} was seen {view} on a watch, but no status query confirmed it"
-                ));
-            }
-            let expected = self.expected(request, exec.dispatches);
-            let right = expected.matches(&view.status, &view.output, &view.error);
-            let ran_out = view.status == "FAILED"
-                && (view.error.starts_with("worker lost ")
-                    || view.error.starts_with("timed out: no result within ")
-                    || view.error.contains("the last to a scheduler restart"))
-                && exec.dispatches >= max_attempts;
-            if !right && !ran_out {
-                problem(format!(
-                    "{id} (request {}, {:?}, max_attempts {max_attempts}, {} dispatches) \
-                     ended {view}; expected {expected}",
-                    request.id, request.function, exec.dispatches
-                ));
-            }
-            // The black hole can take at most QUARANTINE_AFTER attempts of an
-            // execution per session (the strike that quarantines it is the
-            // last); beyond that, only other losses can use attempts up.
-            let could_take =
-                QUARANTINE_AFTER * self.black_hole_sessions + exec.other_losses + restarts;
-            if exec.black_holed && !right && max_attempts > could_take {
-                problem(format!(
-                    "{id} (request {}, {:?}) was dispatched to the black hole and ended {view}; \
-                     with max_attempts {max_attempts}, more than the black hole \
-                     ({QUARANTINE_AFTER} per session, {} sessions), its {} other lost attempts \
-                     and {restarts} scheduler restarts could take, it must have finished \
-                     elsewhere: expected {expected}",
-                    request.id, request.function, self.black_hole_sessions, exec.other_losses
-                ));
-            }
-            if request.function == Function::Fail && view.status == "COMPLETED" {
-                problem(format!("{id} runs `fail` but COMPLETED"));
-            }
-        }
-        if self.plan.black_hole && !self.black_hole_quarantined {
-            found.push(Violation {
-                at,
-                execution: None,
-                what: format!(
-                    "the black hole was never quarantined ({} sessions)",
-                    self.black_hole_sessions
-                ),
-            });
-        }
-        self.overdue_silences(at);
-        self.overdue_attempts(at);
-        let mut all = std::mem::take(&mut self.violations);
-        all.extend(found);
-        all
     }
 }
