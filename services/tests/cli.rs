@@ -7,19 +7,12 @@ use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use taskforge_services::cluster::{Cluster, ClusterConfig};
+use taskforge_services::cluster::Cluster;
 
 use support::processes::TempDir;
 
 async fn start(dir: &TempDir) -> Cluster {
-    let config = ClusterConfig {
-        workers: 1,
-        pool_size: 2,
-        data_dir: Some(dir.path().to_path_buf()),
-        http: "127.0.0.1:0".parse().unwrap(),
-        grpc: "127.0.0.1:0".parse().unwrap(),
-        ..ClusterConfig::default()
-    };
+    let config = support::cluster::loopback(dir, 1, 2);
     Cluster::start(config).await.expect("start the cluster")
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use taskforge_proto::scheduler::{
     CancelExecutionRequest, GetClusterStatsRequest, GetExecutionStatusRequest, ListWorkersRequest,
 };
-use taskforge_services::cluster::{Cluster, ClusterConfig};
+use taskforge_services::cluster::Cluster;
 
 use support::http::Call;
 use support::processes::{TempDir, scheduler_client};
@@ -22,14 +22,7 @@ struct Running {
 
 async fn start(workers: u32, pool_size: u32) -> Running {
     let dir = TempDir::new("cluster");
-    let config = ClusterConfig {
-        workers,
-        pool_size,
-        data_dir: Some(dir.path().to_path_buf()),
-        http: "127.0.0.1:0".parse().unwrap(),
-        grpc: "127.0.0.1:0".parse().unwrap(),
-        ..ClusterConfig::default()
-    };
+    let config = support::cluster::loopback(&dir, workers, pool_size);
     let cluster = Cluster::start(config).await.expect("start the cluster");
     Running { cluster, _dir: dir }
 }

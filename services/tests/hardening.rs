@@ -31,14 +31,7 @@ struct Running {
 }
 
 fn config(dir: &TempDir, workers: u32, pool_size: u32) -> ClusterConfig {
-    ClusterConfig {
-        workers,
-        pool_size,
-        data_dir: Some(dir.path().to_path_buf()),
-        http: "127.0.0.1:0".parse().unwrap(),
-        grpc: "127.0.0.1:0".parse().unwrap(),
-        ..ClusterConfig::default()
-    }
+    support::cluster::loopback(dir, workers, pool_size)
 }
 
 async fn start_with(dir: TempDir, config: ClusterConfig) -> Running {

@@ -56,16 +56,11 @@ struct Running {
 async fn start(workers: u32, pool_size: u32, runtimes: Runtimes) -> Running {
     let dir = TempDir::new("wasm-cluster");
     let config = ClusterConfig {
-        workers,
-        pool_size,
-        data_dir: Some(dir.path().to_path_buf()),
-        http: "127.0.0.1:0".parse().unwrap(),
-        grpc: "127.0.0.1:0".parse().unwrap(),
         worker: WorkerConfig {
             runtimes,
             ..WorkerConfig::new("worker", pool_size)
         },
-        ..ClusterConfig::default()
+        ..support::cluster::loopback(&dir, workers, pool_size)
     };
     let cluster = Cluster::start(config).await.expect("start the cluster");
     Running {

@@ -1,6 +1,7 @@
 //! Helpers shared by the service tests.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fake_scheduler;
 pub mod http;
 pub mod processes;
