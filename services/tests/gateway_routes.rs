@@ -71,8 +71,8 @@ async fn empty_invoke_body_is_the_null_payload() {
 #[tokio::test]
 async fn invoke_options_and_function_options_reach_the_scheduler() {
     let h = start(test_config()).await;
-    let body =
-        r#"{"name":"slow","language":"builtin","code":"echo","timeout_ms":2500,"max_attempts":5}"#;
+    let body = r#"{"name":"slow","language":"builtin","code":"echo","timeout_ms":2500,
+        "max_attempts":5,"max_memory_bytes":8388608}"#;
     let function_id = h.post("/functions", body).await.ok(StatusCode::OK)["function_id"]
         .as_str()
         .unwrap()
@@ -84,7 +84,8 @@ async fn invoke_options_and_function_options_reach_the_scheduler() {
     assert_eq!(
         function,
         json!({"function_id": function_id, "name": "slow", "language": "builtin",
-               "code": "echo", "timeout_ms": 2500, "max_attempts": 5})
+               "code": "echo", "timeout_ms": 2500, "max_attempts": 5,
+               "max_memory_bytes": 8388608})
     );
 
     h.post(

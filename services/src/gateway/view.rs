@@ -116,6 +116,8 @@ pub(crate) struct FunctionView {
     pub timeout_ms: Option<u64>,
     /// `null` = the platform default.
     pub max_attempts: Option<u32>,
+    /// `null` = the worker's limit.
+    pub max_memory_bytes: Option<u64>,
 }
 
 impl From<&Function> for FunctionView {
@@ -129,6 +131,7 @@ impl From<&Function> for FunctionView {
             code_encoding: encoding.label(),
             timeout_ms: non_zero(function.timeout_ms),
             max_attempts: non_zero(function.max_attempts),
+            max_memory_bytes: non_zero(function.max_memory_bytes),
         }
     }
 }
