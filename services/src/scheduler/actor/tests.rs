@@ -19,6 +19,17 @@ fn actor_on(
     (actor, commands)
 }
 
+/// Sends the command `make` builds and runs turns until its answer.
+async fn ask<T>(
+    actor: &mut Actor,
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(Reply<T>) -> Command,
+) -> Result<T, Status> {
+    let (reply, answer) = oneshot::channel();
+    commands.send(make(reply)).await.unwrap();
+    settle(actor, answer).await
+}
+
 /// A worker with one slot joins; what the scheduler sends it arrives on the
 /// returned receiver.
 async fn join(
@@ -158,15 +169,12 @@ async fn an_acceptance_that_never_became_durable_is_not_run() {
     };
 
     fail_next_sync.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (reply, answer) = oneshot::channel();
-    commands
-        .send(Command::Trigger {
-            request: trigger(),
-            reply,
-        })
-        .await
-        .unwrap();
-    let refused = settle(&mut actor, answer).await.unwrap_err();
+    let refused = ask(&mut actor, &commands, |reply| Command::Trigger {
+        request: trigger(),
+        reply,
+    })
+    .await
+    .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable);
 
     // It was dispatched at once (dispatch overlaps the sync), then aborted.
@@ -194,14 +202,11 @@ async fn an_acceptance_that_never_became_durable_is_not_run() {
     );
 
     // The retry with the same key is a new execution, and is accepted.
-    let (reply, answer) = oneshot::channel();
-    commands
-        .send(Command::Trigger {
-            request: trigger(),
-            reply,
-        })
-        .await
-        .unwrap();
-    let second = settle(&mut actor, answer).await.unwrap();
+    let second = ask(&mut actor, &commands, |reply| Command::Trigger {
+        request: trigger(),
+        reply,
+    })
+    .await
+    .unwrap();
     assert_ne!(second, first.to_string());
 }
