@@ -103,7 +103,7 @@ pub struct Args {
     /// Stop after N measured requests instead of after --duration.
     #[arg(long, short = 'n', value_name = "N", help_heading = "Load")]
     pub count: Option<u64>,
-    /// echo | sleep:10ms | spin:1ms | fail | wasm:PATH (.wasm or .wat echo module) | mix:echo=80,sleep:10ms=20
+    /// echo | sleep:10ms | spin:1ms | fail | wasm:PATH (.wasm or .wat echo module) | python:PATH | javascript:PATH (a handler of {"name": ...}) | mix:echo=80,sleep:10ms=20
     #[arg(long, short = 'f', value_parser = FunctionSpec::parse, default_value = "echo", help_heading = "Load")]
     pub function: FunctionSpec,
     /// Payload size in bytes (a JSON string for echo and fail; padded for
@@ -279,6 +279,7 @@ impl Args {
                 data_parent: self.data_dir.clone(),
                 prefetch: self.prefetch,
                 threads: server_threads,
+                interpreted: self.function.interpreted(),
             },
             protocol: self.protocol,
         };

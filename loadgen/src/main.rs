@@ -8,6 +8,11 @@ use taskforge_loadgen::report::markdown;
 use taskforge_loadgen::{Config, run};
 
 fn main() -> ExitCode {
+    // The embedded cluster's Python and JavaScript sandboxes are launched
+    // through this binary.
+    if let Some(code) = taskforge_services::sandbox::run_if_sandbox_process() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+    }
     let config = Config::from_env();
     // The embedded cluster logs through tracing; warnings and errors show.
     tracing_subscriber::fmt()

@@ -3,7 +3,9 @@
 //!
 //! A spec names one built-in handler (`echo`, `sleep:10ms`, `spin:1ms`,
 //! `fail`), a WebAssembly module that echoes its stdin (`wasm:PATH` to a
-//! `.wasm` or `.wat` file), or a weighted mix of them
+//! `.wasm` or `.wat` file), a Python or JavaScript handler (`python:PATH`,
+//! `javascript:PATH`; each execution's event is `{"name": "…"}`, as
+//! `examples/hello.py` expects), or a weighted mix of them
 //! (`mix:echo=80,sleep:10ms=20`). Each
 //! distinct handler becomes one registered function. Request `k` of a run uses
 //! the function at position `k` of a smooth weighted round-robin sequence, so
@@ -20,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use taskforge_services::duration::parse_duration;
+use taskforge_services::runtime::process::Language;
 
 /// One built-in handler with its argument, or a WebAssembly module.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,24 +36,28 @@ pub enum Handler {
     /// Always fails (its executions are expected to end `FAILED`).
     Fail,
     /// A WASI command module that writes its stdin to stdout (an echo).
-    Wasm(WasmModule),
+    Wasm(SourceFile),
+    /// A Python handler, run in a sandbox.
+    Python(SourceFile),
+    /// A JavaScript handler, run in a sandbox.
+    JavaScript(SourceFile),
 }
 
-/// A module read from a file, registered with language `wasm`.
+/// A function's code read from a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WasmModule {
+pub struct SourceFile {
     pub path: Arc<str>,
     /// As read: WAT text or binary.
     pub code: Bytes,
 }
 
-impl WasmModule {
-    fn read(path: &str) -> Result<WasmModule, SpecError> {
+impl SourceFile {
+    fn read(path: &str) -> Result<SourceFile, SpecError> {
         let code = std::fs::read(path).map_err(|error| SpecError::Unreadable {
             path: path.to_string(),
             reason: error.to_string(),
         })?;
-        Ok(WasmModule {
+        Ok(SourceFile {
             path: path.into(),
             code: Bytes::from(code),
         })
@@ -79,21 +86,32 @@ impl Handler {
             Handler::Spin(_) => "spin",
             Handler::Fail => "fail",
             Handler::Wasm(_) => "wasm",
+            Handler::Python(_) => "python",
+            Handler::JavaScript(_) => "javascript",
+        }
+    }
+
+    fn source(&self) -> Option<&SourceFile> {
+        match self {
+            Handler::Wasm(source) | Handler::Python(source) | Handler::JavaScript(source) => {
+                Some(source)
+            }
+            Handler::Echo | Handler::Sleep(_) | Handler::Spin(_) | Handler::Fail => None,
         }
     }
 
     /// The function to register for this handler.
     pub fn definition(&self) -> Definition {
-        match self {
-            Handler::Wasm(module) => Definition {
-                name: "loadgen-wasm".to_string(),
-                language: "wasm",
-                code: module.code.clone(),
+        match self.source() {
+            Some(source) => Definition {
+                name: format!("loadgen-{}", self.code()),
+                language: self.code(),
+                code: source.code.clone(),
             },
-            builtin => Definition {
-                name: format!("loadgen-{}", builtin.code()),
+            None => Definition {
+                name: format!("loadgen-{}", self.code()),
                 language: "builtin",
-                code: Bytes::from_static(builtin.code().as_bytes()),
+                code: Bytes::from_static(self.code().as_bytes()),
             },
         }
     }
@@ -110,7 +128,11 @@ impl Handler {
     pub fn nominal_run_time(&self) -> Option<Duration> {
         match self {
             Handler::Sleep(d) | Handler::Spin(d) => Some(*d),
-            Handler::Echo | Handler::Fail | Handler::Wasm(_) => None,
+            Handler::Echo
+            | Handler::Fail
+            | Handler::Wasm(_)
+            | Handler::Python(_)
+            | Handler::JavaScript(_) => None,
         }
     }
 
@@ -118,6 +140,11 @@ impl Handler {
     pub fn payload(&self, bytes: usize) -> Bytes {
         match self {
             Handler::Echo | Handler::Fail | Handler::Wasm(_) => Bytes::from(padded_string(bytes)),
+            Handler::Python(_) | Handler::JavaScript(_) => {
+                let frame = r#"{"name":}"#;
+                let name = padded_string(bytes.saturating_sub(frame.len()));
+                Bytes::from(format!(r#"{{"name":{name}}}"#))
+            }
             Handler::Sleep(d) | Handler::Spin(d) => {
                 let ms = milliseconds(*d);
                 if bytes <= ms.len() {
@@ -145,7 +172,16 @@ impl Handler {
         let handler = match name {
             "wasm" => {
                 let path = argument.ok_or(SpecError::MissingModule)?;
-                return Ok(Handler::Wasm(WasmModule::read(path)?));
+                return Ok(Handler::Wasm(SourceFile::read(path)?));
+            }
+            "python" | "javascript" => {
+                let path = argument.ok_or_else(|| SpecError::MissingSource(name.to_string()))?;
+                let source = SourceFile::read(path)?;
+                return Ok(if name == "python" {
+                    Handler::Python(source)
+                } else {
+                    Handler::JavaScript(source)
+                });
             }
             "echo" => Handler::Echo,
             "fail" => Handler::Fail,
@@ -167,7 +203,9 @@ impl fmt::Display for Handler {
                 write!(f, "{}:{}ms", self.code(), milliseconds(*d))
             }
             Handler::Echo | Handler::Fail => f.write_str(self.code()),
-            Handler::Wasm(module) => write!(f, "wasm:{}", module.path),
+            Handler::Wasm(source) | Handler::Python(source) | Handler::JavaScript(source) => {
+                write!(f, "{}:{}", self.code(), source.path)
+            }
         }
     }
 }
@@ -176,11 +214,14 @@ impl fmt::Display for Handler {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
     #[error(
-        "unknown function {0:?}: use echo, sleep:DURATION, spin:DURATION, fail, wasm:PATH or mix:..."
+        "unknown function {0:?}: use echo, sleep:DURATION, spin:DURATION, fail, wasm:PATH, \
+         python:PATH, javascript:PATH or mix:..."
     )]
     UnknownHandler(String),
     #[error("wasm needs a module file, e.g. wasm:examples/echo.wat")]
     MissingModule,
+    #[error("{0} needs a source file, e.g. {0}:examples/hello.py")]
+    MissingSource(String),
     #[error("cannot read the module {path}: {reason}")]
     Unreadable { path: String, reason: String },
     #[error("{0} needs a duration, e.g. {0}:10ms")]
@@ -237,6 +278,22 @@ impl FunctionSpec {
     }
 
     /// Each handler with its weight, in the order given.
+    /// The interpreted languages among the handlers, each once.
+    pub fn interpreted(&self) -> Vec<Language> {
+        let mut languages = Vec::new();
+        for (handler, _) in &self.entries {
+            let language = match handler {
+                Handler::Python(_) => Language::Python,
+                Handler::JavaScript(_) => Language::JavaScript,
+                _ => continue,
+            };
+            if !languages.contains(&language) {
+                languages.push(language);
+            }
+        }
+        languages
+    }
+
     pub fn entries(&self) -> &[(Handler, u32)] {
         &self.entries
     }

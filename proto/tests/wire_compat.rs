@@ -362,6 +362,7 @@ fn seed_execution_result() -> common::ExecutionResult {
         started_at_us: 0,
         finished_at_us: 0,
         outcome: Outcome::Unspecified as i32,
+        logs: String::new(),
     }
 }
 
@@ -388,6 +389,7 @@ fn extended_execution_result() -> common::ExecutionResult {
         started_at_us: 1_700_000_000_000_000,
         finished_at_us: 1_700_000_000_250_000,
         outcome: Outcome::Succeeded as i32,
+        logs: "printed\n".into(),
         ..seed_execution_result()
     }
 }
@@ -404,6 +406,7 @@ fn sample_info() -> ExecutionInfo {
         created_at_us: 1,
         started_at_us: 2,
         finished_at_us: 3,
+        logs: String::new(),
     }
 }
 
@@ -458,7 +461,7 @@ fn execution_result() {
         &seed_execution_result_fields(),
         &extended_execution_result(),
         seed::EXECUTION_RESULT,
-        &[5, 6, 7, 8],
+        &[5, 6, 7, 8, 9],
     );
 }
 
@@ -778,7 +781,7 @@ fn worker_message_result() {
     assert!(read.skipped.is_empty());
     let result = read_seed(len_field(&read, 2), seed::EXECUTION_RESULT);
     assert_eq!(result.known, seed_execution_result_fields());
-    assert_eq!(result.skipped, [5, 6, 7, 8]);
+    assert_eq!(result.skipped, [5, 6, 7, 8, 9]);
 }
 
 #[test]
@@ -1514,5 +1517,5 @@ fn our_worker_client_talks_to_a_seed_scheduler() {
     let result = read_seed(&sent[1], seed::WORKER_MESSAGE);
     let result = read_seed(len_field(&result, 2), seed::EXECUTION_RESULT);
     assert_eq!(result.known, seed_execution_result_fields());
-    assert_eq!(result.skipped, [5, 6, 7, 8]);
+    assert_eq!(result.skipped, [5, 6, 7, 8, 9]);
 }

@@ -10,6 +10,10 @@
 //!   WASI preview 1 *command*: it exports `_start` and imports nothing but
 //!   WASI preview 1 functions. This needs only a parser, not a compiler, so
 //!   the scheduler stays light.
+//! - `python`, `javascript`: the code is UTF-8 text that defines or exports a
+//!   `handler` (parsing it would need the interpreter on the scheduler's
+//!   machine; a syntax error fails the execution with the interpreter's
+//!   message instead).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +27,8 @@ use crate::functions::Builtin;
 pub enum Check {
     Builtin,
     Wasm,
+    Python,
+    JavaScript,
 }
 
 /// The languages registration accepts.
@@ -38,12 +44,18 @@ impl Default for Languages {
 }
 
 impl Languages {
-    /// What the platform's workers run: `builtin` and `wasm`.
+    /// What the platform's workers run: `builtin`, `wasm`, `python` and
+    /// `javascript`.
     pub fn standard() -> Languages {
-        let known = [("builtin", Check::Builtin), ("wasm", Check::Wasm)]
-            .into_iter()
-            .map(|(name, check)| (name.to_string(), check))
-            .collect();
+        let known = [
+            ("builtin", Check::Builtin),
+            ("wasm", Check::Wasm),
+            ("python", Check::Python),
+            ("javascript", Check::JavaScript),
+        ]
+        .into_iter()
+        .map(|(name, check)| (name.to_string(), check))
+        .collect();
         Languages { known }
     }
 
@@ -75,6 +87,14 @@ impl Languages {
                 code
             }
             Check::Wasm => wasm_command(&code)?,
+            Check::Python => {
+                script(&code, "Python", defines_python_handler)?;
+                code
+            }
+            Check::JavaScript => {
+                script(&code, "JavaScript", mentions_handler)?;
+                code
+            }
         };
         Ok((name, code))
     }
@@ -131,6 +151,54 @@ pub const WASI_PREVIEW1: &[&str] = &[
     "sock_send",
     "sock_shutdown",
 ];
+
+/// Source text that `has_handler` accepts.
+fn script(code: &[u8], language: &str, has_handler: fn(&str) -> bool) -> Result<(), String> {
+    let text = std::str::from_utf8(code).map_err(|error| {
+        format!(
+            "the {language} source is not UTF-8 text (at byte {})",
+            error.valid_up_to()
+        )
+    })?;
+    if text.contains('\0') {
+        return Err(format!("the {language} source contains a NUL byte"));
+    }
+    if !has_handler(text) {
+        return Err(format!(
+            "the {language} source defines no `handler`: write a function \
+             handler(event) that returns the output"
+        ));
+    }
+    Ok(())
+}
+
+/// A top-level `def handler(`, `async def handler(` or `handler =`.
+fn defines_python_handler(text: &str) -> bool {
+    text.lines().any(|line| {
+        let rest = line
+            .strip_prefix("async ")
+            .map(str::trim_start)
+            .unwrap_or(line);
+        let definition = rest
+            .strip_prefix("def ")
+            .is_some_and(|name| name.trim_start().starts_with("handler"));
+        let assignment = line
+            .strip_prefix("handler")
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        definition || assignment
+    })
+}
+
+/// `handler` as a whole word (exports take many shapes: `exports.handler`,
+/// `export function handler`, `module.exports = { handler }`).
+fn mentions_handler(text: &str) -> bool {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    text.match_indices("handler").any(|(at, word)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
 
 /// The module the WASI preview 1 functions are imported from.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
@@ -218,9 +286,56 @@ mod tests {
     #[test]
     fn unknown_languages_are_refused_with_the_known_ones() {
         let error = check("cobol", "x").unwrap_err();
-        assert!(error.contains("builtin, wasm"), "{error}");
+        assert!(
+            error.contains("builtin, javascript, python, wasm"),
+            "{error}"
+        );
         let sim = Languages::standard().with_builtin_alias("other");
         assert!(sim.check("other", Bytes::from_static(b"echo")).is_ok());
+    }
+
+    #[test]
+    fn scripts_must_be_text_with_a_handler() {
+        for ok in [
+            "def handler(event):\n    return event\n",
+            "import json\nasync def handler(event):\n    return 1\n",
+            "handler = lambda event: event\n",
+        ] {
+            assert_eq!(check("Python", ok).unwrap().0, "python", "{ok}");
+        }
+        for ok in [
+            "exports.handler = (e) => e;",
+            "export async function handler(event) { return event; }",
+            "module.exports = { handler };",
+        ] {
+            assert_eq!(check("javascript", ok).unwrap().0, "javascript", "{ok}");
+        }
+        let cases = [
+            (
+                "python",
+                "def main(event):\n    pass\n",
+                "defines no `handler`",
+            ),
+            (
+                "python",
+                "    def handler(event): pass\n",
+                "defines no `handler`",
+            ),
+            ("python", "x = 1\0", "NUL byte"),
+            (
+                "javascript",
+                "exports.myhandler = 1;",
+                "defines no `handler`",
+            ),
+        ];
+        for (language, code, expected) in cases {
+            let error = check(language, code).unwrap_err();
+            assert!(error.contains(expected), "{code:?}: {error}");
+        }
+        let error = Languages::standard()
+            .check("python", Bytes::from_static(&[b'a', 0xff]))
+            .unwrap_err();
+        assert!(error.contains("not UTF-8 text (at byte 1)"), "{error}");
     }
 
     #[test]

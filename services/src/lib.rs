@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod languages;
 pub mod net;
 pub mod runtime;
+pub mod sandbox;
 pub mod scheduler;
 pub mod store;
 pub mod worker;

@@ -20,8 +20,10 @@ use taskforge_services::duration::parse_duration;
 use taskforge_services::gateway::{self, GatewayConfig};
 use taskforge_services::net::{self, ChannelConfig};
 use taskforge_services::runtime::builtin::BuiltinRuntime;
+use taskforge_services::runtime::process::{Interpreter, Language, ProcessConfig, ProcessRuntime};
 use taskforge_services::runtime::wasm::{WasmConfig, WasmRuntime};
 use taskforge_services::runtime::{Runtime, Runtimes};
+use taskforge_services::sandbox;
 use taskforge_services::scheduler::{SchedulerOptions, SchedulerService, StoreRunner};
 use taskforge_services::store::{JsonlStore, MemoryStore, StdFileSystem, Store};
 use taskforge_services::worker::{self, WorkerConfig};
@@ -87,27 +89,61 @@ struct UpArgs {
 /// What the workers run.
 #[derive(Args, Debug)]
 struct RuntimeArgs {
-    /// The runtimes the workers run, comma-separated: builtin, wasm.
+    /// The runtimes the workers run, comma-separated: builtin, wasm, python,
+    /// javascript. Python and JavaScript are skipped, with a warning saying
+    /// why, where their interpreter or the sandbox is missing.
     #[arg(
         long,
         env = "TASKFORGE_RUNTIMES",
-        default_value = "builtin,wasm",
+        default_value = "builtin,wasm,python,javascript",
         value_delimiter = ','
     )]
     runtimes: Vec<String>,
     /// Linear memory one WebAssembly execution may use, in bytes.
     #[arg(long, env = "TASKFORGE_WASM_MAX_MEMORY_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(65_536..=(4u64 << 30)))]
     wasm_max_memory_bytes: u64,
+    /// The Python interpreter (a name on PATH or a path).
+    #[arg(long, env = "TASKFORGE_PYTHON", default_value = "python3")]
+    python: PathBuf,
+    /// The JavaScript interpreter, node (a name on PATH or a path).
+    #[arg(long, env = "TASKFORGE_NODE", default_value = "node")]
+    node: PathBuf,
+    /// Memory one Python or JavaScript execution may use (its address space;
+    /// a function may ask for less), in bytes.
+    #[arg(long, env = "TASKFORGE_SANDBOX_MEMORY_BYTES", default_value_t = 512 << 20, value_parser = clap::value_parser!(u64).range((16 << 20)..=(64u64 << 30)))]
+    sandbox_memory_bytes: u64,
+    /// Size of each sandbox's writable /tmp, in bytes.
+    #[arg(long, env = "TASKFORGE_SANDBOX_TMP_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range((1 << 20)..=(16u64 << 30)))]
+    sandbox_tmp_bytes: u64,
+    /// Processes and threads one sandbox may run at once.
+    #[arg(long, env = "TASKFORGE_SANDBOX_PROCESSES", default_value_t = 64, value_parser = clap::value_parser!(u64).range(4..=4096))]
+    sandbox_processes: u64,
+    /// A host path Python and JavaScript functions may read (bound
+    /// read-only into every sandbox); repeat for more.
+    #[arg(long, env = "TASKFORGE_SANDBOX_READ_ONLY", value_delimiter = ',')]
+    sandbox_read_only: Vec<PathBuf>,
+    /// Run Python and JavaScript without namespaces (only resource limits
+    /// and a process group) where the kernel refuses them. Unsafe with
+    /// untrusted code.
+    #[arg(long, env = "TASKFORGE_ALLOW_UNSANDBOXED")]
+    allow_unsandboxed: bool,
 }
 
 impl RuntimeArgs {
     /// The runtimes for workers running `slots` executions at once in all
     /// (one engine serves every worker of this process), with outputs capped
     /// at `max_output_bytes`.
-    fn build(&self, slots: u32, max_output_bytes: usize) -> Result<Runtimes, String> {
+    async fn build(&self, slots: u32, max_output_bytes: usize) -> Result<Runtimes, String> {
         let mut runtimes: Vec<Arc<dyn Runtime>> = Vec::new();
         for name in &self.runtimes {
             match name.trim() {
+                name @ ("python" | "javascript") => {
+                    let language = Language::from_name(name).expect("matched above");
+                    match self.interpreted(language, slots, max_output_bytes).await {
+                        Ok(runtime) => runtimes.push(Arc::new(runtime)),
+                        Err(error) => tracing::warn!("not running {language}: {error}"),
+                    }
+                }
                 "builtin" => runtimes.push(Arc::new(BuiltinRuntime::new())),
                 "wasm" => {
                     let config = WasmConfig {
@@ -122,15 +158,70 @@ impl RuntimeArgs {
                 }
                 other => {
                     return Err(format!(
-                        "unknown runtime {other:?} in --runtimes: use builtin, wasm"
+                        "unknown runtime {other:?} in --runtimes: use builtin, wasm, python, javascript"
                     ));
                 }
             }
         }
         if runtimes.is_empty() {
-            return Err("--runtimes names no runtime: use builtin, wasm".to_string());
+            return Err("--runtimes names no runtime that can run here".to_string());
         }
         Ok(Runtimes::new(runtimes))
+    }
+
+    /// Python or JavaScript in sandboxes: the interpreter found, and a probe
+    /// execution run, or why not.
+    async fn interpreted(
+        &self,
+        language: Language,
+        slots: u32,
+        max_output_bytes: usize,
+    ) -> Result<ProcessRuntime, String> {
+        let command = match language {
+            Language::Python => &self.python,
+            Language::JavaScript => &self.node,
+        };
+        let command = command.clone();
+        let interpreter =
+            tokio::task::spawn_blocking(move || Interpreter::find(language, command.as_os_str()))
+                .await
+                .map_err(|error| error.to_string())??;
+        let launcher = std::env::current_exe()
+            .map_err(|error| format!("cannot find this program to launch sandboxes: {error}"))?;
+        let config = ProcessConfig {
+            memory_bytes: self.sandbox_memory_bytes,
+            tmp_bytes: self.sandbox_tmp_bytes,
+            processes: self.sandbox_processes,
+            // Started ahead: half the slots, so a burst finds some ready
+            // while the rest start.
+            warm: usize::try_from(slots.div_ceil(2).clamp(1, 8)).unwrap_or(1),
+            max_output_bytes,
+            extra_read_only: self.sandbox_read_only.clone(),
+            ..ProcessConfig::new(launcher)
+        };
+        match ProcessRuntime::start(interpreter.clone(), config.clone()).await {
+            Ok(runtime) => {
+                tracing::info!(program = %interpreter.program.display(), "running {language} in sandboxes");
+                Ok(runtime)
+            }
+            Err(error) if self.allow_unsandboxed => {
+                tracing::warn!(
+                    "{error}; running {language} WITHOUT a sandbox (--allow-unsandboxed): \
+                     only resource limits and a process group contain it"
+                );
+                ProcessRuntime::start(
+                    interpreter,
+                    ProcessConfig {
+                        isolate: false,
+                        ..config
+                    },
+                )
+                .await
+            }
+            Err(error) => Err(format!(
+                "{error} (start with --allow-unsandboxed to run it without namespaces)"
+            )),
+        }
     }
 }
 
@@ -322,6 +413,12 @@ fn id_seed() -> u64 {
 }
 
 fn main() -> ExitCode {
+    // The sandbox's own processes (see `taskforge_services::sandbox`): started
+    // by workers, not by people, so not in the help; single-threaded, before
+    // any runtime or logging starts.
+    if let Some(code) = sandbox::run_if_sandbox_process() {
+        return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -386,10 +483,13 @@ async fn up(args: UpArgs) -> Result<(), String> {
         channel: ChannelConfig::default(),
         worker: WorkerConfig {
             max_output_bytes: args.tuning.max_payload_bytes,
-            runtimes: args.runtimes.build(
-                args.workers.saturating_mul(args.pool),
-                args.tuning.max_payload_bytes,
-            )?,
+            runtimes: args
+                .runtimes
+                .build(
+                    args.workers.saturating_mul(args.pool),
+                    args.tuning.max_payload_bytes,
+                )
+                .await?,
             ..WorkerConfig::new("worker", args.pool)
         },
     };
@@ -440,7 +540,10 @@ async fn run_worker(args: WorkerArgs) -> Result<(), String> {
     let config = WorkerConfig {
         heartbeat_interval: args.heartbeat_interval,
         max_output_bytes: args.max_output_bytes,
-        runtimes: args.runtimes.build(args.pool, args.max_output_bytes)?,
+        runtimes: args
+            .runtimes
+            .build(args.pool, args.max_output_bytes)
+            .await?,
         seed: id_seed(),
         ..WorkerConfig::new(id, args.pool)
     };

@@ -12,11 +12,14 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use taskforge_services::cluster::{Cluster, ClusterConfig};
-use taskforge_services::runtime::Runtimes;
-use taskforge_services::runtime::wasm::WasmConfig;
+use taskforge_services::runtime::builtin::BuiltinRuntime;
+use taskforge_services::runtime::process::{Interpreter, Language, ProcessConfig, ProcessRuntime};
+use taskforge_services::runtime::wasm::{WasmConfig, WasmRuntime};
+use taskforge_services::runtime::{Runtime as RuntimeTrait, Runtimes};
 use taskforge_services::scheduler::SchedulerOptions;
 use taskforge_services::worker::WorkerConfig;
 use tokio::runtime::Runtime;
@@ -74,6 +77,9 @@ pub struct EmbeddedOptions {
     pub prefetch: Option<u32>,
     /// Threads of the cluster's runtime.
     pub threads: usize,
+    /// Interpreted languages the load runs (their runtimes start only then:
+    /// each keeps sandboxes started ahead).
+    pub interpreted: Vec<Language>,
 }
 
 /// A running embedded cluster; [`EmbeddedCluster::stop`] shuts it down.
@@ -112,7 +118,18 @@ impl EmbeddedCluster {
             max_instances: slots.saturating_mul(2).max(16),
             ..WasmConfig::default()
         };
-        let runtimes = Runtimes::builtin_and_wasm(wasm).map_err(io::Error::other)?;
+        let mut runtimes: Vec<Arc<dyn RuntimeTrait>> = vec![
+            Arc::new(BuiltinRuntime::new()),
+            Arc::new(WasmRuntime::new(wasm).map_err(io::Error::other)?),
+        ];
+        for &language in &options.interpreted {
+            runtimes.push(Arc::new(
+                runtime
+                    .block_on(interpreted(language, slots))
+                    .map_err(io::Error::other)?,
+            ));
+        }
+        let runtimes = Runtimes::new(runtimes);
         let config = ClusterConfig {
             workers: options.shape.workers,
             pool_size: options.shape.pool_size,
@@ -198,6 +215,18 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `language` in sandboxes launched through this binary (its `main` runs
+/// the sandbox's processes), as `taskforge up` would run it for `slots`.
+async fn interpreted(language: Language, slots: u32) -> Result<ProcessRuntime, String> {
+    let interpreter = Interpreter::find(language, language.default_command().as_ref())?;
+    let launcher = std::env::current_exe().map_err(|error| error.to_string())?;
+    let config = ProcessConfig {
+        warm: usize::try_from(slots.div_ceil(2).clamp(1, 8)).unwrap_or(1),
+        ..ProcessConfig::new(launcher)
+    };
+    ProcessRuntime::start(interpreter, config).await
 }
 
 #[cfg(test)]

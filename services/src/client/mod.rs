@@ -47,14 +47,14 @@ pub struct Connection {
 
 #[derive(Args, Debug)]
 pub struct DeployArgs {
-    /// The function's code: a `.wasm` or `.wat` module (more languages by
-    /// `--language`).
+    /// The function's code: a `.py` or `.js` handler, or a `.wasm`/`.wat`
+    /// module (other languages by `--language`).
     pub file: PathBuf,
     /// Its name (default: the file's name without extension).
     #[arg(long)]
     pub name: Option<String>,
-    /// Its language (default: from the file's extension: .wasm and .wat are
-    /// `wasm`).
+    /// Its language (default: from the file's extension: .py is `python`,
+    /// .js, .mjs and .cjs are `javascript`, .wasm and .wat are `wasm`).
     #[arg(long)]
     pub language: Option<String>,
     /// Start-to-close timeout of each attempt (default: the platform's).
@@ -147,6 +147,8 @@ fn failed(what: &str, connection: &Connection, status: tonic::Status) -> String 
 fn language_of(file: &Path) -> Option<&'static str> {
     match file.extension()?.to_str()?.to_ascii_lowercase().as_str() {
         "wasm" | "wat" => Some("wasm"),
+        "py" => Some("python"),
+        "js" | "mjs" | "cjs" => Some("javascript"),
         _ => None,
     }
 }
@@ -159,7 +161,7 @@ pub async fn deploy(args: DeployArgs) -> Result<Printed, String> {
         (None, Some(language)) => language.to_string(),
         (None, None) => {
             return Err(format!(
-                "cannot tell the language of {} from its extension (.wasm and .wat are wasm); \
+                "cannot tell the language of {} from its extension (.py, .js, .wasm, .wat); \
                  say it with --language",
                 args.file.display()
             ));
@@ -395,6 +397,8 @@ mod tests {
     fn the_language_comes_from_the_extension() {
         assert_eq!(language_of(Path::new("echo.wat")), Some("wasm"));
         assert_eq!(language_of(Path::new("dir/ECHO.WASM")), Some("wasm"));
+        assert_eq!(language_of(Path::new("handler.py")), Some("python"));
+        assert_eq!(language_of(Path::new("handler.mjs")), Some("javascript"));
         assert_eq!(language_of(Path::new("handler.txt")), None);
         assert_eq!(language_of(Path::new("noext")), None);
     }

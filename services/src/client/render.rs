@@ -43,6 +43,14 @@ pub(super) fn execution(info: &ExecutionInfo) -> String {
         }
         line.push('\n');
     }
+    if !info.logs.is_empty() {
+        line.push_str("logs:\n");
+        for printed in info.logs.lines() {
+            line.push_str("  ");
+            line.push_str(printed);
+            line.push('\n');
+        }
+    }
     line
 }
 

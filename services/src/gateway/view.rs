@@ -49,6 +49,9 @@ pub(crate) struct JobView {
     pub created_at_us: Option<u64>,
     pub started_at_us: Option<u64>,
     pub finished_at_us: Option<u64>,
+    /// The tail of what the function printed (Python and JavaScript).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
 }
 
 impl JobView {
@@ -66,6 +69,7 @@ impl JobView {
             created_at_us: non_zero(info.created_at_us),
             started_at_us: non_zero(info.started_at_us),
             finished_at_us: non_zero(info.finished_at_us),
+            logs: non_empty(&info.logs),
         }
     }
 
@@ -261,6 +265,7 @@ mod tests {
             created_at_us: 10,
             started_at_us: 20,
             finished_at_us: 30,
+            logs: String::new(),
         };
         assert_eq!(
             serde_json::to_value(JobView::from_info(&info)).unwrap(),

@@ -13,6 +13,7 @@
 //! heartbeats; CPU-bound work moves itself to a blocking thread.
 
 pub mod builtin;
+pub mod process;
 pub mod wasm;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -46,6 +48,35 @@ pub trait Prepared: Send + Sync + fmt::Debug + 'static {
     /// Runs one execution on `payload`. Each run is isolated from every
     /// other; it ends soon after `stop` fires.
     fn run(&self, payload: Bytes, stop: Stop) -> BoxFuture<RunResult>;
+
+    /// Runs one execution as the worker does: with its timeout known (a
+    /// runtime may bound CPU time by it) and keeping what the function
+    /// printed. By default, [`run`](Prepared::run) with no logs.
+    fn call(&self, call: Call) -> BoxFuture<Ran> {
+        let run = self.run(call.payload, call.stop);
+        Box::pin(async move {
+            Ran {
+                result: run.await,
+                logs: String::new(),
+            }
+        })
+    }
+}
+
+/// One execution's inputs.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub payload: Bytes,
+    pub stop: Stop,
+    /// The worker stops the execution after this long.
+    pub timeout: Duration,
+}
+
+/// What one execution produced, and the tail of what it printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ran {
+    pub result: RunResult,
+    pub logs: String,
 }
 
 /// Tells a running execution to stop (it was cancelled, or ran out of time).

@@ -134,6 +134,8 @@ enum Line<'a> {
         output: Option<Cow<'a, str>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output_b64: Option<Cow<'a, str>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logs: Option<Cow<'a, str>>,
     },
     Evicted {
         id: HexId,
@@ -289,6 +291,8 @@ impl<'a> From<&'a Record> for Line<'a> {
                     error,
                     output: output.text,
                     output_b64: output.base64,
+                    logs: (!finished.logs.is_empty())
+                        .then_some(Cow::Borrowed(finished.logs.as_str())),
                 }
             }
             Record::Evicted { id } => Line::Evicted { id: HexId(*id) },
@@ -383,6 +387,7 @@ impl Line<'_> {
                 error,
                 output,
                 output_b64,
+                logs,
             } => {
                 let output = WireBytes {
                     text: output,
@@ -414,6 +419,7 @@ impl Line<'_> {
                         worker_id: worker_id.into_owned(),
                         started_at_us,
                         finished_at_us,
+                        logs: logs.map(Cow::into_owned).unwrap_or_default(),
                     },
                 }
             }
@@ -444,6 +450,7 @@ mod tests {
                 worker_id: "worker-1".into(),
                 started_at_us: 1_700_000_000_100_000,
                 finished_at_us: 1_700_000_000_200_000,
+                logs: String::new(),
             },
         }
     }

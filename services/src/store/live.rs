@@ -481,6 +481,7 @@ mod tests {
                 worker_id: String::new(),
                 started_at_us: 0,
                 finished_at_us: 1,
+                logs: String::new(),
             },
         }
     }

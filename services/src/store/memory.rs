@@ -118,6 +118,7 @@ mod tests {
             worker_id: String::new(),
             started_at_us: 0,
             finished_at_us: 9,
+            logs: String::new(),
         };
         restarted.append(&Record::Finished {
             id: ExecutionId(2),

@@ -92,6 +92,8 @@ pub struct FinishedRecord {
     pub worker_id: String,
     pub started_at_us: u64,
     pub finished_at_us: u64,
+    /// The tail of what the attempt printed (runtimes that capture it).
+    pub logs: String,
 }
 
 /// One durable change.

@@ -76,6 +76,7 @@ fn finished_record(terminal: Terminal) -> FinishedRecord {
         worker_id: "worker-1".into(),
         started_at_us: 2_001,
         finished_at_us: 3_000,
+        logs: String::new(),
     }
 }
 
@@ -812,6 +813,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
                 worker_id: "w0".into(),
                 started_at_us: 1,
                 finished_at_us: 2,
+                logs: if attempt % 2 == 0 { String::new() } else { "printed\n".into() },
             },
         }),
         1 => id().prop_map(|id| Record::Evicted { id }),

@@ -36,7 +36,7 @@ use super::definitions::Definitions;
 use super::observer::{TaskEvent, TaskObserver};
 use super::wire::{self, Job};
 use super::{Shutdown, Timebase, WallClock, WorkerConfig};
-use crate::runtime::Stop;
+use crate::runtime::{Call, Ran, Stop};
 
 /// How long a closing worker waits for the scheduler to end its side of the
 /// stream after ending its own.
@@ -119,6 +119,8 @@ struct Task {
     abort: AbortHandle,
     started_at_us: u64,
     finished_at_us: Option<u64>,
+    /// The tail of what the function printed, once it ended.
+    logs: String,
 }
 
 /// A task's end, sent back to the session.
@@ -128,7 +130,7 @@ struct Completion {
     attempt: u32,
     seq: u64,
     finished_at_us: u64,
-    result: Result<Bytes, String>,
+    ran: Ran,
 }
 
 pub(super) struct Session {
@@ -389,10 +391,11 @@ impl Session {
         match self.tasks.get_mut(&key) {
             Some(task) if task.seq == done.seq && task.finished_at_us.is_none() => {
                 task.finished_at_us = Some(done.finished_at_us);
+                task.logs = done.ran.logs;
             }
             _ => return,
         }
-        let outcome = match done.result {
+        let outcome = match done.ran.result {
             Ok(output) => Outcome::Success(output),
             Err(error) => Outcome::Failure {
                 error,
@@ -432,13 +435,15 @@ impl Session {
                     if self.held.get(&execution) == Some(&attempt) {
                         self.held.remove(&execution);
                     }
-                    let (started_at_us, finished_at_us) = match self.let_go((execution, attempt)) {
-                        Some(task) => (
-                            task.started_at_us,
-                            task.finished_at_us.unwrap_or_else(|| (self.clock)()),
-                        ),
-                        None => (0, (self.clock)()),
-                    };
+                    let (started_at_us, finished_at_us, logs) =
+                        match self.let_go((execution, attempt)) {
+                            Some(task) => (
+                                task.started_at_us,
+                                task.finished_at_us.unwrap_or_else(|| (self.clock)()),
+                                task.logs,
+                            ),
+                            None => (0, (self.clock)(), String::new()),
+                        };
                     debug!(%execution, attempt, ?report, "reporting");
                     let report = wire::within_output_limit(report, self.max_output_bytes);
                     self.send(wire::result(
@@ -447,6 +452,7 @@ impl Session {
                         report,
                         started_at_us,
                         finished_at_us,
+                        logs,
                     ))?;
                 }
                 PoolOutput::Heartbeat { running, queued } => {
@@ -475,11 +481,22 @@ impl Session {
         let handle = tokio::spawn({
             let stop = stop.clone();
             async move {
-                let result = match job.definition.prepared().await {
-                    Ok(prepared) => prepared.run(job.payload, stop).await,
-                    Err(error) => Err(error),
+                let ran = match job.definition.prepared().await {
+                    Ok(prepared) => {
+                        prepared
+                            .call(Call {
+                                payload: job.payload,
+                                stop,
+                                timeout: job.timeout,
+                            })
+                            .await
+                    }
+                    Err(error) => Ran {
+                        result: Err(error),
+                        logs: String::new(),
+                    },
                 };
-                guard.finish(result);
+                guard.finish(ran);
             }
         });
         self.tasks.insert(
@@ -490,6 +507,7 @@ impl Session {
                 abort: handle.abort_handle(),
                 started_at_us,
                 finished_at_us: None,
+                logs: String::new(),
             },
         );
         if let Some(observer) = &self.observer {
@@ -547,18 +565,18 @@ struct CompletionGuard {
 }
 
 impl CompletionGuard {
-    fn finish(mut self, result: Result<Bytes, String>) {
-        self.send(result);
+    fn finish(mut self, ran: Ran) {
+        self.send(ran);
     }
 
-    fn send(&mut self, result: Result<Bytes, String>) {
+    fn send(&mut self, ran: Ran) {
         self.sent = true;
         let _ = self.done.send(Completion {
             execution: self.execution,
             attempt: self.attempt,
             seq: self.seq,
             finished_at_us: (self.clock)(),
-            result,
+            ran,
         });
     }
 }
@@ -566,10 +584,13 @@ impl CompletionGuard {
 impl Drop for CompletionGuard {
     fn drop(&mut self) {
         if !self.sent {
-            self.send(Err(
-                "the execution's task ended without a result (it panicked or was aborted)"
-                    .to_string(),
-            ));
+            self.send(Ran {
+                result: Err(
+                    "the execution's task ended without a result (it panicked or was aborted)"
+                        .to_string(),
+                ),
+                logs: String::new(),
+            });
         }
     }
 }

@@ -27,6 +27,9 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 pub(super) struct Job {
     pub(super) definition: Arc<Definition>,
     pub(super) payload: Bytes,
+    /// The start-to-close limit (the pool enforces it; a runtime may also
+    /// bound CPU time by it).
+    pub(super) timeout: Duration,
 }
 
 /// A request that cannot be run, and why; answered at once with a failed result.
@@ -74,6 +77,7 @@ pub(super) fn assignment(
         job: Job {
             definition,
             payload: request.payload,
+            timeout,
         },
     })
 }
@@ -112,6 +116,7 @@ pub(super) fn result(
     report: Report,
     started_at_us: u64,
     finished_at_us: u64,
+    logs: String,
 ) -> WorkerMessage {
     let (outcome, output, error) = match report {
         Report::Succeeded(output) => (Outcome::Succeeded, output, String::new()),
@@ -132,6 +137,7 @@ pub(super) fn result(
         started_at_us,
         finished_at_us,
         outcome: outcome as i32,
+        logs,
     }))
 }
 
@@ -159,6 +165,7 @@ pub(super) fn rejection(rejection: Rejection, now_us: u64) -> WorkerMessage {
         started_at_us: 0,
         finished_at_us: now_us,
         outcome: Outcome::Failed as i32,
+        logs: String::new(),
     }))
 }
 
@@ -298,7 +305,9 @@ mod tests {
             (Report::Cancelled, Outcome::Cancelled, "cancelled"),
         ];
         for (report, outcome, error) in cases {
-            let Some(Message::Result(result)) = super::result(id, 2, report, 10, 20).message else {
+            let Some(Message::Result(result)) =
+                super::result(id, 2, report, 10, 20, "printed\n".into()).message
+            else {
                 panic!("not a result");
             };
             assert_eq!(result.execution_id, "0000000000000007");
@@ -307,6 +316,7 @@ mod tests {
             assert_eq!(result.success, outcome == Outcome::Succeeded);
             assert_eq!(result.error, error);
             assert_eq!((result.started_at_us, result.finished_at_us), (10, 20));
+            assert_eq!(result.logs, "printed\n");
         }
     }
 

@@ -58,6 +58,10 @@ impl Actor {
             info.output = terminal.output().clone();
             info.error = terminal.error().to_string();
             info.finished_at_us = meta.map_or(0, |m| m.finished_at_us);
+            info.logs = meta
+                .and_then(|m| m.logs.as_deref())
+                .unwrap_or_default()
+                .to_string();
         }
         Some(info)
     }

@@ -181,6 +181,9 @@ struct Meta {
     /// `Actor::abandon`): a retry that found it through its key before that
     /// gets UNAVAILABLE too.
     abandoned: bool,
+    /// The tail of what its last attempt printed, once it finished (only
+    /// runtimes that capture output have any).
+    logs: Option<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -236,11 +239,12 @@ struct Triggered {
 }
 
 /// Stamps of the result being applied, for the record of its execution's end.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Stamps {
     id: ExecutionId,
     started_at_us: u64,
     finished_at_us: u64,
+    logs: String,
 }
 
 pub(crate) struct Actor {
@@ -382,6 +386,7 @@ impl Actor {
                 shown: ExecStatus::Pending,
                 idempotency_key: record.idempotency.map(|claim| claim.key.into()),
                 abandoned: false,
+                logs: None,
             };
             let prior = match execution.finished {
                 Some(done) => {
@@ -390,6 +395,7 @@ impl Actor {
                     meta.started_at_us = done.started_at_us;
                     meta.finished_at_us = done.finished_at_us;
                     meta.worker_id = (!done.worker_id.is_empty()).then(|| done.worker_id.into());
+                    meta.logs = (!done.logs.is_empty()).then(|| done.logs.into());
                     finished += 1;
                     Prior::Finished {
                         terminal: done.terminal,
@@ -756,6 +762,7 @@ impl Actor {
                 shown: ExecStatus::Pending,
                 idempotency_key: idempotency.as_ref().map(|claim| claim.key.as_str().into()),
                 abandoned: false,
+                logs: None,
             },
         );
         self.log.push(Record::Accepted(ExecutionRecord {

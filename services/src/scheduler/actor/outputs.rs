@@ -171,21 +171,27 @@ impl Actor {
                 function.live = function.live.saturating_sub(1);
             }
         }
-        let stamps = self.stamps.filter(|s| s.id == id);
+        let stamps = match &self.stamps {
+            Some(stamps) if stamps.id == id => self.stamps.take(),
+            _ => None,
+        };
         let now_us = (self.clock)();
         let attempt = self.core.execution(id).map_or(0, |view| view.attempt);
         let Some(meta) = self.meta.get_mut(&id) else {
             return;
         };
-        if let Some(stamps) = stamps {
+        if let Some(stamps) = &stamps {
             if stamps.started_at_us != 0 {
                 meta.started_at_us = stamps.started_at_us;
             }
         }
         meta.finished_at_us = stamps
+            .as_ref()
             .map(|s| s.finished_at_us)
             .filter(|&at| at != 0)
             .unwrap_or(now_us);
+        let logs = stamps.map(|s| s.logs).unwrap_or_default();
+        meta.logs = (!logs.is_empty()).then(|| logs.as_str().into());
         self.log.push(Record::Finished {
             id,
             finished: FinishedRecord {
@@ -194,6 +200,7 @@ impl Actor {
                 worker_id: meta.worker_id.as_deref().unwrap_or_default().to_string(),
                 started_at_us: meta.started_at_us,
                 finished_at_us: meta.finished_at_us,
+                logs,
             },
         });
         self.unpublished.insert(id, meta.shown);

@@ -104,6 +104,7 @@ impl Actor {
                     id,
                     started_at_us: result.started_at_us,
                     finished_at_us: result.finished_at_us,
+                    logs: truncate_logs(result.logs),
                 });
                 let disposition = self.core.result(now, session, id, attempt, outcome);
                 self.observe(&SchedulerEvent::Result {
@@ -136,4 +137,19 @@ fn capabilities(runtimes: &[String]) -> Capabilities {
         return Capabilities::Any;
     }
     Capabilities::only(runtimes.iter().map(|name| runtime_of(name)))
+}
+
+/// The most of a result's logs kept per execution: workers send a tail this
+/// size already; a worker that sends more has the front cut.
+const MAX_LOG_BYTES: usize = 16 << 10;
+
+fn truncate_logs(mut logs: String) -> String {
+    if logs.len() > MAX_LOG_BYTES {
+        let mut cut = logs.len() - MAX_LOG_BYTES;
+        while !logs.is_char_boundary(cut) {
+            cut += 1;
+        }
+        logs.drain(..cut);
+    }
+    logs
 }
