@@ -593,3 +593,86 @@ fn python_and_node_are_present_here() {
         assert!(output.status.success());
     }
 }
+
+/// The sandbox as an ordinary user gets it: run as root, this starts the
+/// launcher as `nobody` (the path where the launcher's own user namespace
+/// grants the rights to build the sandbox); run as an ordinary user, every
+/// other test here already takes that path, and this one does too.
+#[test]
+fn an_unprivileged_worker_gets_the_same_sandbox() {
+    use std::io::{Read, Write};
+    use std::os::unix::process::CommandExt;
+    // nobody cannot reach an interpreter under root's home (pyenv's), so
+    // take the system's when running as root.
+    let command = if is_root() && Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let python = Interpreter::find(Language::Python, command.as_ref()).unwrap();
+    let spec = Spec {
+        program: python.program.clone(),
+        args: Language::Python.args(256 << 20),
+        read_only: python.read_only_paths(),
+        tmp_bytes: 1 << 20,
+        limits: Limits {
+            processes: Some(32),
+            ..Limits::default()
+        },
+        isolate: true,
+    };
+    let mut launcher = std::process::Command::new(launcher());
+    launcher
+        .arg("sandbox-exec")
+        .arg(spec.to_arg())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if is_root() {
+        launcher.uid(65534).gid(65534);
+    }
+    let mut child = launcher.spawn().unwrap();
+    let code = b"import os, socket\ndef handler(event):\n    try:\n        socket.create_connection(('127.0.0.1', 1), timeout=2)\n        net = 'reached'\n    except OSError as error:\n        net = str(error)\n    open('/tmp/scratch', 'w').write('x')\n    return {'uid': os.getuid(), 'pid': os.getpid(), 'net': net, 'root': sorted(os.listdir('/'))}\n";
+    let header = serde_json::to_string(&RequestLimits::default()).unwrap();
+    let request = [
+        format!("{header}\n{}\n", code.len()).as_bytes(),
+        code.as_slice(),
+        b"null",
+    ]
+    .concat();
+    child.stdin.take().unwrap().write_all(&request).unwrap();
+    let mut results = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut results)
+        .unwrap();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{logs}");
+    let answer: Value = serde_json::from_str(
+        results
+            .strip_prefix("ready\nok\n")
+            .unwrap_or_else(|| panic!("{results:?} {logs}")),
+    )
+    .unwrap();
+    assert_eq!(answer["uid"], 1000, "{answer}");
+    assert_eq!(answer["pid"], 1, "{answer}");
+    assert!(
+        answer["net"].as_str().unwrap().contains("unreachable"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["root"],
+        json!([
+            "bin", "dev", "etc", "lib", "lib64", "proc", "sbin", "tmp", "usr"
+        ]),
+        "{answer}"
+    );
+}

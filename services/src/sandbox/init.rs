@@ -69,13 +69,14 @@ fn run(spec_arg: &str) -> Result<Infallible, String> {
     Err(format!("cannot start {}: {error}", spec.program.display()))
 }
 
-/// Drops every privilege. As root: leave root's groups, become `nobody`,
-/// then make a user namespace in which `nobody` is [`SANDBOX_ID`]. Otherwise
-/// the launcher's user namespace already maps the worker's user to it.
-/// Either way the interpreter is started by a non-zero user id, so it starts
-/// without capabilities.
+/// Drops every privilege: makes a user namespace of its own in which the
+/// only user is [`SANDBOX_ID`], mapped to `nobody` on the host when the
+/// worker is root, else to the worker's own user (root of the launcher's
+/// user namespace). The interpreter is started by that non-zero user id, so
+/// it starts without capabilities, and holds none over any namespace but
+/// that empty one.
 fn become_sandbox_user() -> Result<(), String> {
-    if geteuid().is_root() {
+    let outer = if host_root()? {
         let nobody = (Uid::from_raw(HOST_NOBODY), Gid::from_raw(HOST_NOBODY));
         setgroups(&[]).map_err(|error| format!("cannot drop groups: {error}"))?;
         setresgid(nobody.1, nobody.1, nobody.1)
@@ -85,15 +86,29 @@ fn become_sandbox_user() -> Result<(), String> {
         // A process that changed its user is not dumpable, which would make
         // its own /proc/self/uid_map unwritable.
         prctl::set_dumpable(true).map_err(|error| format!("cannot set dumpable: {error}"))?;
-        unshare(CloneFlags::CLONE_NEWUSER)
-            .map_err(|error| format!("cannot create a user namespace: {error}"))?;
-        launcher::map_ids(HOST_NOBODY, HOST_NOBODY)?;
-    }
+        HOST_NOBODY
+    } else {
+        0
+    };
+    unshare(CloneFlags::CLONE_NEWUSER)
+        .map_err(|error| format!("cannot create a user namespace: {error}"))?;
+    launcher::map_ids(SANDBOX_ID, outer, outer)?;
     let (uid, gid) = (Uid::from_raw(SANDBOX_ID), Gid::from_raw(SANDBOX_ID));
     setresgid(gid, gid, gid)
         .map_err(|error| format!("cannot become the sandbox group: {error}"))?;
     setresuid(uid, uid, uid).map_err(|error| format!("cannot become the sandbox user: {error}"))?;
     Ok(())
+}
+
+/// Whether this is the host's root (in the initial user namespace, whose
+/// map is the identity over all ids) rather than root of the launcher's.
+fn host_root() -> Result<bool, String> {
+    if !geteuid().is_root() {
+        return Err("the init does not run as root of its namespaces".into());
+    }
+    let map = std::fs::read_to_string("/proc/self/uid_map")
+        .map_err(|error| format!("cannot read /proc/self/uid_map: {error}"))?;
+    Ok(map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
 }
 
 /// Descriptor 3 = the result pipe (our stdout); 1 = the log pipe (stderr).

@@ -3,9 +3,10 @@
 //!
 //! 1. Blocks SIGTERM, SIGINT and SIGCHLD (it waits for them below).
 //! 2. Creates the namespaces: as root, mount, PID, network, IPC and UTS (the
-//!    init builds its filesystem with root's rights and then makes its own
-//!    user namespace); otherwise all of those and a user namespace, mapping
-//!    its user to [`SANDBOX_ID`](super::SANDBOX_ID).
+//!    init builds its filesystem with root's rights); otherwise all of those
+//!    inside a user namespace that maps its user to root, so the init has
+//!    the rights it needs there. Either way the init then drops them in a
+//!    user namespace of its own (see [`super::init`]).
 //! 3. Starts the init (`sandbox-init`), which becomes PID 1 of the new PID
 //!    namespace, and hands its own stdout (the result pipe) to it alone. As
 //!    root, it then becomes `nobody`, the user the interpreter runs as.
@@ -31,7 +32,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::{Gid, Pid, Uid, getegid, geteuid, setgroups, setresgid, setresuid};
 use rustix::process::{Resource, Rlimit, prlimit};
 
-use super::{HOST_NOBODY, Limits, RequestLimits, SANDBOX_ID, Spec, init};
+use super::{HOST_NOBODY, Limits, RequestLimits, Spec, init};
 
 pub const SUBCOMMAND: &str = "sandbox-exec";
 
@@ -61,8 +62,10 @@ fn run(spec_arg: &str) -> Result<i32, String> {
     waited
         .thread_block()
         .map_err(|error| format!("could not block signals: {error}"))?;
+    // Asked before any user namespace, where everyone is root.
+    let host_root = geteuid().is_root();
     if spec.isolate {
-        enter_namespaces()?;
+        enter_namespaces(host_root)?;
     }
 
     let program =
@@ -85,7 +88,7 @@ fn run(spec_arg: &str) -> Result<i32, String> {
     let pid = Pid::from_raw(
         i32::try_from(child.id()).map_err(|_| "the init's process id is out of range")?,
     );
-    if spec.isolate && geteuid().is_root() {
+    if spec.isolate && host_root {
         become_nobody()?;
     }
     // Only the interpreter keeps the result pipe open: its end is EOF.
@@ -223,30 +226,31 @@ impl Request {
 /// Namespaces for the init. An unprivileged user can only make the others
 /// inside a user namespace it owns; root makes them directly, so the init can
 /// still read what root can while it builds the filesystem.
-fn enter_namespaces() -> Result<(), String> {
+fn enter_namespaces(host_root: bool) -> Result<(), String> {
     let namespaces = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
-    if geteuid().is_root() {
+    if host_root {
         return unshare(namespaces).map_err(|error| format!("cannot create namespaces: {error}"));
     }
     let (uid, gid) = (geteuid(), getegid());
     unshare(namespaces | CloneFlags::CLONE_NEWUSER)
         .map_err(|error| format!("cannot create a user namespace: {error}"))?;
-    map_ids(uid.as_raw(), gid.as_raw())
+    map_ids(0, uid.as_raw(), gid.as_raw())
 }
 
-/// Maps `SANDBOX_ID` in this process's new user namespace to `uid`/`gid`
-/// outside it (the only mapping an unprivileged process may write).
-pub(super) fn map_ids(uid: u32, gid: u32) -> Result<(), String> {
+/// Maps `inside` in this process's new user namespace to `uid`/`gid`
+/// outside it: one id, its own, the only mapping an unprivileged process
+/// may write.
+pub(super) fn map_ids(inside: u32, uid: u32, gid: u32) -> Result<(), String> {
     let write = |file: &str, text: String| {
         std::fs::write(file, text).map_err(|error| format!("cannot write {file}: {error}"))
     };
     write("/proc/self/setgroups", "deny".into())?;
-    write("/proc/self/uid_map", format!("{SANDBOX_ID} {uid} 1\n"))?;
-    write("/proc/self/gid_map", format!("{SANDBOX_ID} {gid} 1\n"))
+    write("/proc/self/uid_map", format!("{inside} {uid} 1\n"))?;
+    write("/proc/self/gid_map", format!("{inside} {gid} 1\n"))
 }
 
 /// Root's work is done once the init runs. As the same user as the
