@@ -118,6 +118,10 @@ struct RuntimeArgs {
     /// Processes and threads one sandbox may run at once.
     #[arg(long, env = "TASKFORGE_SANDBOX_PROCESSES", default_value_t = 64, value_parser = clap::value_parser!(u64).range(4..=4096))]
     sandbox_processes: u64,
+    /// Sandboxes started ahead of need, per language [default: half the
+    /// slots, 1 to 8]; 0 starts each when its execution comes.
+    #[arg(long, env = "TASKFORGE_SANDBOX_WARM", value_parser = clap::value_parser!(u32).range(0..=256))]
+    sandbox_warm: Option<u32>,
     /// A host path Python and JavaScript functions may read (bound
     /// read-only into every sandbox); repeat for more.
     #[arg(long, env = "TASKFORGE_SANDBOX_READ_ONLY", value_delimiter = ',')]
@@ -194,7 +198,11 @@ impl RuntimeArgs {
             processes: self.sandbox_processes,
             // Started ahead: half the slots, so a burst finds some ready
             // while the rest start.
-            warm: usize::try_from(slots.div_ceil(2).clamp(1, 8)).unwrap_or(1),
+            warm: usize::try_from(
+                self.sandbox_warm
+                    .unwrap_or_else(|| slots.div_ceil(2).clamp(1, 8)),
+            )
+            .unwrap_or(1),
             max_output_bytes,
             extra_read_only: self.sandbox_read_only.clone(),
             ..ProcessConfig::new(launcher)

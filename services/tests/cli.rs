@@ -174,3 +174,50 @@ async fn deploy_checks_webassembly_modules() {
     );
     cluster.shutdown().await;
 }
+
+#[tokio::test]
+async fn deploy_a_python_file_and_see_its_logs() {
+    use std::sync::Arc;
+    use taskforge_services::runtime::process::{
+        Interpreter, Language, ProcessConfig, ProcessRuntime,
+    };
+    use taskforge_services::runtime::{Runtime, Runtimes};
+    use taskforge_services::worker::WorkerConfig;
+
+    let dir = TempDir::new("cli-python");
+    let python = Interpreter::find(Language::Python, "python3".as_ref()).expect("python3");
+    let config = ProcessConfig {
+        warm: 1,
+        ..ProcessConfig::new(env!("CARGO_BIN_EXE_taskforge").into())
+    };
+    let runtime = ProcessRuntime::start(python, config).await.expect("python");
+    let cluster = Cluster::start(taskforge_services::cluster::ClusterConfig {
+        worker: WorkerConfig {
+            runtimes: Runtimes::new([Arc::new(runtime) as Arc<dyn Runtime>]),
+            ..WorkerConfig::new("worker", 2)
+        },
+        ..support::cluster::loopback(&dir, 1, 2)
+    })
+    .await
+    .expect("start the cluster");
+    let addr = cluster.grpc_addr;
+    let file = format!("{}/../examples/hello.py", env!("CARGO_MANIFEST_DIR"));
+
+    let deployed = taskforge(addr, &["deploy", &file], None).await;
+    assert!(deployed.status.success(), "{}", stderr(&deployed));
+    assert!(
+        stdout(&deployed).contains("deployed hello (python)"),
+        "{}",
+        stdout(&deployed)
+    );
+    let invoked = taskforge(
+        addr,
+        &["invoke", "hello", r#"{"name":"Ada"}"#, "--wait", "30s"],
+        None,
+    )
+    .await;
+    assert!(invoked.status.success(), "{}", stderr(&invoked));
+    let text = stdout(&invoked);
+    assert!(text.contains(r#"{"message":"Hello, Ada!"}"#), "{text}");
+    assert!(text.contains("logs:\n  greeting Ada\n"), "{text}");
+}

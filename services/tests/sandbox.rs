@@ -676,3 +676,29 @@ fn an_unprivileged_worker_gets_the_same_sandbox() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_output_fails_the_attempt() {
+    let python = runtime(
+        Language::Python,
+        ProcessConfig {
+            max_output_bytes: 1000,
+            ..config()
+        },
+    )
+    .await;
+    let ran = run(
+        &python,
+        "def handler(event):\n    return 'x' * 5000\n",
+        json!(null),
+    )
+    .await;
+    assert!(failure(&ran).contains("the limit"), "{}", failure(&ran));
+    let ran = run(
+        &python,
+        "def handler(event):\n    return 'x' * 900\n",
+        json!(null),
+    )
+    .await;
+    assert_eq!(output(&ran).as_str().map(str::len), Some(900));
+}
