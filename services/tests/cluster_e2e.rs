@@ -219,15 +219,21 @@ async fn workers_times_pool_size_run_at_once_and_the_next_one_waits() {
 #[tokio::test]
 async fn bad_input_to_the_real_scheduler_gets_clear_errors() {
     let c = start(1, 1).await;
-    let python = json!({"name": "x", "language": "python", "code": "print(1)"});
+    let cobol = json!({"name": "x", "language": "cobol", "code": "DISPLAY 'HI'."});
     let message = c
-        .post("/functions", &python.to_string())
+        .post("/functions", &cobol.to_string())
         .await
         .error(StatusCode::BAD_REQUEST, "invalid_argument");
     assert!(
-        message.contains("builtin"),
+        message.contains("builtin, javascript, python, wasm"),
         "lists the supported: {message}"
     );
+    let no_handler = json!({"name": "x", "language": "python", "code": "print(1)"});
+    let message = c
+        .post("/functions", &no_handler.to_string())
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_argument");
+    assert!(message.contains("defines no `handler`"), "{message}");
 
     let unknown_handler = json!({"name": "x", "language": "builtin", "code": "teleport"});
     let message = c
