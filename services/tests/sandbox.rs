@@ -656,12 +656,16 @@ fn an_unprivileged_worker_gets_the_same_sandbox() {
         .read_to_string(&mut logs)
         .unwrap();
     assert!(child.wait().unwrap().success(), "{logs}");
-    let answer: Value = serde_json::from_str(
-        results
-            .strip_prefix("ready\nok\n")
-            .unwrap_or_else(|| panic!("{results:?} {logs}")),
-    )
-    .unwrap();
+    let report = results
+        .strip_prefix("ready\nok ")
+        .and_then(|rest| rest.split_once('\n'))
+        .unwrap_or_else(|| panic!("{results:?} {logs}"));
+    assert_eq!(
+        report.0.parse::<usize>().unwrap(),
+        report.1.len(),
+        "framed by its length"
+    );
+    let answer: Value = serde_json::from_str(report.1).unwrap();
     assert_eq!(answer["uid"], 1000, "{answer}");
     assert_eq!(answer["pid"], 1, "{answer}");
     assert!(

@@ -1,15 +1,24 @@
 // TaskForge's JavaScript bootstrap: runs one function once, in a throwaway sandbox.
 // Descriptor 3 carries the result; 1 and 2 carry what the function prints.
 // Protocol: write "ready\n" on 3; read the request on stdin ("<code length>\n",
-// the code, then the event as JSON); write "ok\n<json>" or "error\n<json>".
+// the code, then the event as JSON); end the log with END; write
+// "ok <length>\n<json>" or "error <length>\n<json>" on 3. The worker takes the
+// result then, without waiting for the sandbox to be torn down.
 'use strict';
 const fs = require('fs');
 const Module = require('module');
 const RESULT = 3;
+// Made on first use, which costs milliseconds: make them before the request.
+void process.stdout;
+void process.stderr;
 fs.writeSync(RESULT, 'ready\n');
 
+const END = '\0taskforge:end-of-logs\0';
+
 function finish(kind, body) {
-  fs.writeSync(RESULT, kind + '\n' + body);
+  const bytes = Buffer.from(body, 'utf8');
+  fs.writeSync(2, END);
+  fs.writeSync(RESULT, Buffer.concat([Buffer.from(`${kind} ${bytes.length}\n`), bytes]));
   process.exit(0);
 }
 

@@ -1,7 +1,9 @@
 # TaskForge's Python bootstrap: runs one function once, in a throwaway sandbox.
 # Descriptor 3 carries the result; 1 and 2 carry what the function prints.
 # Protocol: write "ready\n" on 3; read the request on stdin ("<code length>\n",
-# the code, then the event as JSON); write "ok\n<json>" or "error\n<json>".
+# the code, then the event as JSON); end the log with END; write
+# "ok <length>\n<json>" or "error <length>\n<json>" on 3. The worker takes the
+# result then, without waiting for the sandbox to be torn down.
 import json, os, sys, traceback
 
 # Line by line, so the log keeps stdout and stderr in the order printed.
@@ -11,10 +13,13 @@ os.set_inheritable(3, False)
 _result.write(b"ready\n")
 _result.flush()
 
+END = b"\0taskforge:end-of-logs\0"
+
 def _finish(kind, body):
     sys.stdout.flush()
     sys.stderr.flush()
-    _result.write(kind + b"\n" + body)
+    os.write(2, END)
+    _result.write(b"%s %d\n%s" % (kind, len(body), body))
     _result.flush()
     os._exit(0)
 

@@ -185,6 +185,9 @@ impl Prepared for PreparedScript {
         Box::pin(async move {
             let language = shared.interpreter.language;
             let config = &shared.config;
+            // However this call ends (even aborted by a timeout), the pool
+            // starts a replacement once it is over.
+            let _refill = pool::Refill(shared.pool.clone());
             // JavaScript's heap size is fixed when node starts: a function
             // with its own memory limit gets a sandbox started for it.
             let warm = if memory_bytes == config.memory_bytes || language == Language::Python {
@@ -208,14 +211,15 @@ impl Prepared for PreparedScript {
                 address_space_bytes: Some(language.address_space_bytes(memory_bytes)),
             };
             let request = protocol::request(&limits, &code, &call.payload);
-            tokio::select! {
+            let ran = tokio::select! {
                 ran = protocol::exchange(&mut warm, request, config.max_output_bytes) => ran,
                 () = call.stop.stopped() => {
                     // Wait until nothing of it runs any more.
                     let _ = warm.sandbox.kill().await;
                     Ran { result: Err("stopped".to_string()), logs: String::new() }
                 }
-            }
+            };
+            ran
         })
     }
 }

@@ -21,9 +21,9 @@ pub(super) struct Warm {
     pub(super) results: BufReader<ChildStdout>,
 }
 
-/// Up to `target` ready sandboxes of one spec. Taking one starts a
-/// replacement in the background; a sandbox that fails to start is not
-/// retried here (the next execution starts one itself and reports why).
+/// Up to `target` ready sandboxes of one spec, replaced in the background
+/// as they are used; a sandbox that fails to start is not retried here (the
+/// next execution starts one itself and reports why).
 #[derive(Debug)]
 pub(super) struct WarmPool {
     launcher: PathBuf,
@@ -49,22 +49,27 @@ impl WarmPool {
     }
 
     /// A ready sandbox: a warm one if there is one, else one started now.
+    /// The caller refills ([`fill`](WarmPool::fill)) once its execution is
+    /// done, so the replacement's start does not compete with it for CPU.
     pub(super) async fn take(self: &Arc<Self>) -> Result<Warm, String> {
         let warm = self.lock().ready.pop();
-        self.fill();
         match warm {
             Some(warm) => Ok(warm),
             None => start(&self.launcher, &self.spec).await,
         }
     }
 
-    /// Starts sandboxes until `target` are ready or starting.
+    /// Starts sandboxes until `target` are ready or starting (in the
+    /// background: outside a Tokio runtime, it does nothing).
     pub(super) fn fill(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let mut state = self.lock();
         while state.ready.len() + state.starting < self.target {
             state.starting += 1;
             let pool = self.clone();
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 let started = start(&pool.launcher, &pool.spec).await;
                 let mut state = pool.lock();
                 state.starting -= 1;
@@ -81,6 +86,16 @@ impl WarmPool {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Refills the pool when dropped: held by an execution for its lifetime.
+#[derive(Debug)]
+pub(super) struct Refill(pub(super) Arc<WarmPool>);
+
+impl Drop for Refill {
+    fn drop(&mut self) {
+        self.0.fill();
     }
 }
 

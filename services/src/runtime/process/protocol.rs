@@ -2,11 +2,15 @@
 //!
 //! To the launcher: one JSON line of [`RequestLimits`] (it applies them),
 //! then, passed on to the interpreter: `<code length>\n`, the code, and the
-//! event. Back, on the result pipe: `ok\n<JSON>` or `error\n<JSON with
-//! message and trace>`; on the log pipe, whatever the function printed.
+//! event. Back, on the log pipe: whatever the function printed, then
+//! [`LOGS_END`]; on the result pipe: `ok <length>\n<JSON>` or
+//! `error <length>\n<JSON with message and trace>`. Both are complete before
+//! the interpreter exits, so the worker answers without waiting for the
+//! sandbox's teardown (a millisecond or more: the kernel unmounts its tree
+//! and reaps its PID namespace); dropping the sandbox then finishes it off.
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::Ran;
 use super::pool::Warm;
@@ -14,6 +18,13 @@ use crate::sandbox::{RequestLimits, exit_status_text, launcher};
 
 /// How much of what a function printed is kept, from the end.
 pub(super) const LOG_TAIL_BYTES: usize = 16 << 10;
+
+/// What the bootstraps print last on the log pipe (a function that prints
+/// it too only cuts its own log short).
+pub(super) const LOGS_END: &[u8] = b"\0taskforge:end-of-logs\0";
+
+/// Room for an error report beyond the output limit (message and trace).
+const ERROR_ROOM: usize = 64 << 10;
 
 pub(super) fn request(limits: &RequestLimits, code: &[u8], payload: &[u8]) -> Vec<u8> {
     let header = serde_json::to_string(limits).expect("limits are plain data");
@@ -29,8 +40,9 @@ pub(super) fn request(limits: &RequestLimits, code: &[u8], payload: &[u8]) -> Ve
     request
 }
 
-/// Sends the request, collects the result and the log tail, and waits until
-/// the sandbox is gone.
+/// Sends the request, then collects the result and the log tail. Only if
+/// the interpreter ended without a result does it wait for the sandbox's
+/// exit, which says why.
 pub(super) async fn exchange(warm: &mut Warm, request: Vec<u8>, max_output_bytes: usize) -> Ran {
     let stdin = warm.sandbox.stdin.take();
     let stderr = warm.sandbox.stderr.take();
@@ -40,81 +52,109 @@ pub(super) async fn exchange(warm: &mut Warm, request: Vec<u8>, max_output_bytes
             let _ = stdin.write_all(&request).await;
         }
     };
-    // "ok\n" or "error\n", and room for an error's message and trace.
-    let room = max_output_bytes + (16 << 10);
-    let results = read_at_most(&mut warm.results, room);
+    let frame = read_frame(&mut warm.results, max_output_bytes + ERROR_ROOM);
     let logs = async move {
         match stderr {
             Some(stderr) => tail(stderr, LOG_TAIL_BYTES).await,
             None => String::new(),
         }
     };
-    let ((), results, logs) = tokio::join!(send, results, logs);
-    let status = warm.sandbox.wait().await;
-    let result = match (results, status) {
-        (Ok(results), _) if results.len() > room => Err(format!(
-            "the output is over {max_output_bytes} bytes, the limit"
+    let ((), frame, logs) = tokio::join!(send, frame, logs);
+    let result = match frame {
+        Ok(Frame::Report { ok, body }) => outcome(ok, body, max_output_bytes),
+        Ok(Frame::TooLarge(length)) => Err(format!(
+            "the output is {length} bytes; the limit is {max_output_bytes}"
         )),
-        (Ok(results), Ok(status)) => outcome(results.freeze(), status, max_output_bytes),
-        (Err(error), _) | (_, Err(error)) => Err(format!("lost the sandbox: {error}")),
+        Ok(Frame::Missing) | Err(_) => match warm.sandbox.wait().await {
+            Ok(status) => Err(no_result(status)),
+            Err(error) => Err(format!("lost the sandbox: {error}")),
+        },
     };
     Ran { result, logs }
 }
 
-/// What the bootstrap reported, or why there is no report.
-fn outcome(
-    results: Bytes,
-    status: std::process::ExitStatus,
-    max_output_bytes: usize,
-) -> Result<Bytes, String> {
-    if let Some(output) = results.strip_prefix(b"ok\n") {
-        if output.len() > max_output_bytes {
+/// What came on the result pipe.
+#[derive(Debug, PartialEq, Eq)]
+enum Frame {
+    Report {
+        ok: bool,
+        body: Bytes,
+    },
+    /// A report longer than anything the worker would accept.
+    TooLarge(usize),
+    /// Nothing, or not a report: the interpreter died, or the function wrote
+    /// on the result pipe itself.
+    Missing,
+}
+
+async fn read_frame(
+    reader: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    room: usize,
+) -> std::io::Result<Frame> {
+    let mut header = String::new();
+    (&mut *reader).take(64).read_line(&mut header).await?;
+    let parsed = header
+        .strip_suffix('\n')
+        .and_then(|line| line.split_once(' '))
+        .and_then(|(kind, length)| Some((kind, length.parse::<usize>().ok()?)));
+    let (ok, length) = match parsed {
+        Some(("ok", length)) => (true, length),
+        Some(("error", length)) => (false, length),
+        _ => return Ok(Frame::Missing),
+    };
+    if length > room {
+        return Ok(Frame::TooLarge(length));
+    }
+    let mut body = vec![0; length];
+    match reader.read_exact(&mut body).await {
+        Ok(_) => Ok(Frame::Report {
+            ok,
+            body: Bytes::from(body),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Frame::Missing),
+        Err(error) => Err(error),
+    }
+}
+
+/// The output of an `ok` report, or the error of an `error` report.
+fn outcome(ok: bool, body: Bytes, max_output_bytes: usize) -> Result<Bytes, String> {
+    if ok {
+        if body.len() > max_output_bytes {
             return Err(format!(
                 "the output is {} bytes; the limit is {max_output_bytes}",
-                output.len()
+                body.len()
             ));
         }
-        return match serde_json::from_slice::<serde::de::IgnoredAny>(output) {
-            Ok(_) => Ok(results.slice(3..)),
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            Ok(_) => Ok(body),
             Err(_) => Err("the function's result is not valid JSON".to_string()),
         };
     }
-    if let Some(report) = results.strip_prefix(b"error\n") {
-        #[derive(serde::Deserialize)]
-        struct Failure {
-            message: String,
-            #[serde(default)]
-            trace: String,
-        }
-        return Err(match serde_json::from_slice::<Failure>(report) {
-            Ok(failure) if failure.trace.is_empty() => failure.message,
-            Ok(failure) => format!("{}\n{}", failure.message, failure.trace.trim_end()),
-            Err(_) => "the function's error report is not valid JSON".to_string(),
-        });
+    #[derive(serde::Deserialize)]
+    struct Failure {
+        message: String,
+        #[serde(default)]
+        trace: String,
     }
+    Err(match serde_json::from_slice::<Failure>(&body) {
+        Ok(failure) if failure.trace.is_empty() => failure.message,
+        Ok(failure) => format!("{}\n{}", failure.message, failure.trace.trim_end()),
+        Err(_) => "the function's error report is not valid JSON".to_string(),
+    })
+}
+
+/// Why there is no result, from how the sandbox ended.
+fn no_result(status: std::process::ExitStatus) -> String {
     if status.code() == Some(launcher::SETUP_FAILED) {
-        return Err("the sandbox failed (see the logs)".to_string());
+        return "the sandbox failed (see the logs)".to_string();
     }
-    Err(format!(
+    format!(
         "the function's process ended without a result: {}",
         exit_status_text(status)
-    ))
+    )
 }
 
-/// Reads to EOF, keeping at most `limit + 1` bytes (one more tells "over").
-async fn read_at_most(
-    reader: &mut (impl AsyncRead + Unpin),
-    limit: usize,
-) -> std::io::Result<BytesMut> {
-    let mut buffer = Vec::new();
-    reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut buffer)
-        .await?;
-    Ok(BytesMut::from(&buffer[..]))
-}
-
-/// Reads to EOF, keeping the last `keep` bytes, as text.
+/// Reads until [`LOGS_END`] or EOF, keeping the last `keep` bytes, as text.
 async fn tail(mut reader: impl AsyncRead + Unpin, keep: usize) -> String {
     let mut kept: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 8192];
@@ -122,9 +162,15 @@ async fn tail(mut reader: impl AsyncRead + Unpin, keep: usize) -> String {
         match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                // Where the marker may start: it can span two reads.
+                let from = kept.len().saturating_sub(LOGS_END.len());
                 kept.extend_from_slice(&chunk[..n]);
-                if kept.len() > 2 * keep {
-                    kept.drain(..kept.len() - keep);
+                if let Some(at) = find(&kept[from..], LOGS_END) {
+                    kept.truncate(from + at);
+                    break;
+                }
+                if kept.len() > 2 * keep + LOGS_END.len() {
+                    kept.drain(..kept.len() - keep - LOGS_END.len());
                 }
             }
         }
@@ -133,6 +179,12 @@ async fn tail(mut reader: impl AsyncRead + Unpin, keep: usize) -> String {
         kept.drain(..kept.len() - keep);
     }
     String::from_utf8_lossy(&kept).into_owned()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 #[cfg(test)]
@@ -157,24 +209,61 @@ mod tests {
         );
     }
 
+    async fn frame(bytes: &'static [u8], room: usize) -> Frame {
+        read_frame(&mut tokio::io::BufReader::new(bytes), room)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn reports_are_framed_by_their_length() {
+        let ok = frame(b"ok 7\n{\"a\":1}trailing", 100).await;
+        assert_eq!(
+            ok,
+            Frame::Report {
+                ok: true,
+                body: Bytes::from_static(b"{\"a\":1}")
+            }
+        );
+        assert_eq!(
+            frame(b"error 2\n{}", 100).await,
+            Frame::Report {
+                ok: false,
+                body: Bytes::from_static(b"{}")
+            }
+        );
+        assert_eq!(frame(b"ok 5000\n", 100).await, Frame::TooLarge(5000));
+        assert_eq!(frame(b"ok 7\n{}", 100).await, Frame::Missing, "cut short");
+        assert_eq!(frame(b"", 100).await, Frame::Missing);
+        assert_eq!(frame(b"hello\n", 100).await, Frame::Missing);
+    }
+
     #[test]
     fn reports_become_outputs_and_errors() {
-        let ok = outcome(Bytes::from_static(b"ok\n{\"a\":1}"), exit(0), 100);
+        let ok = outcome(true, Bytes::from_static(b"{\"a\":1}"), 100);
         assert_eq!(ok, Ok(Bytes::from_static(b"{\"a\":1}")));
         let failed = outcome(
-            Bytes::from_static(b"error\n{\"message\":\"ValueError: no\",\"trace\":\"line 3\\n\"}"),
-            exit(0),
+            false,
+            Bytes::from_static(b"{\"message\":\"ValueError: no\",\"trace\":\"line 3\\n\"}"),
             100,
         );
         assert_eq!(failed, Err("ValueError: no\nline 3".to_string()));
-        let large = outcome(Bytes::from_static(b"ok\n\"0123456789\""), exit(0), 5);
+        let large = outcome(true, Bytes::from_static(b"\"0123456789\""), 5);
         assert!(large.unwrap_err().contains("the limit is 5"));
-        let garbage = outcome(Bytes::from_static(b"ok\n{nope"), exit(0), 100);
+        let garbage = outcome(true, Bytes::from_static(b"{nope"), 100);
         assert!(garbage.unwrap_err().contains("not valid JSON"));
-        let killed = outcome(Bytes::new(), std::process::ExitStatus::from_raw(9), 100);
-        assert!(killed.unwrap_err().contains("killed by SIGKILL"));
-        let cpu = outcome(Bytes::new(), exit(128 + 24), 100);
-        assert!(cpu.unwrap_err().contains("CPU time limit"));
+        let killed = no_result(std::process::ExitStatus::from_raw(9));
+        assert!(killed.contains("killed by SIGKILL"));
+        let cpu = no_result(exit(128 + 24));
+        assert!(cpu.contains("CPU time limit"));
+    }
+
+    #[tokio::test]
+    async fn the_log_ends_at_the_marker() {
+        let mut printed = b"hello\n".to_vec();
+        printed.extend_from_slice(LOGS_END);
+        printed.extend_from_slice(b"a child's late line\n");
+        assert_eq!(tail(&printed[..], 100).await, "hello\n");
     }
 
     #[tokio::test]
