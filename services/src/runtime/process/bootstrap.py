@@ -6,6 +6,13 @@
 # result then, without waiting for the sandbox to be torn down.
 import json, os, sys, traceback
 
+# Started with -S: `site` can cost tens of milliseconds (its .pth files may
+# import packages). Installed packages stay importable; .pth files are not run.
+_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+for _path in (f"{sys.prefix}/lib/python{_version}/site-packages", "/usr/lib/python3/dist-packages"):
+    if os.path.isdir(_path):
+        sys.path.append(_path)
+
 # Line by line, so the log keeps stdout and stderr in the order printed.
 sys.stdout.reconfigure(line_buffering=True)
 _result = os.fdopen(3, "wb")

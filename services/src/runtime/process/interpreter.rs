@@ -61,9 +61,11 @@ impl Language {
     pub fn args(self, memory_bytes: u64) -> Vec<String> {
         match self {
             // -I: ignore the environment and the user's site directory;
+            // -S: no `site` (the bootstrap adds site-packages itself);
             // -B: write no bytecode (the filesystem is read-only anyway).
             Language::Python => vec![
                 "-I".into(),
+                "-S".into(),
                 "-B".into(),
                 "-c".into(),
                 include_str!("bootstrap.py").into(),
