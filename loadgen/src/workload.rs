@@ -439,6 +439,37 @@ mod tests {
     }
 
     #[test]
+    fn python_and_javascript_handlers_are_read_from_their_files() {
+        let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+        let text = format!("mix:python:{examples}/hello.py=3,javascript:{examples}/hello.js=1");
+        let spec = FunctionSpec::parse(&text).unwrap();
+        assert_eq!(spec.interpreted(), [Language::Python, Language::JavaScript]);
+        let python = &spec.entries()[0].0;
+        let definition = python.definition();
+        assert_eq!(
+            (definition.language, definition.name.as_str()),
+            ("python", "loadgen-python")
+        );
+        assert!(definition.code.starts_with(b"# A Python function"));
+        // The event is {"name": …}, padded to the asked size.
+        let payload = python.payload(40);
+        assert_eq!(payload.len(), 40);
+        let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert!(event["name"].as_str().unwrap().starts_with("xxx"));
+        assert_eq!(python.to_string(), format!("python:{examples}/hello.py"));
+        assert_eq!(
+            FunctionSpec::parse("javascript"),
+            Err(SpecError::MissingSource("javascript".into()))
+        );
+        assert!(
+            FunctionSpec::parse("echo")
+                .unwrap()
+                .interpreted()
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn specs_parse() {
         let ms = Duration::from_millis;
         assert_eq!(

@@ -11,19 +11,13 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::{Value, json};
 use taskforge_proto::scheduler::{
-    CancelExecutionRequest, ListWorkersRequest, RegisterFunctionRequest, TriggerExecutionRequest,
+    CancelExecutionRequest, RegisterFunctionRequest, TriggerExecutionRequest,
 };
-use taskforge_services::clock::system_clock;
-use taskforge_services::cluster::{Cluster, ClusterConfig};
-use taskforge_services::net::{self, ChannelConfig};
 use taskforge_services::runtime::builtin::BuiltinRuntime;
 use taskforge_services::runtime::process::{Interpreter, Language, ProcessConfig, ProcessRuntime};
 use taskforge_services::runtime::{Runtime, Runtimes};
-use taskforge_services::worker::{self, WorkerConfig};
-use tokio::sync::oneshot;
 
-use support::http::Call;
-use support::processes::{TempDir, scheduler_client};
+use support::cluster::Running;
 use support::watch::{Client, running, terminal};
 
 async fn interpreted(language: Language) -> Arc<dyn Runtime> {
@@ -48,74 +42,8 @@ async fn all_runtimes() -> Runtimes {
     ])
 }
 
-struct Running {
-    cluster: Cluster,
-    _dir: TempDir,
-    _extra: Vec<oneshot::Sender<()>>,
-}
-
 async fn start(workers: u32, pool_size: u32, runtimes: Runtimes) -> Running {
-    let dir = TempDir::new("interpreted-cluster");
-    let config = ClusterConfig {
-        worker: WorkerConfig {
-            runtimes,
-            ..WorkerConfig::new("worker", pool_size)
-        },
-        ..support::cluster::loopback(&dir, workers, pool_size)
-    };
-    let cluster = Cluster::start(config).await.expect("start the cluster");
-    Running {
-        cluster,
-        _dir: dir,
-        _extra: Vec::new(),
-    }
-}
-
-impl Running {
-    fn client(&self) -> Client {
-        scheduler_client(self.cluster.grpc_addr)
-    }
-
-    fn add_worker(&mut self, id: &str, pool_size: u32, runtimes: Runtimes) {
-        let address = format!("http://{}", self.cluster.grpc_addr);
-        let channel = net::connect_lazy(&address, &ChannelConfig::default()).unwrap();
-        let config = WorkerConfig {
-            runtimes,
-            ..WorkerConfig::new(id, pool_size)
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(worker::run(config, channel, system_clock(), async move {
-            let _ = stopped.await;
-        }));
-        self._extra.push(stop);
-    }
-
-    async fn workers_settle_at(&self, n: usize) {
-        let settle = async {
-            let mut client = self.client();
-            while client
-                .list_workers(ListWorkersRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .workers
-                .len()
-                != n
-            {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(support::watch::GUARD, settle)
-            .await
-            .expect("workers connected");
-    }
-
-    async fn call(&self, method: &'static str, path: &str, body: &str) -> support::http::Reply {
-        Call::new(method, path)
-            .json(body)
-            .send(self.cluster.http_addr)
-            .await
-    }
+    Running::start("interpreted-cluster", workers, pool_size, runtimes).await
 }
 
 async fn register(client: &mut Client, language: &str, code: &str, timeout_ms: u64) -> String {

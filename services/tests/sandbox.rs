@@ -79,6 +79,16 @@ fn failure(ran: &Ran) -> &str {
     }
 }
 
+/// The execution failed, and its error says `expected`.
+fn assert_failed(ran: &Ran, expected: &str) {
+    let error = failure(ran);
+    assert!(
+        error.contains(expected),
+        "{expected:?} not in: {error}\nlogs: {}",
+        ran.logs
+    );
+}
+
 fn example(name: &str) -> String {
     let path = format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -108,33 +118,26 @@ async fn hello_and_the_seed_example_in_both_languages() {
 
 #[tokio::test]
 async fn exceptions_fail_with_their_message_and_trace() {
-    let python = runtime(Language::Python, config()).await;
-    let ran = run(
-        &python,
-        "def helper():\n    raise ValueError('bad input')\n\ndef handler(event):\n    helper()\n",
-        json!(null),
-    )
-    .await;
-    let error = failure(&ran);
-    assert!(error.starts_with("ValueError: bad input"), "{error}");
-    assert!(
-        error.contains("in helper"),
-        "the trace names the frame: {error}"
-    );
-
-    let node = runtime(Language::JavaScript, config()).await;
-    let ran = run(
-        &node,
-        "exports.handler = async () => { await null; throw new TypeError('no way'); };",
-        json!(null),
-    )
-    .await;
-    let error = failure(&ran);
-    assert!(error.starts_with("TypeError: no way"), "{error}");
-    assert!(
-        error.contains("handler.js"),
-        "the stack names the file: {error}"
-    );
+    let cases = [
+        (
+            Language::Python,
+            "def helper():\n    raise ValueError('bad input')\n\ndef handler(event):\n    helper()\n",
+            "ValueError: bad input",
+            "in helper",
+        ),
+        (
+            Language::JavaScript,
+            "exports.handler = async () => { await null; throw new TypeError('no way'); };",
+            "TypeError: no way",
+            "handler.js",
+        ),
+    ];
+    for (language, code, message, trace) in cases {
+        let ran = run(&runtime(language, config()).await, code, json!(null)).await;
+        let error = failure(&ran);
+        assert!(error.starts_with(message), "{language}: {error}");
+        assert!(error.contains(trace), "the trace names {trace:?}: {error}");
+    }
 }
 
 #[tokio::test]
@@ -178,30 +181,14 @@ async fn non_json_return_values_fail_clearly() {
         json!(null),
     )
     .await;
-    assert!(
-        failure(&ran).contains("not JSON-serialisable"),
-        "{}",
-        failure(&ran)
-    );
+    assert_failed(&ran, "not JSON-serialisable");
     let node = runtime(Language::JavaScript, config()).await;
     let ran = run(&node, "exports.handler = () => 10n;", json!(null)).await;
-    assert!(
-        failure(&ran).contains("not JSON-serialisable"),
-        "{}",
-        failure(&ran)
-    );
+    assert_failed(&ran, "not JSON-serialisable");
     let ran = run(&node, "exports.handler = () => () => 1;", json!(null)).await;
-    assert!(
-        failure(&ran).contains("not JSON-serialisable"),
-        "{}",
-        failure(&ran)
-    );
+    assert_failed(&ran, "not JSON-serialisable");
     let ran = run(&node, "exports.nothing = 1; // handler", json!(null)).await;
-    assert!(
-        failure(&ran).contains("exports no handler"),
-        "{}",
-        failure(&ran)
-    );
+    assert_failed(&ran, "exports no handler");
 }
 
 #[tokio::test]
@@ -213,11 +200,7 @@ async fn a_memory_hog_fails_on_the_limit() {
         json!(null),
     )
     .await;
-    assert!(
-        failure(&ran).starts_with("MemoryError"),
-        "{}",
-        failure(&ran)
-    );
+    assert_failed(&ran, "MemoryError");
 
     let node = runtime(Language::JavaScript, config()).await;
     let code =
@@ -270,11 +253,7 @@ async fn the_cpu_limit_ends_a_loop_that_outlives_its_timeout() {
             timeout: Duration::from_millis(100),
         })
         .await;
-    assert!(
-        failure(&ran).contains("CPU time limit"),
-        "{}",
-        failure(&ran)
-    );
+    assert_failed(&ran, "CPU time limit");
 }
 
 #[tokio::test]
@@ -699,7 +678,7 @@ async fn an_oversized_output_fails_the_attempt() {
         json!(null),
     )
     .await;
-    assert!(failure(&ran).contains("the limit"), "{}", failure(&ran));
+    assert_failed(&ran, "the limit");
     let ran = run(
         &python,
         "def handler(event):\n    return 'x' * 900\n",

@@ -13,20 +13,14 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::json;
 use taskforge_proto::scheduler::{
-    CancelExecutionRequest, GetClusterStatsRequest, ListWorkersRequest, RegisterFunctionRequest,
+    CancelExecutionRequest, GetClusterStatsRequest, RegisterFunctionRequest,
     TriggerExecutionRequest,
 };
-use taskforge_services::clock::system_clock;
-use taskforge_services::cluster::{Cluster, ClusterConfig};
-use taskforge_services::net::{self, ChannelConfig};
 use taskforge_services::runtime::builtin::BuiltinRuntime;
 use taskforge_services::runtime::wasm::{WasmConfig, WasmRuntime};
 use taskforge_services::runtime::{Runtime, Runtimes};
-use taskforge_services::worker::{self, WorkerConfig};
-use tokio::sync::oneshot;
 
-use support::http::Call;
-use support::processes::{TempDir, scheduler_client};
+use support::cluster::Running;
 use support::watch::{Client, register, running, terminal, watch_until};
 
 fn example(name: &str) -> String {
@@ -45,79 +39,8 @@ fn builtin_and_wasm() -> Runtimes {
     ])
 }
 
-struct Running {
-    cluster: Cluster,
-    _dir: TempDir,
-    /// Extra workers started beside the cluster's: dropping the sender
-    /// stops them.
-    _extra: Vec<oneshot::Sender<()>>,
-}
-
 async fn start(workers: u32, pool_size: u32, runtimes: Runtimes) -> Running {
-    let dir = TempDir::new("wasm-cluster");
-    let config = ClusterConfig {
-        worker: WorkerConfig {
-            runtimes,
-            ..WorkerConfig::new("worker", pool_size)
-        },
-        ..support::cluster::loopback(&dir, workers, pool_size)
-    };
-    let cluster = Cluster::start(config).await.expect("start the cluster");
-    Running {
-        cluster,
-        _dir: dir,
-        _extra: Vec::new(),
-    }
-}
-
-impl Running {
-    fn client(&self) -> Client {
-        scheduler_client(self.cluster.grpc_addr)
-    }
-
-    /// Starts one more worker, named `id`, running `runtimes`.
-    fn add_worker(&mut self, id: &str, pool_size: u32, runtimes: Runtimes) {
-        let address = format!("http://{}", self.cluster.grpc_addr);
-        let channel = net::connect_lazy(&address, &ChannelConfig::default()).unwrap();
-        let config = WorkerConfig {
-            runtimes,
-            ..WorkerConfig::new(id, pool_size)
-        };
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(worker::run(config, channel, system_clock(), async move {
-            let _ = stopped.await;
-        }));
-        self._extra.push(stop);
-    }
-
-    async fn workers(&self) -> Vec<taskforge_proto::scheduler::WorkerInfo> {
-        let mut client = self.client();
-        client
-            .list_workers(ListWorkersRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .workers
-    }
-
-    /// Waits (through repeated listings) until `n` workers are connected.
-    async fn workers_settle_at(&self, n: usize) {
-        let settle = async {
-            while self.workers().await.len() != n {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(support::watch::GUARD, settle)
-            .await
-            .expect("workers connected");
-    }
-
-    async fn post(&self, path: &str, body: &str) -> support::http::Reply {
-        Call::new("POST", path)
-            .json(body)
-            .send(self.cluster.http_addr)
-            .await
-    }
+    Running::start("wasm-cluster", workers, pool_size, runtimes).await
 }
 
 async fn register_wasm(client: &mut Client, name: &str, code: &str, timeout_ms: u64) -> String {
@@ -203,12 +126,13 @@ async fn the_seed_example_runs_as_webassembly_over_http() {
     // WAT as `code`.
     let body = json!({"name": "greet", "language": "wasm", "code": example("sum_and_greet.wat")});
     let registered = c
-        .post("/functions", &body.to_string())
+        .call("POST", "/functions", &body.to_string())
         .await
         .ok(StatusCode::OK);
     let greet = registered["function_id"].as_str().unwrap().to_string();
     let done = c
-        .post(
+        .call(
+            "POST",
             &format!("/invoke/{greet}?wait=10s"),
             r#"{"name":"Ada","a":2,"b":3}"#,
         )
@@ -221,12 +145,12 @@ async fn the_seed_example_runs_as_webassembly_over_http() {
     let binary = wat::parse_str(example("uppercase.wat")).unwrap();
     let body = json!({"name": "upper", "language": "wasm", "code_base64": BASE64.encode(&binary)});
     let registered = c
-        .post("/functions", &body.to_string())
+        .call("POST", "/functions", &body.to_string())
         .await
         .ok(StatusCode::OK);
     let upper = registered["function_id"].as_str().unwrap().to_string();
     let done = c
-        .post(&format!("/invoke/{upper}?wait=10s"), r#""hello""#)
+        .call("POST", &format!("/invoke/{upper}?wait=10s"), r#""hello""#)
         .await
         .ok(StatusCode::OK);
     assert_eq!(
@@ -245,7 +169,7 @@ async fn the_seed_example_runs_as_webassembly_over_http() {
     ] {
         let body = json!({"name": "bad", "language": "wasm", "code": code});
         let message = c
-            .post("/functions", &body.to_string())
+            .call("POST", "/functions", &body.to_string())
             .await
             .error(StatusCode::BAD_REQUEST, "invalid_argument");
         assert!(message.contains(expected), "{code}: {message}");
