@@ -12,11 +12,11 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use taskforge_services::auth::Credentials;
 
 use bytes::Bytes;
 use serde::Serialize;
 use taskforge_proto::common::{ExecutionInfo, Function};
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_proto::scheduler::scheduler_service_server::{
     SchedulerService, SchedulerServiceServer,
 };
@@ -32,7 +32,6 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::load::{self, Operation, Plan, Shape, Stop};
@@ -91,8 +90,13 @@ pub fn measure(client: &tokio::runtime::Runtime, spec: &BaselineSpec) -> std::io
     );
 
     let measured = client.block_on(async {
-        let lanes = GrpcClient::new(&url, spec.connections, GrpcCall::TriggerThenWatch)
-            .map_err(std::io::Error::other)?;
+        let lanes = GrpcClient::new(
+            &url,
+            spec.connections,
+            GrpcCall::TriggerThenWatch,
+            Credentials::none(),
+        )
+        .map_err(std::io::Error::other)?;
         let operation = Arc::new(Call {
             lanes,
             payload: spec.payload.clone(),
@@ -146,7 +150,7 @@ struct Call {
 
 impl Operation for Call {
     async fn call(&self, lane: usize, _seq: u64) -> Observation {
-        let mut client: SchedulerServiceClient<Channel> = self.lanes.lane(lane);
+        let mut client = self.lanes.lane(lane);
         let request = TriggerExecutionRequest {
             function_id: "baseline".to_string(),
             payload: self.payload.clone(),

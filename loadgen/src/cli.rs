@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
+use taskforge_services::auth::Token;
 use taskforge_services::duration::parse_duration;
 
 use crate::load::{Plan, Shape, Stop};
@@ -52,6 +53,9 @@ pub struct Args {
     /// Embedded: drive the scheduler over gRPC or the gateway over HTTP.
     #[arg(long, value_enum, default_value_t = Protocol::Grpc, help_heading = "Target")]
     pub protocol: Protocol,
+    /// The target's API token (`authorization: Bearer`), if it asks for one.
+    #[arg(long, env = "TASKFORGE_API_TOKEN", hide_env_values = true, value_parser = api_token, help_heading = "Target")]
+    pub api_token: Option<Token>,
     /// gRPC: one TriggerAndWatchExecution stream per execution, or
     /// TriggerExecution then a WatchExecution stream (schedulers without the
     /// combined call).
@@ -214,11 +218,16 @@ pub struct Config {
     pub sweep: Option<Grid>,
     pub out: Option<PathBuf>,
     pub name: Option<String>,
+    pub api_token: Option<Token>,
     pub max_error_rate: f64,
     pub progress: ProgressMode,
     pub interval: Duration,
     /// The command line, for the report.
     pub command_line: String,
+}
+
+fn api_token(text: &str) -> Result<Token, String> {
+    Token::new(text)
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -358,6 +367,7 @@ impl Args {
             sweep,
             out: self.out,
             name: self.name,
+            api_token: self.api_token,
             max_error_rate: self.max_error_rate,
             progress: self.progress,
             interval: self.interval,

@@ -42,6 +42,7 @@ pub mod sweep;
 pub mod target;
 pub mod workload;
 
+use taskforge_services::auth::Credentials;
 use tokio::runtime::Runtime;
 
 pub use cli::Config;
@@ -173,8 +174,17 @@ fn run_target(
     let measure = |url: String, http: bool, spec: &RunSpec| {
         runtime.block_on(async {
             let client = match http {
-                true => Client::Http(HttpClient::new(&url, connections)?),
-                false => Client::Grpc(GrpcClient::new(&url, connections, config.grpc_call)?),
+                true => Client::Http(HttpClient::new(
+                    &url,
+                    connections,
+                    config.api_token.as_ref(),
+                )?),
+                false => Client::Grpc(GrpcClient::new(
+                    &url,
+                    connections,
+                    config.grpc_call,
+                    Credentials::new(config.api_token.as_ref()),
+                )?),
             };
             execute::run(client, spec).await
         })

@@ -5,6 +5,7 @@
 //! embedded mode. Each part talks to the others over real TCP and gRPC, exactly
 //! as separate processes would.
 
+use crate::auth::{self, Credentials};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,8 +13,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 
 use crate::clock::{WallClock, system_clock};
 use crate::gateway::{self, GatewayConfig};
@@ -130,8 +129,10 @@ impl Cluster {
                 }
             }));
         }
-        let client = SchedulerServiceClient::new(net::connect_lazy(&address, &config.channel)?)
-            .max_decoding_message_size(net::FROM_SCHEDULER_LIMIT);
+        let credentials = Credentials::new(config.scheduler.api_token.as_ref());
+        let client =
+            auth::scheduler_client(net::connect_lazy(&address, &config.channel)?, credentials)
+                .max_decoding_message_size(net::FROM_SCHEDULER_LIMIT);
         let router = gateway::router(client, config.gateway.clone());
         let stop = stopped(edge_stop);
         edge.push(tokio::spawn(async move {

@@ -13,6 +13,7 @@
 //!   from the caller, so the binaries pass real sockets and the simulation passes
 //!   simulated ones.
 
+pub mod auth;
 pub mod client;
 pub mod clock;
 pub mod cluster;

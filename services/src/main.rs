@@ -12,7 +12,9 @@ use tracing_subscriber::EnvFilter;
 
 use taskforge_core::Policy;
 use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
+use taskforge_services::auth::{
+    self, ApiTokenArgs, Credentials, Token, WorkerTokenArgs, check_exposure,
+};
 use taskforge_services::client;
 use taskforge_services::clock::system_clock;
 use taskforge_services::cluster::{Cluster, ClusterConfig};
@@ -82,6 +84,13 @@ struct UpArgs {
     tuning: SchedulerTuning,
     #[command(flatten)]
     gateway: GatewayTuning,
+    #[command(flatten)]
+    api_token: ApiTokenArgs,
+    #[command(flatten)]
+    worker_token: WorkerTokenArgs,
+    /// Listen beyond loopback without TLS or tokens (warns at start).
+    #[arg(long, env = "TASKFORGE_INSECURE")]
+    insecure: bool,
     #[command(flatten)]
     runtimes: RuntimeArgs,
 }
@@ -242,6 +251,13 @@ struct SchedulerArgs {
     storage: StorageArgs,
     #[command(flatten)]
     tuning: SchedulerTuning,
+    #[command(flatten)]
+    api_token: ApiTokenArgs,
+    #[command(flatten)]
+    worker_token: WorkerTokenArgs,
+    /// Listen beyond loopback without TLS or tokens (warns at start).
+    #[arg(long, env = "TASKFORGE_INSECURE")]
+    insecure: bool,
 }
 
 #[derive(Args, Debug)]
@@ -315,6 +331,8 @@ struct WorkerArgs {
     #[arg(long, env = "TASKFORGE_MAX_OUTPUT_BYTES", default_value_t = 1 << 20, value_parser = blob_limit)]
     max_output_bytes: usize,
     #[command(flatten)]
+    worker_token: WorkerTokenArgs,
+    #[command(flatten)]
     runtimes: RuntimeArgs,
 }
 
@@ -332,6 +350,11 @@ struct GatewayArgs {
     scheduler: String,
     #[command(flatten)]
     gateway: GatewayTuning,
+    #[command(flatten)]
+    api_token: ApiTokenArgs,
+    /// Listen beyond loopback without TLS or a token (warns at start).
+    #[arg(long, env = "TASKFORGE_INSECURE")]
+    insecure: bool,
 }
 
 #[derive(Args, Debug)]
@@ -339,9 +362,6 @@ struct GatewayTuning {
     /// Largest request body, in bytes.
     #[arg(long, env = "TASKFORGE_BODY_LIMIT", default_value_t = 1 << 20)]
     body_limit: usize,
-    /// When set, requests need `Authorization: Bearer <token>` (except /health and /ready).
-    #[arg(long, env = "TASKFORGE_API_TOKEN", hide_env_values = true)]
-    api_token: Option<String>,
 }
 
 /// Limits on payloads, outputs and code: 1 byte to 32 MiB, so every message
@@ -395,13 +415,22 @@ impl SchedulerTuning {
 }
 
 impl GatewayTuning {
-    fn config(&self) -> GatewayConfig {
+    fn config(&self, api_token: Option<&Token>) -> GatewayConfig {
         GatewayConfig {
             body_limit: self.body_limit,
-            api_token: self.api_token.clone().filter(|token| !token.is_empty()),
+            api_token: api_token.map(|token| token.expose().to_string()),
             ..GatewayConfig::default()
         }
     }
+}
+
+/// The flags of the tokens a server lacks (for `check_exposure`).
+fn missing(tokens: &[(&'static str, &Option<Token>)]) -> Vec<&'static str> {
+    tokens
+        .iter()
+        .filter(|(_, token)| token.is_none())
+        .map(|(flag, _)| *flag)
+        .collect()
 }
 
 impl StorageArgs {
@@ -480,14 +509,36 @@ fn print(printed: Result<client::Printed, String>) -> Result<ExitCode, String> {
 }
 
 async fn up(args: UpArgs) -> Result<(), String> {
+    let api_token = args.api_token.token()?;
+    let worker_token = args.worker_token.token()?;
+    let missing_tokens = missing(&[
+        ("--api-token", &api_token),
+        ("--worker-token", &worker_token),
+    ]);
+    check_exposure(
+        "the scheduler's gRPC",
+        args.grpc,
+        &missing_tokens,
+        args.insecure,
+    )?;
+    check_exposure(
+        "the gateway",
+        args.http,
+        &missing(&[("--api-token", &api_token)]),
+        args.insecure,
+    )?;
     let config = ClusterConfig {
         workers: args.workers,
         pool_size: args.pool,
         data_dir: (!args.storage.in_memory).then(|| args.storage.data_dir.clone()),
         http: args.http,
         grpc: args.grpc,
-        scheduler: args.tuning.options(),
-        gateway: args.gateway.config(),
+        scheduler: SchedulerOptions {
+            api_token: api_token.clone(),
+            worker_token: worker_token.clone(),
+            ..args.tuning.options()
+        },
+        gateway: args.gateway.config(api_token.as_ref()),
         channel: ChannelConfig::default(),
         worker: WorkerConfig {
             max_output_bytes: args.tuning.max_payload_bytes,
@@ -498,6 +549,7 @@ async fn up(args: UpArgs) -> Result<(), String> {
                     args.tuning.max_payload_bytes,
                 )
                 .await?,
+            token: worker_token,
             ..WorkerConfig::new("worker", args.pool)
         },
     };
@@ -522,8 +574,25 @@ async fn up(args: UpArgs) -> Result<(), String> {
 }
 
 async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
+    let api_token = args.api_token.token()?;
+    let worker_token = args.worker_token.token()?;
+    let missing_tokens = missing(&[
+        ("--api-token", &api_token),
+        ("--worker-token", &worker_token),
+    ]);
+    check_exposure(
+        "the scheduler's gRPC",
+        args.grpc,
+        &missing_tokens,
+        args.insecure,
+    )?;
+    let options = SchedulerOptions {
+        api_token,
+        worker_token,
+        ..args.tuning.options()
+    };
     let store = args.storage.open()?;
-    let service = SchedulerService::load(args.tuning.options(), store, system_clock())
+    let service = SchedulerService::load(options, store, system_clock())
         .map_err(|error| error.to_string())?;
     let listener = TcpListener::bind(args.grpc)
         .await
@@ -553,6 +622,7 @@ async fn run_worker(args: WorkerArgs) -> Result<(), String> {
             .build(args.pool, args.max_output_bytes)
             .await?,
         seed: id_seed(),
+        token: args.worker_token.token()?,
         ..WorkerConfig::new(id, args.pool)
     };
     worker::run(config, channel, system_clock(), terminated())
@@ -563,9 +633,18 @@ async fn run_worker(args: WorkerArgs) -> Result<(), String> {
 async fn run_gateway(args: GatewayArgs) -> Result<(), String> {
     let channel =
         net::connect_lazy(&args.scheduler, &ChannelConfig::default()).map_err(|e| e.to_string())?;
-    let client =
-        SchedulerServiceClient::new(channel).max_decoding_message_size(net::FROM_SCHEDULER_LIMIT);
-    let router = gateway::router(client, args.gateway.config());
+    let api_token = args.api_token.token()?;
+    check_exposure(
+        "the gateway",
+        args.http,
+        &missing(&[("--api-token", &api_token)]),
+        args.insecure,
+    )?;
+    let config = args.gateway.config(api_token.as_ref());
+    let credentials = Credentials::new(api_token.as_ref());
+    let client = auth::scheduler_client(channel, credentials)
+        .max_decoding_message_size(net::FROM_SCHEDULER_LIMIT);
+    let router = gateway::router(client, config);
     let listener = TcpListener::bind(args.http)
         .await
         .map_err(|error| format!("could not listen on {}: {error}", args.http))?;

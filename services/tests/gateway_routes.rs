@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use support::fake_scheduler::{StatusShape, start, test_config};
 use support::http::Call;
 use taskforge_proto::scheduler::WorkerInfo;
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
+use taskforge_services::auth::{self, Credentials};
 use taskforge_services::gateway;
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
@@ -598,7 +598,10 @@ async fn serve_stops_on_shutdown() {
     let channel = Endpoint::from_shared(format!("http://{}", h.scheduler))
         .unwrap()
         .connect_lazy();
-    let router = gateway::router(SchedulerServiceClient::new(channel), test_config());
+    let router = gateway::router(
+        auth::scheduler_client(channel, Credentials::none()),
+        test_config(),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

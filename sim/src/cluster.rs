@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use taskforge_core::Policy;
 use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
+use taskforge_services::auth::{self, Credentials};
 use taskforge_services::clock::WallClock;
 use taskforge_services::gateway::{self, GatewayConfig};
 use taskforge_services::languages::Languages;
@@ -210,7 +210,8 @@ pub fn install(
                 max_wait: Duration::from_secs(5),
                 ..GatewayConfig::default()
             };
-            let router = gateway::router(SchedulerServiceClient::new(channel), config);
+            let router =
+                gateway::router(auth::scheduler_client(channel, Credentials::none()), config);
             let listener = net::bind(GATEWAY_PORT).await?;
             gateway::serve(net::HttpListener(listener), router, std::future::pending()).await?;
             Ok(())

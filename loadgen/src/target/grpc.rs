@@ -13,14 +13,13 @@
 //! task, and caps throughput well below what the scheduler takes.
 
 use taskforge_proto::common::ExecutionInfo;
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_proto::scheduler::{
     GetClusterStatsRequest, RegisterFunctionRequest, TriggerExecutionRequest, WatchExecutionRequest,
 };
+use taskforge_services::auth::{self, Credentials, SchedulerClient};
 use taskforge_services::net::{ChannelConfig, connect_lazy};
 use tokio::time::{Instant, timeout_at};
 use tonic::Streaming;
-use tonic::transport::Channel;
 
 use super::{ClusterSize, Failure, FailureKind, Observation, Stamps, TargetError, is_terminal};
 use crate::workload::{Definition, Function};
@@ -46,18 +45,23 @@ impl GrpcCall {
 /// Clients of one scheduler over `connections` channels.
 #[derive(Clone, Debug)]
 pub struct GrpcClient {
-    lanes: Vec<SchedulerServiceClient<Channel>>,
+    lanes: Vec<SchedulerClient>,
     call: GrpcCall,
 }
 
 impl GrpcClient {
     /// Lazily connecting channels to the scheduler at `url` (`http://host:port`).
-    pub fn new(url: &str, connections: usize, call: GrpcCall) -> Result<GrpcClient, TargetError> {
+    pub fn new(
+        url: &str,
+        connections: usize,
+        call: GrpcCall,
+        credentials: Credentials,
+    ) -> Result<GrpcClient, TargetError> {
         let config = ChannelConfig::default();
         let lanes = (0..connections.max(1))
             .map(|_| {
                 connect_lazy(url, &config)
-                    .map(SchedulerServiceClient::new)
+                    .map(|channel| auth::scheduler_client(channel, credentials.clone()))
                     .map_err(|e| TargetError::Address {
                         address: url.to_string(),
                         reason: e.to_string(),
@@ -68,7 +72,7 @@ impl GrpcClient {
     }
 
     /// The client of channel `lane` (modulo the number of channels).
-    pub fn lane(&self, lane: usize) -> SchedulerServiceClient<Channel> {
+    pub fn lane(&self, lane: usize) -> SchedulerClient {
         self.lanes[lane % self.lanes.len()].clone()
     }
 

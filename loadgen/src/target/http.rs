@@ -13,6 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use taskforge_services::auth::Token;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -43,6 +44,8 @@ pub struct HttpClient {
 struct Pool {
     /// `host:port`, dialed and sent as the Host header.
     authority: String,
+    /// `Bearer <token>`, sent when the gateway asks for a token.
+    authorization: Option<String>,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     /// One permit per connection the pool may hold.
     permits: Semaphore,
@@ -54,7 +57,11 @@ type Reply = (StatusCode, Bytes);
 impl HttpClient {
     /// A client of the gateway at `url` (`http://host:port`) using at most
     /// `connections` connections at once.
-    pub fn new(url: &str, connections: usize) -> Result<HttpClient, TargetError> {
+    pub fn new(
+        url: &str,
+        connections: usize,
+        api_token: Option<&Token>,
+    ) -> Result<HttpClient, TargetError> {
         let invalid = |reason: &str| TargetError::Address {
             address: url.to_string(),
             reason: reason.to_string(),
@@ -68,6 +75,7 @@ impl HttpClient {
         Ok(HttpClient {
             pool: Arc::new(Pool {
                 authority: format!("{host}:{port}"),
+                authorization: api_token.map(|token| format!("Bearer {}", token.expose())),
                 idle: Mutex::new(Vec::new()),
                 permits: Semaphore::new(connections.max(1)),
             }),
@@ -224,6 +232,9 @@ impl Pool {
             .method(method)
             .uri(path)
             .header(header::HOST, &self.authority);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }

@@ -14,20 +14,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 use tonic::Code;
-use tonic::transport::Channel;
 
 use taskforge_proto::common::{ExecutionInfo, Function};
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_proto::scheduler::{
     GetFunctionRequest, ListExecutionsRequest, ListFunctionsRequest, ListWorkersRequest,
     RegisterFunctionRequest, TriggerExecutionRequest,
 };
 
+use crate::auth::{self, Credentials, SchedulerClient, Token};
 use crate::duration::parse_duration;
 use crate::gateway::view::is_terminal;
 use crate::net::{self, ChannelConfig};
 
-type Client = SchedulerServiceClient<Channel>;
+type Client = SchedulerClient;
 
 /// How the client commands reach the scheduler and print what they get.
 #[derive(Args, Clone, Debug)]
@@ -43,6 +42,13 @@ pub struct Connection {
     /// Print JSON instead of text for a person.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The scheduler's API token, if it asks for one.
+    #[arg(long, env = "TASKFORGE_API_TOKEN", hide_env_values = true, global = true, value_parser = token)]
+    pub api_token: Option<Token>,
+}
+
+fn token(text: &str) -> Result<Token, String> {
+    Token::new(text)
 }
 
 #[derive(Args, Debug)]
@@ -128,7 +134,9 @@ impl Printed {
 fn connect(connection: &Connection) -> Result<Client, String> {
     let channel = net::connect_lazy(&connection.scheduler, &ChannelConfig::default())
         .map_err(|e| e.to_string())?;
-    Ok(SchedulerServiceClient::new(channel).max_decoding_message_size(net::FROM_SCHEDULER_LIMIT))
+    let credentials = Credentials::new(connection.api_token.as_ref());
+    Ok(auth::scheduler_client(channel, credentials)
+        .max_decoding_message_size(net::FROM_SCHEDULER_LIMIT))
 }
 
 /// Says what went wrong in a call, naming the scheduler when it is unreachable.

@@ -39,6 +39,7 @@ pub(crate) mod output;
 pub(crate) mod view;
 mod wait;
 
+use crate::auth::SchedulerClient;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -47,8 +48,6 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Router, middleware};
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
-use tonic::transport::Channel;
 
 use self::error::ApiError;
 use self::metrics::GatewayMetrics;
@@ -97,14 +96,14 @@ pub(crate) struct AppState(Arc<Shared>);
 
 #[derive(Debug)]
 pub(crate) struct Shared {
-    client: SchedulerServiceClient<Channel>,
+    client: SchedulerClient,
     config: GatewayConfig,
     metrics: GatewayMetrics,
 }
 
 impl AppState {
     /// A handle on the scheduler client (cheap: the channel is shared).
-    pub(crate) fn client(&self) -> SchedulerServiceClient<Channel> {
+    pub(crate) fn client(&self) -> SchedulerClient {
         self.0.client.clone()
     }
 
@@ -166,7 +165,7 @@ pub(crate) mod paths {
 /// The gateway's HTTP API over a channel to the scheduler.
 ///
 /// Cheap to call; each call gets its own metrics registry.
-pub fn router(client: SchedulerServiceClient<Channel>, config: GatewayConfig) -> Router {
+pub fn router(client: SchedulerClient, config: GatewayConfig) -> Router {
     let body_limit = config.body_limit;
     let state = AppState(Arc::new(Shared {
         client,

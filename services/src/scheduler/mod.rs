@@ -18,6 +18,9 @@ mod paging;
 mod streams;
 mod watchers;
 
+use tonic::service::interceptor::InterceptedService;
+
+use crate::auth::{Gate, Role, Token};
 use std::time::Duration;
 
 use futures_util::Stream;
@@ -66,6 +69,10 @@ pub struct SchedulerOptions {
     /// Sees every decision of the scheduler, in order (the simulation builds
     /// its trace and checks its invariants with it). `None` costs nothing.
     pub observer: Option<SchedulerObserver>,
+    /// When set, the client API requires it (`authorization: Bearer`).
+    pub api_token: Option<Token>,
+    /// When set, a worker's stream requires it.
+    pub worker_token: Option<Token>,
 }
 
 impl Default for SchedulerOptions {
@@ -85,6 +92,8 @@ impl Default for SchedulerOptions {
             keepalive_interval: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(10),
             observer: None,
+            api_token: None,
+            worker_token: None,
         }
     }
 }
@@ -189,9 +198,14 @@ impl SchedulerService {
         let api = SchedulerServiceServer::new(api::Api::new(commands.clone()))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
+        let api = InterceptedService::new(api, Gate::new(Role::Api, options.api_token.clone()));
         let workers = WorkerServiceServer::new(streams::WorkerStreams::new(commands))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
+        let workers = InterceptedService::new(
+            workers,
+            Gate::new(Role::Worker, options.worker_token.clone()),
+        );
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(options.keepalive_interval))
             .http2_keepalive_timeout(Some(options.keepalive_timeout))

@@ -28,6 +28,7 @@ mod observer;
 mod session;
 mod wire;
 
+use crate::auth::Token;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct WorkerConfig {
     /// The runtimes this worker runs (announced in its hello; it is sent only
     /// executions of these).
     pub runtimes: Runtimes,
+    /// Presented to the scheduler when it asks for a worker token.
+    pub token: Option<Token>,
     /// Seeds the reconnect jitter.
     pub seed: u64,
     /// Sees every task start and end (the simulation counts running tasks
@@ -96,6 +99,7 @@ impl WorkerConfig {
             default_timeout: DEFAULT_TIMEOUT,
             max_output_bytes: 1 << 20,
             runtimes: Runtimes::builtin(),
+            token: None,
             seed: 0,
             observer: None,
         }
@@ -221,9 +225,12 @@ where
                     }
                 }
             }
-            Err(reason) => {
+            Err(session::OpenFailure { reason, refused }) => {
                 failed_dials = failed_dials.saturating_add(1);
-                if failed_dials == 1 {
+                if refused {
+                    // Not a network blip: say so on every attempt.
+                    warn!(worker = %config.id, %reason, failed_dials, "the scheduler refused this worker; retrying");
+                } else if failed_dials == 1 {
                     warn!(worker = %config.id, %reason, "cannot reach the scheduler; retrying");
                 } else {
                     debug!(worker = %config.id, %reason, failed_dials, "cannot reach the scheduler");

@@ -36,6 +36,7 @@ use super::definitions::Definitions;
 use super::observer::{TaskEvent, TaskObserver};
 use super::wire::{self, Job};
 use super::{Shutdown, Timebase, WallClock, WorkerConfig};
+use crate::auth::Credentials;
 use crate::runtime::{Call, Ran, Stop};
 
 /// How long a closing worker waits for the scheduler to end its side of the
@@ -55,8 +56,20 @@ pub(super) struct Connection {
     incoming: Streaming<SchedulerMessage>,
 }
 
+/// Why a stream could not be opened.
+#[derive(Debug)]
+pub(super) struct OpenFailure {
+    pub(super) reason: String,
+    /// The scheduler answered, and said no (a missing or wrong token).
+    pub(super) refused: bool,
+}
+
 /// Opens a `WorkerStream` and queues the hello on it.
-pub(super) async fn open(config: &WorkerConfig, channel: Channel) -> Result<Connection, String> {
+pub(super) async fn open(
+    config: &WorkerConfig,
+    channel: Channel,
+) -> Result<Connection, OpenFailure> {
+    let failure = |reason: String, refused: bool| OpenFailure { reason, refused };
     let (outgoing, queue) = mpsc::channel(outgoing_capacity(config.pool_size));
     outgoing
         .try_send(wire::hello(
@@ -64,16 +77,26 @@ pub(super) async fn open(config: &WorkerConfig, channel: Channel) -> Result<Conn
             config.pool_size,
             config.runtimes.names(),
         ))
-        .map_err(|_| "cannot queue the hello".to_string())?;
-    let mut client = WorkerServiceClient::new(channel)
+        .map_err(|_| failure("cannot queue the hello".to_string(), false))?;
+    let credentials = Credentials::new(config.token.as_ref());
+    let mut client = WorkerServiceClient::with_interceptor(channel, credentials)
         .max_decoding_message_size(crate::net::FROM_SCHEDULER_LIMIT);
     let opening = client.worker_stream(ReceiverStream::new(queue));
     match tokio::time::timeout(config.handshake_timeout, opening).await {
-        Err(_) => Err(format!(
-            "the scheduler did not answer within {:?}",
-            config.handshake_timeout
+        Err(_) => Err(failure(
+            format!(
+                "the scheduler did not answer within {:?}",
+                config.handshake_timeout
+            ),
+            false,
         )),
-        Ok(Err(status)) => Err(describe(&status)),
+        Ok(Err(status)) => Err(failure(
+            describe(&status),
+            matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ),
+        )),
         Ok(Ok(response)) => Ok(Connection {
             outgoing,
             incoming: response.into_inner(),

@@ -28,7 +28,6 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use serde_json::json;
 use taskforge_proto::common::{ExecutionInfo, Function};
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_proto::scheduler::scheduler_service_server::{
     SchedulerService, SchedulerServiceServer,
 };
@@ -40,6 +39,7 @@ use taskforge_proto::scheduler::{
     RegisterFunctionRequest, RegisterFunctionResponse, TriggerExecutionRequest,
     TriggerExecutionResponse, WatchExecutionRequest, WorkerInfo,
 };
+use taskforge_services::auth::{self, Credentials};
 use taskforge_services::gateway::{self, GatewayConfig};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
@@ -576,7 +576,7 @@ pub async fn start_gateway(scheduler: SocketAddr, config: GatewayConfig) -> Sock
     let channel = Endpoint::from_shared(format!("http://{scheduler}"))
         .unwrap()
         .connect_lazy();
-    let router = gateway::router(SchedulerServiceClient::new(channel), config);
+    let router = gateway::router(auth::scheduler_client(channel, Credentials::none()), config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(gateway::serve(listener, router, std::future::pending()));

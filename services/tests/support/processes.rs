@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_proto::worker::worker_service_client::WorkerServiceClient;
+use taskforge_services::auth::{self, Credentials, SchedulerClient};
 use tonic::transport::{Channel, Endpoint};
 
 /// A directory under the system's temp dir, removed when dropped.
@@ -111,8 +111,9 @@ pub fn channel(addr: SocketAddr) -> Channel {
         .connect_lazy()
 }
 
-pub fn scheduler_client(addr: SocketAddr) -> SchedulerServiceClient<Channel> {
-    SchedulerServiceClient::new(channel(addr))
+/// A client of the scheduler's API, presenting no token.
+pub fn scheduler_client(addr: SocketAddr) -> SchedulerClient {
+    auth::scheduler_client(channel(addr), Credentials::none())
 }
 
 pub fn worker_client(addr: SocketAddr) -> WorkerServiceClient<Channel> {

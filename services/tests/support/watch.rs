@@ -6,15 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use taskforge_proto::common::ExecutionInfo;
-use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
 use taskforge_proto::scheduler::{
     RegisterFunctionRequest, TriggerExecutionRequest, WatchExecutionRequest,
 };
-use tonic::transport::Channel;
 
 pub const GUARD: Duration = Duration::from_secs(60);
 
-pub type Client = SchedulerServiceClient<Channel>;
+pub type Client = taskforge_services::auth::SchedulerClient;
 
 /// Follows the execution's watch stream until `done` holds for a state.
 pub async fn watch_until(
