@@ -132,29 +132,37 @@ fn given(text: Option<&str>, file: Option<&Path>, flag: &str) -> Result<Option<T
     }
 }
 
+/// How a server could be protected, for [`check_exposure`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    On,
+    /// Off; the text says how to turn it on.
+    Off(&'static str),
+}
+
 /// Refuses to serve `what` on a non-loopback `address` unprotected: without
-/// TLS (which this build does not have yet) anyone on the path reads every
-/// payload and token, and without tokens anyone who reaches the port may
-/// join as a worker or trigger functions. `--insecure` accepts the risk.
+/// TLS anyone on the path reads every payload and token, and without tokens
+/// anyone who reaches the port may join as a worker or trigger functions.
+/// `--insecure` accepts the risk (with a warning).
 pub fn check_exposure(
     what: &str,
     address: std::net::SocketAddr,
+    tls: Tls,
     missing_tokens: &[&str],
     insecure: bool,
 ) -> Result<(), String> {
-    if address.ip().is_loopback() {
+    let mut needs = Vec::new();
+    if let Tls::Off(how) = tls {
+        needs.push(format!("TLS ({how})"));
+    }
+    needs.extend(missing_tokens.iter().map(|flag| flag.to_string()));
+    if address.ip().is_loopback() || needs.is_empty() {
         return Ok(());
     }
     if insecure {
-        tracing::warn!(
-            %address,
-            "{what} listens beyond loopback without TLS{}: --insecure",
-            if missing_tokens.is_empty() { String::new() } else { format!(" and without {}", missing_tokens.join(", ")) }
-        );
+        tracing::warn!(%address, "{what} listens beyond loopback without {}: --insecure", needs.join(" and "));
         return Ok(());
     }
-    let mut needs = vec!["TLS, which this build does not have yet".to_string()];
-    needs.extend(missing_tokens.iter().map(|flag| flag.to_string()));
     Err(format!(
         "refusing to serve {what} on {address} (not loopback) without {}; bind 127.0.0.1, \
          or add --insecure to accept the risk",
@@ -180,21 +188,45 @@ impl Role {
     }
 }
 
-/// Refuses requests without the token (when there is one).
+/// Refuses requests without the token (when there is one), and without a
+/// verified client certificate (when it requires one).
 #[derive(Clone, Debug)]
 pub struct Gate {
     role: Role,
     token: Option<Token>,
+    require_certificate: bool,
 }
 
 impl Gate {
     pub fn new(role: Role, token: Option<Token>) -> Gate {
-        Gate { role, token }
+        Gate {
+            role,
+            token,
+            require_certificate: false,
+        }
+    }
+
+    /// Also requires a client certificate (verified by the TLS handshake
+    /// against the scheduler's `--client-ca`).
+    pub fn requiring_certificate(mut self, required: bool) -> Gate {
+        self.require_certificate = required;
+        self
     }
 }
 
 impl Interceptor for Gate {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if self.require_certificate
+            && request
+                .peer_certs()
+                .is_none_or(|certificates| certificates.is_empty())
+        {
+            let (name, _) = self.role.describe();
+            return Err(Status::unauthenticated(format!(
+                "this scheduler requires a {name} client certificate (--tls-client-cert and \
+                 --tls-client-key, signed by its --client-ca)"
+            )));
+        }
         let Some(token) = &self.token else {
             return Ok(request);
         };

@@ -26,4 +26,5 @@ pub mod runtime;
 pub mod sandbox;
 pub mod scheduler;
 pub mod store;
+pub mod tls;
 pub mod worker;

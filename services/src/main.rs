@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 use taskforge_core::Policy;
 use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
 use taskforge_services::auth::{
-    self, ApiTokenArgs, Credentials, Token, WorkerTokenArgs, check_exposure,
+    self, ApiTokenArgs, Credentials, Tls, Token, WorkerTokenArgs, check_exposure,
 };
 use taskforge_services::client;
 use taskforge_services::clock::system_clock;
@@ -28,6 +28,7 @@ use taskforge_services::runtime::{Runtime, Runtimes};
 use taskforge_services::sandbox;
 use taskforge_services::scheduler::{SchedulerOptions, SchedulerService, StoreRunner};
 use taskforge_services::store::{JsonlStore, MemoryStore, StdFileSystem, Store};
+use taskforge_services::tls::{ClientTlsArgs, ServerTlsArgs};
 use taskforge_services::worker::{self, WorkerConfig};
 
 #[derive(Parser, Debug)]
@@ -62,6 +63,19 @@ enum Command {
     Jobs(client::JobsArgs),
     /// List the connected workers, their load and runtimes.
     Workers(client::WorkersArgs),
+    /// Write a development CA, a scheduler certificate and a worker client
+    /// certificate (PEM) into DIR, to turn on TLS across machines.
+    Certs(CertsArgs),
+}
+
+#[derive(Args, Debug)]
+struct CertsArgs {
+    /// Where to write ca.pem, server.pem, server.key, worker.pem, worker.key.
+    dir: PathBuf,
+    /// A name or IP address workers and clients dial the scheduler at
+    /// (repeat for each).
+    #[arg(long = "host", required = true)]
+    hosts: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -255,6 +269,8 @@ struct SchedulerArgs {
     api_token: ApiTokenArgs,
     #[command(flatten)]
     worker_token: WorkerTokenArgs,
+    #[command(flatten)]
+    tls: ServerTlsArgs,
     /// Listen beyond loopback without TLS or tokens (warns at start).
     #[arg(long, env = "TASKFORGE_INSECURE")]
     insecure: bool,
@@ -333,6 +349,8 @@ struct WorkerArgs {
     #[command(flatten)]
     worker_token: WorkerTokenArgs,
     #[command(flatten)]
+    tls: ClientTlsArgs,
+    #[command(flatten)]
     runtimes: RuntimeArgs,
 }
 
@@ -352,6 +370,8 @@ struct GatewayArgs {
     gateway: GatewayTuning,
     #[command(flatten)]
     api_token: ApiTokenArgs,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// Listen beyond loopback without TLS or a token (warns at start).
     #[arg(long, env = "TASKFORGE_INSECURE")]
     insecure: bool,
@@ -424,6 +444,11 @@ impl GatewayTuning {
     }
 }
 
+/// The gateway serves plain HTTP: put it behind a TLS-terminating proxy to
+/// expose it.
+const GATEWAY_TLS: Tls =
+    Tls::Off("the gateway has none yet: keep it on loopback behind a TLS proxy");
+
 /// The flags of the tokens a server lacks (for `check_exposure`).
 fn missing(tokens: &[(&'static str, &Option<Token>)]) -> Vec<&'static str> {
     tokens
@@ -492,6 +517,12 @@ async fn run(command: Command) -> Result<ExitCode, String> {
         Command::Invoke(args) => return print(client::invoke(args).await),
         Command::Jobs(args) => return print(client::jobs(args).await),
         Command::Workers(args) => return print(client::workers(args).await),
+        Command::Certs(args) => {
+            for path in taskforge_services::tls::generate(&args.dir, &args.hosts)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
     };
     served.map(|()| ExitCode::SUCCESS)
 }
@@ -515,16 +546,22 @@ async fn up(args: UpArgs) -> Result<(), String> {
         ("--api-token", &api_token),
         ("--worker-token", &worker_token),
     ]);
+    // Its own workers and gateway dial it over loopback in plaintext: for
+    // TLS, run the parts as separate processes.
+    let tls = Tls::Off("run `taskforge scheduler` with --tls-cert and --tls-key");
     check_exposure(
         "the scheduler's gRPC",
         args.grpc,
+        tls,
         &missing_tokens,
         args.insecure,
     )?;
+    let gateway_tokens = missing(&[("--api-token", &api_token)]);
     check_exposure(
         "the gateway",
         args.http,
-        &missing(&[("--api-token", &api_token)]),
+        GATEWAY_TLS,
+        &gateway_tokens,
         args.insecure,
     )?;
     let config = ClusterConfig {
@@ -580,15 +617,23 @@ async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
         ("--api-token", &api_token),
         ("--worker-token", &worker_token),
     ]);
+    let tls = args.tls.config()?;
+    let exposed = match tls {
+        Some(_) => Tls::On,
+        None => Tls::Off("--tls-cert and --tls-key"),
+    };
     check_exposure(
         "the scheduler's gRPC",
         args.grpc,
+        exposed,
         &missing_tokens,
         args.insecure,
     )?;
     let options = SchedulerOptions {
         api_token,
         worker_token,
+        tls,
+        require_worker_certificates: args.tls.client_ca.is_some(),
         ..args.tuning.options()
     };
     let store = args.storage.open()?;
@@ -609,8 +654,9 @@ async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
 }
 
 async fn run_worker(args: WorkerArgs) -> Result<(), String> {
-    let channel =
-        net::connect_lazy(&args.scheduler, &ChannelConfig::default()).map_err(|e| e.to_string())?;
+    let tls = args.tls.config(&args.scheduler)?;
+    let channel = net::connect_lazy_tls(&args.scheduler, &ChannelConfig::default(), tls)
+        .map_err(|e| e.to_string())?;
     let id = args
         .id
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
@@ -631,13 +677,19 @@ async fn run_worker(args: WorkerArgs) -> Result<(), String> {
 }
 
 async fn run_gateway(args: GatewayArgs) -> Result<(), String> {
-    let channel =
-        net::connect_lazy(&args.scheduler, &ChannelConfig::default()).map_err(|e| e.to_string())?;
+    let channel = net::connect_lazy_tls(
+        &args.scheduler,
+        &ChannelConfig::default(),
+        args.tls.config(&args.scheduler)?,
+    )
+    .map_err(|e| e.to_string())?;
     let api_token = args.api_token.token()?;
+    let gateway_tokens = missing(&[("--api-token", &api_token)]);
     check_exposure(
         "the gateway",
         args.http,
-        &missing(&[("--api-token", &api_token)]),
+        GATEWAY_TLS,
+        &gateway_tokens,
         args.insecure,
     )?;
     let config = args.gateway.config(api_token.as_ref());

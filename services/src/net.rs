@@ -69,10 +69,26 @@ pub struct AddressError {
 /// (`http://host:port`). It connects on first use and reconnects by itself after
 /// the scheduler restarts.
 pub fn connect_lazy(address: &str, config: &ChannelConfig) -> Result<Channel, AddressError> {
-    let endpoint = Endpoint::from_shared(address.to_string()).map_err(|e| AddressError {
+    connect_lazy_tls(address, config, None)
+}
+
+/// [`connect_lazy`], over TLS when `tls` is given (an `https://` address).
+pub fn connect_lazy_tls(
+    address: &str,
+    config: &ChannelConfig,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Result<Channel, AddressError> {
+    let invalid = |reason: String| AddressError {
         address: address.to_string(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let mut endpoint =
+        Endpoint::from_shared(address.to_string()).map_err(|e| invalid(e.to_string()))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| invalid(e.to_string()))?;
+    }
     Ok(config.apply(endpoint).connect_lazy())
 }
 

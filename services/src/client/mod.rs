@@ -25,6 +25,7 @@ use crate::auth::{self, Credentials, SchedulerClient, Token};
 use crate::duration::parse_duration;
 use crate::gateway::view::is_terminal;
 use crate::net::{self, ChannelConfig};
+use crate::tls::ClientTlsArgs;
 
 type Client = SchedulerClient;
 
@@ -42,6 +43,8 @@ pub struct Connection {
     /// Print JSON instead of text for a person.
     #[arg(long, global = true)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     /// The scheduler's API token, if it asks for one.
     #[arg(long, env = "TASKFORGE_API_TOKEN", hide_env_values = true, global = true, value_parser = token)]
     pub api_token: Option<Token>,
@@ -132,7 +135,8 @@ impl Printed {
 }
 
 fn connect(connection: &Connection) -> Result<Client, String> {
-    let channel = net::connect_lazy(&connection.scheduler, &ChannelConfig::default())
+    let tls = connection.tls.config(&connection.scheduler)?;
+    let channel = net::connect_lazy_tls(&connection.scheduler, &ChannelConfig::default(), tls)
         .map_err(|e| e.to_string())?;
     let credentials = Credentials::new(connection.api_token.as_ref());
     Ok(auth::scheduler_client(channel, credentials)

@@ -73,6 +73,11 @@ pub struct SchedulerOptions {
     pub api_token: Option<Token>,
     /// When set, a worker's stream requires it.
     pub worker_token: Option<Token>,
+    /// When set, gRPC is served over TLS (and may require client
+    /// certificates).
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Worker streams must come with a client certificate (`--client-ca`).
+    pub require_worker_certificates: bool,
 }
 
 impl Default for SchedulerOptions {
@@ -94,6 +99,8 @@ impl Default for SchedulerOptions {
             observer: None,
             api_token: None,
             worker_token: None,
+            tls: None,
+            require_worker_certificates: false,
         }
     }
 }
@@ -130,6 +137,8 @@ pub enum SchedulerError {
     Committer(std::io::Error),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("bad TLS certificate or key: {0}")]
+    Tls(tonic::transport::Error),
 }
 
 /// A loaded scheduler, ready to serve.
@@ -183,6 +192,11 @@ impl SchedulerService {
             commands,
             options,
         } = self;
+        // Before anything runs: a bad certificate or key ends here.
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = options.tls.clone() {
+            server = server.tls_config(tls).map_err(SchedulerError::Tls)?;
+        }
         let actor = tokio::spawn(actor.run());
         // On shutdown the actor first ends every worker stream and watch (they
         // would keep the server's graceful close waiting forever), then the
@@ -204,9 +218,10 @@ impl SchedulerService {
             .max_encoding_message_size(limit);
         let workers = InterceptedService::new(
             workers,
-            Gate::new(Role::Worker, options.worker_token.clone()),
+            Gate::new(Role::Worker, options.worker_token.clone())
+                .requiring_certificate(options.require_worker_certificates),
         );
-        let served = tonic::transport::Server::builder()
+        let served = server
             .http2_keepalive_interval(Some(options.keepalive_interval))
             .http2_keepalive_timeout(Some(options.keepalive_timeout))
             .tcp_nodelay(true)
