@@ -95,6 +95,7 @@ pub fn measure(client: &tokio::runtime::Runtime, spec: &BaselineSpec) -> std::io
             spec.connections,
             GrpcCall::TriggerThenWatch,
             Credentials::none(),
+            None,
         )
         .map_err(std::io::Error::other)?;
         let operation = Arc::new(Call {

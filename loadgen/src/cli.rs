@@ -13,6 +13,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, ValueEnum};
 use taskforge_services::auth::Token;
 use taskforge_services::duration::parse_duration;
+use taskforge_services::tls::ClientTlsArgs;
 
 use crate::load::{Plan, Shape, Stop};
 use crate::progress::ProgressMode;
@@ -53,6 +54,10 @@ pub struct Args {
     /// Embedded: drive the scheduler over gRPC or the gateway over HTTP.
     #[arg(long, value_enum, default_value_t = Protocol::Grpc, help_heading = "Target")]
     pub protocol: Protocol,
+    /// TLS to an https:// scheduler: the CA to trust (and a client
+    /// certificate, if it asks for one).
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
     /// The target's API token (`authorization: Bearer`), if it asks for one.
     #[arg(long, env = "TASKFORGE_API_TOKEN", hide_env_values = true, value_parser = api_token, help_heading = "Target")]
     pub api_token: Option<Token>,
@@ -219,6 +224,7 @@ pub struct Config {
     pub out: Option<PathBuf>,
     pub name: Option<String>,
     pub api_token: Option<Token>,
+    pub tls: ClientTlsArgs,
     pub max_error_rate: f64,
     pub progress: ProgressMode,
     pub interval: Duration,
@@ -368,6 +374,7 @@ impl Args {
             out: self.out,
             name: self.name,
             api_token: self.api_token,
+            tls: self.tls,
             max_error_rate: self.max_error_rate,
             progress: self.progress,
             interval: self.interval,

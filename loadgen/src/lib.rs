@@ -184,6 +184,13 @@ fn run_target(
                     connections,
                     config.grpc_call,
                     Credentials::new(config.api_token.as_ref()),
+                    config
+                        .tls
+                        .config(&url)
+                        .map_err(|reason| TargetError::Address {
+                            address: url.clone(),
+                            reason,
+                        })?,
                 )?),
             };
             execute::run(client, spec).await

@@ -17,7 +17,7 @@ use taskforge_proto::scheduler::{
     GetClusterStatsRequest, RegisterFunctionRequest, TriggerExecutionRequest, WatchExecutionRequest,
 };
 use taskforge_services::auth::{self, Credentials, SchedulerClient};
-use taskforge_services::net::{ChannelConfig, connect_lazy};
+use taskforge_services::net::{ChannelConfig, connect_lazy_tls};
 use tokio::time::{Instant, timeout_at};
 use tonic::Streaming;
 
@@ -56,11 +56,12 @@ impl GrpcClient {
         connections: usize,
         call: GrpcCall,
         credentials: Credentials,
+        tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<GrpcClient, TargetError> {
         let config = ChannelConfig::default();
         let lanes = (0..connections.max(1))
             .map(|_| {
-                connect_lazy(url, &config)
+                connect_lazy_tls(url, &config, tls.clone())
                     .map(|channel| auth::scheduler_client(channel, credentials.clone()))
                     .map_err(|e| TargetError::Address {
                         address: url.to_string(),
