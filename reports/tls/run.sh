@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 set -u
-cd /work/main
+cd "$(dirname "$0")/../.."
 TF=target/release/taskforge; LG=target/release/taskforge-loadgen
 C=$(mktemp -d)/certs; rm -rf $C; $TF certs $C --host 127.0.0.1 > /dev/null
 for mode in plain tls; do
