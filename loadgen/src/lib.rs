@@ -178,6 +178,7 @@ fn run_target(
                     &url,
                     connections,
                     config.api_token.as_ref(),
+                    config.tls.ca.as_deref(),
                 )?),
                 false => Client::Grpc(GrpcClient::new(
                     &url,

@@ -372,6 +372,12 @@ struct GatewayArgs {
     api_token: ApiTokenArgs,
     #[command(flatten)]
     tls: ClientTlsArgs,
+    /// Serve HTTPS with this certificate (PEM, its chain after it).
+    #[arg(long, env = "TASKFORGE_GATEWAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The HTTPS certificate's private key (PEM).
+    #[arg(long, env = "TASKFORGE_GATEWAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Listen beyond loopback without TLS or a token (warns at start).
     #[arg(long, env = "TASKFORGE_INSECURE")]
     insecure: bool,
@@ -444,10 +450,8 @@ impl GatewayTuning {
     }
 }
 
-/// The gateway serves plain HTTP: put it behind a TLS-terminating proxy to
-/// expose it.
-const GATEWAY_TLS: Tls =
-    Tls::Off("the gateway has none yet: keep it on loopback behind a TLS proxy");
+/// The gateway without its own certificate.
+const GATEWAY_TLS: Tls = Tls::Off("--tls-cert and --tls-key on `taskforge gateway`");
 
 /// The flags of the tokens a server lacks (for `check_exposure`).
 fn missing(tokens: &[(&'static str, &Option<Token>)]) -> Vec<&'static str> {
@@ -684,11 +688,19 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let api_token = args.api_token.token()?;
+    let https = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(gateway::https::server_config(cert, key)?),
+        _ => None,
+    };
     let gateway_tokens = missing(&[("--api-token", &api_token)]);
+    let exposed = match https {
+        Some(_) => Tls::On,
+        None => GATEWAY_TLS,
+    };
     check_exposure(
         "the gateway",
         args.http,
-        GATEWAY_TLS,
+        exposed,
         &gateway_tokens,
         args.insecure,
     )?;
@@ -700,10 +712,20 @@ async fn run_gateway(args: GatewayArgs) -> Result<(), String> {
     let listener = TcpListener::bind(args.http)
         .await
         .map_err(|error| format!("could not listen on {}: {error}", args.http))?;
-    tracing::info!(addr = %args.http, "gateway listening");
-    gateway::serve(net::http_listener(listener), router, terminated())
-        .await
-        .map_err(|error| error.to_string())
+    // On stdout, so a supervisor (or a test) asking for port 0 learns it.
+    let addr = listener
+        .local_addr()
+        .map_err(|error| format!("could not listen on {}: {error}", args.http))?;
+    println!("gateway listening on {addr}");
+    let served = match https {
+        Some(config) => {
+            let listener = gateway::https::TlsListener::new(listener, config)
+                .map_err(|error| error.to_string())?;
+            gateway::serve(listener, router, terminated()).await
+        }
+        None => gateway::serve(net::http_listener(listener), router, terminated()).await,
+    };
+    served.map_err(|error| error.to_string())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

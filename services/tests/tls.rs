@@ -157,3 +157,127 @@ async fn work_flows_over_tls_and_the_unprotected_are_refused() {
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
+
+/// One HTTPS request to the gateway, trusting `ca`.
+async fn https(
+    addr: std::net::SocketAddr,
+    ca: &Path,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(addr.ip().to_string()).unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the gateway");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = sender
+        .send_request(
+            request
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn the_gateway_serves_https_in_front_of_a_tls_scheduler() {
+    let dir = TempDir::new("tls-gateway");
+    let certs = dir.path().join("certs");
+    tls::generate(&certs, &["127.0.0.1".to_string()]).unwrap();
+    let file = |name: &str| certs.join(name).to_str().unwrap().to_string();
+    let (_scheduler, addr) = scheduler(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            &file(tls::SERVER_CERT),
+            "--tls-key",
+            &file(tls::SERVER_KEY),
+            "--api-token",
+            "api",
+        ],
+    );
+    let mut gateway = std::process::Command::new(env!("CARGO_BIN_EXE_taskforge"))
+        .args(["gateway", "--http", "127.0.0.1:0"])
+        .args([
+            "--scheduler",
+            &format!("https://{addr}"),
+            "--ca",
+            &file(tls::CA_CERT),
+        ])
+        .args(["--api-token", "api"])
+        .args([
+            "--tls-cert",
+            &file(tls::SERVER_CERT),
+            "--tls-key",
+            &file(tls::SERVER_KEY),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(gateway.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _gateway = support::processes::Process::from(gateway);
+    let http: std::net::SocketAddr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let ca = certs.join(tls::CA_CERT);
+
+    let (status, _) = https(http, &ca, "GET", "/health", None, "").await;
+    assert_eq!(status, 200);
+    let register = r#"{"name":"echo","language":"builtin","code":"echo"}"#;
+    let (status, _) = https(http, &ca, "POST", "/functions", None, register).await;
+    assert_eq!(status, 401, "the gateway wants its token");
+    let (status, body) = https(http, &ca, "POST", "/functions", Some("api"), register).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("function_id"), "{body}");
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut plain = tokio::net::TcpStream::connect(http).await.unwrap();
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer).await;
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}

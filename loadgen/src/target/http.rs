@@ -46,6 +46,9 @@ struct Pool {
     authority: String,
     /// `Bearer <token>`, sent when the gateway asks for a token.
     authorization: Option<String>,
+    /// HTTPS: whom to trust; `host` is the name the certificate must carry.
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    host: String,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     /// One permit per connection the pool may hold.
     permits: Semaphore,
@@ -61,21 +64,30 @@ impl HttpClient {
         url: &str,
         connections: usize,
         api_token: Option<&Token>,
+        ca: Option<&std::path::Path>,
     ) -> Result<HttpClient, TargetError> {
         let invalid = |reason: &str| TargetError::Address {
             address: url.to_string(),
             reason: reason.to_string(),
         };
         let uri: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(invalid("only http:// is supported"));
-        }
+        let tls = match (uri.scheme_str(), ca) {
+            (Some("http"), None) => None,
+            (Some("http"), Some(_)) => return Err(invalid("--ca is for https:// gateways")),
+            (Some("https"), Some(ca)) => {
+                Some(client_config(ca).map_err(|reason| invalid(&reason))?)
+            }
+            (Some("https"), None) => return Err(invalid("https:// needs --ca")),
+            _ => return Err(invalid("use http:// or https://")),
+        };
         let host = uri.host().ok_or_else(|| invalid("no host"))?;
         let port = uri.port_u16().unwrap_or(80);
         Ok(HttpClient {
             pool: Arc::new(Pool {
                 authority: format!("{host}:{port}"),
                 authorization: api_token.map(|token| format!("Bearer {}", token.expose())),
+                tls,
+                host: host.to_string(),
                 idle: Mutex::new(Vec::new()),
                 permits: Semaphore::new(connections.max(1)),
             }),
@@ -266,14 +278,52 @@ impl Pool {
             .await
             .map_err(|e| format!("could not connect to {}: {e}", self.authority))?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let Some(tls) = &self.tls else {
+            return handshake(stream).await;
+        };
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| format!("{}: {e}", self.host))?;
+        let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, stream)
             .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
+            .map_err(|e| format!("TLS with {}: {e}", self.authority))?;
+        handshake(stream).await
     }
+}
+
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Trusts the CA in `ca` (PEM) and nothing else.
+fn client_config(ca: &std::path::Path) -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(&pem) {
+        let certificate = certificate.map_err(|e| format!("{}: {e}", ca.display()))?;
+        roots
+            .add(certificate)
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A 2xx JSON answer as `T`; anything else as a message naming the status.

@@ -33,6 +33,7 @@ mod cluster;
 mod error;
 mod extract;
 mod functions;
+pub mod https;
 mod jobs;
 mod metrics;
 pub(crate) mod output;

@@ -49,6 +49,12 @@ impl Process {
     }
 }
 
+impl From<Child> for Process {
+    fn from(child: Child) -> Process {
+        Process(child)
+    }
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill_9();
