@@ -14,17 +14,14 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use bytes::Bytes;
 use taskforge_proto::common::ExecutionInfo;
-use taskforge_proto::scheduler::{
-    ListWorkersRequest, RegisterFunctionRequest, TriggerExecutionRequest,
-};
+use taskforge_proto::scheduler::ListWorkersRequest;
 use taskforge_services::auth::{self, Credentials, SchedulerClient, Token};
 use taskforge_services::net::{self, ChannelConfig};
 use taskforge_services::tls::{self, ClientTlsArgs};
 
 use support::processes::TempDir;
-use support::watch::{GUARD, is_terminal, watch_until};
+use support::watch::{GUARD, is_terminal, register, trigger, watch_until};
 
 const SCHEDULER_IP: &str = "198.18.0.1";
 const API_TOKEN: &str = "multihost-api";
@@ -151,16 +148,21 @@ fn lab_possible() -> Result<(), String> {
 
 /// Runs `body` on a thread inside the network namespace `namespace`, on a
 /// runtime of its own: every socket it opens is that host's.
-fn on_host<F, T>(namespace: &str, body: F) -> T
+fn on_host<F, Fut, T>(namespace: &str, body: F) -> T
 where
-    F: FnOnce() -> T + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
     T: Send + 'static,
 {
     let path = PathBuf::from("/var/run/netns").join(namespace);
     std::thread::spawn(move || {
         let handle = std::fs::File::open(&path).expect("open the namespace");
         nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter it");
-        body()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(body())
     })
     .join()
     .expect("the client thread")
@@ -203,33 +205,6 @@ async fn workers_become(client: &mut SchedulerClient, expected: &[&str]) {
     tokio::time::timeout(GUARD, settle)
         .await
         .unwrap_or_else(|_| panic!("workers never became {expected:?}"));
-}
-
-async fn register(client: &mut SchedulerClient, code: &str) -> String {
-    client
-        .register_function(RegisterFunctionRequest {
-            name: code.into(),
-            language: "builtin".into(),
-            code: Bytes::copy_from_slice(code.as_bytes()),
-            ..Default::default()
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .function_id
-}
-
-async fn trigger(client: &mut SchedulerClient, function_id: &str, payload: &str) -> String {
-    client
-        .trigger_execution(TriggerExecutionRequest {
-            function_id: function_id.into(),
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
-            ..Default::default()
-        })
-        .await
-        .expect("trigger")
-        .into_inner()
-        .execution_id
 }
 
 async fn done(client: &mut SchedulerClient, id: &str) -> ExecutionInfo {
@@ -287,24 +262,36 @@ fn a_cluster_across_network_hosts_survives_a_cut_link() {
         .read_line(&mut line)
         .expect("the scheduler's first line");
     assert!(line.contains("listening on 198.18.0.1:50051"), "{line:?}");
-    for (n, host) in worker_hosts.iter().enumerate() {
-        let id = format!("w{}", n + 1);
+    // Two workers, and an intruder beside w2 with the right certificate but
+    // a guessed token.
+    let workers = [
+        (&worker_hosts[0], "w1", WORKER_TOKEN),
+        (&worker_hosts[1], "w2", WORKER_TOKEN),
+        (&worker_hosts[1], "intruder", "guessed"),
+    ];
+    for (host, id, token) in workers {
+        let scheduler_url = format!("https://{SCHEDULER_IP}:50051");
+        let (ca, cert, key) = (
+            cert(tls::CA_CERT),
+            cert(tls::WORKER_CERT),
+            cert(tls::WORKER_KEY),
+        );
         lab.run(
             host,
             &[
                 "worker",
                 "--scheduler",
-                &format!("https://{SCHEDULER_IP}:50051"),
+                &scheduler_url,
                 "--ca",
-                &cert(tls::CA_CERT),
+                &ca,
                 "--tls-client-cert",
-                &cert(tls::WORKER_CERT),
+                &cert,
                 "--tls-client-key",
-                &cert(tls::WORKER_KEY),
+                &key,
                 "--worker-token",
-                WORKER_TOKEN,
+                token,
                 "--id",
-                &id,
+                id,
                 "--pool",
                 "4",
                 "--runtimes",
@@ -315,29 +302,6 @@ fn a_cluster_across_network_hosts_survives_a_cut_link() {
             Stdio::null(),
         );
     }
-
-    // An intruder beside w2, with the right certificate but a guessed token.
-    lab.run(
-        &worker_hosts[1],
-        &[
-            "worker",
-            "--scheduler",
-            &format!("https://{SCHEDULER_IP}:50051"),
-            "--ca",
-            &cert(tls::CA_CERT),
-            "--tls-client-cert",
-            &cert(tls::WORKER_CERT),
-            "--tls-client-key",
-            &cert(tls::WORKER_KEY),
-            "--worker-token",
-            "guessed",
-            "--id",
-            "intruder",
-            "--runtimes",
-            "builtin",
-        ],
-        Stdio::null(),
-    );
     // A CA the scheduler's certificate is not from.
     let other = dir.path().join("other");
     tls::generate(&other, &[SCHEDULER_IP.to_string()]).unwrap();
@@ -349,68 +313,64 @@ fn a_cluster_across_network_hosts_survives_a_cut_link() {
         let ca = ca.clone();
         let other_ca = other_ca.clone();
         move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let mut client = connect(&ca);
-                    // The intruder never joins.
-                    workers_become(&mut client, &["w1", "w2"]).await;
-                    // A plaintext client and one trusting another CA are
-                    // refused; the scheduler goes on serving.
-                    let plain = net::connect_lazy(
-                        &format!("http://{SCHEDULER_IP}:50051"),
-                        &ChannelConfig::default(),
-                    )
-                    .unwrap();
-                    let mut plain = auth::scheduler_client(
-                        plain,
-                        Credentials::new(Some(&Token::new(API_TOKEN).unwrap())),
-                    );
-                    assert!(plain.list_workers(ListWorkersRequest {}).await.is_err());
-                    let stranger = connect(&other_ca)
-                        .list_workers(ListWorkersRequest {})
-                        .await
-                        .unwrap_err();
-                    assert!(
-                        format!("{stranger:?}")
-                            .to_lowercase()
-                            .contains("certificate"),
-                        "{stranger:?}"
-                    );
-                    // The seed flow.
-                    let greet = register(&mut client, "sum_and_greet").await;
-                    let id = trigger(&mut client, &greet, r#"{"name":"Ada","a":2,"b":3}"#).await;
-                    let info = done(&mut client, &id).await;
-                    let output: serde_json::Value = serde_json::from_slice(&info.output).unwrap();
-                    assert_eq!(output["sum"], 5);
-                    // A burst spreads across both workers.
-                    let sleep = register(&mut client, "sleep").await;
-                    let mut ids = Vec::new();
-                    for _ in 0..16 {
-                        ids.push(trigger(&mut client, &sleep, "200").await);
+            async move {
+                let mut client = connect(&ca);
+                // The intruder never joins.
+                workers_become(&mut client, &["w1", "w2"]).await;
+                // A plaintext client and one trusting another CA are
+                // refused; the scheduler goes on serving.
+                let plain = net::connect_lazy(
+                    &format!("http://{SCHEDULER_IP}:50051"),
+                    &ChannelConfig::default(),
+                )
+                .unwrap();
+                let mut plain = auth::scheduler_client(
+                    plain,
+                    Credentials::new(Some(&Token::new(API_TOKEN).unwrap())),
+                );
+                assert!(plain.list_workers(ListWorkersRequest {}).await.is_err());
+                let stranger = connect(&other_ca)
+                    .list_workers(ListWorkersRequest {})
+                    .await
+                    .unwrap_err();
+                assert!(
+                    format!("{stranger:?}")
+                        .to_lowercase()
+                        .contains("certificate"),
+                    "{stranger:?}"
+                );
+                // The seed flow.
+                let greet = register(&mut client, "sum_and_greet").await;
+                let id = trigger(&mut client, &greet, r#"{"name":"Ada","a":2,"b":3}"#).await;
+                let info = done(&mut client, &id).await;
+                let output: serde_json::Value = serde_json::from_slice(&info.output).unwrap();
+                assert_eq!(output["sum"], 5);
+                // A burst spreads across both workers.
+                let sleep = register(&mut client, "sleep").await;
+                let mut ids = Vec::new();
+                for _ in 0..16 {
+                    ids.push(trigger(&mut client, &sleep, "200").await);
+                }
+                let mut used = BTreeSet::new();
+                for id in &ids {
+                    used.insert(done(&mut client, id).await.worker_id);
+                }
+                assert_eq!(used, ["w1".to_string(), "w2".to_string()].into());
+                // Long sleeps, running on both, for the cut.
+                let mut ids = Vec::new();
+                for _ in 0..8 {
+                    ids.push(trigger(&mut client, &sleep, "3000").await);
+                }
+                let mut on_w1 = Vec::new();
+                for id in &ids {
+                    let running = support::watch::running(&mut client, id).await;
+                    if running.worker_id == "w1" {
+                        on_w1.push(id.clone());
                     }
-                    let mut used = BTreeSet::new();
-                    for id in &ids {
-                        used.insert(done(&mut client, id).await.worker_id);
-                    }
-                    assert_eq!(used, ["w1".to_string(), "w2".to_string()].into());
-                    // Long sleeps, running on both, for the cut.
-                    let mut ids = Vec::new();
-                    for _ in 0..8 {
-                        ids.push(trigger(&mut client, &sleep, "3000").await);
-                    }
-                    let mut on_w1 = Vec::new();
-                    for id in &ids {
-                        let running = support::watch::running(&mut client, id).await;
-                        if running.worker_id == "w1" {
-                            on_w1.push(id.clone());
-                        }
-                    }
-                    assert!(!on_w1.is_empty(), "nothing ran on w1");
-                    (ids, on_w1, sleep)
-                })
+                }
+                assert!(!on_w1.is_empty(), "nothing ran on w1");
+                (ids, on_w1, sleep)
+            }
         }
     });
 
@@ -419,51 +379,43 @@ fn a_cluster_across_network_hosts_survives_a_cut_link() {
         let ca = ca.clone();
         let (ids, on_w1) = (before_cut.clone(), on_w1.clone());
         move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    let mut client = connect(&ca);
-                    // w1's executions are re-queued to w2 once its heartbeats
-                    // stop, and everything completes.
-                    for id in &ids {
-                        let info = done(&mut client, id).await;
-                        if on_w1.contains(id) {
-                            assert_eq!(info.worker_id, "w2", "{id} moved to the live worker");
-                            assert!(info.attempt >= 2, "{id}: attempt {}", info.attempt);
-                        }
+            async move {
+                let mut client = connect(&ca);
+                // w1's executions are re-queued to w2 once its heartbeats
+                // stop, and everything completes.
+                for id in &ids {
+                    let info = done(&mut client, id).await;
+                    if on_w1.contains(id) {
+                        assert_eq!(info.worker_id, "w2", "{id} moved to the live worker");
+                        assert!(info.attempt >= 2, "{id}: attempt {}", info.attempt);
                     }
-                    workers_become(&mut client, &["w2"]).await;
-                })
+                }
+                workers_become(&mut client, &["w2"]).await;
+            }
         }
     });
 
     cut(true);
     on_host(&client_host, move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let mut client = connect(&ca);
-                // w1 comes back under a new session; its late results for the
-                // attempts it lost were fenced: every execution still shows
-                // the attempt that completed it on w2.
-                workers_become(&mut client, &["w1", "w2"]).await;
-                for id in &on_w1 {
-                    let info = done(&mut client, id).await;
-                    assert_eq!(info.worker_id, "w2", "{id} kept its w2 result");
-                }
-                let mut used = BTreeSet::new();
-                let mut ids = Vec::new();
-                for _ in 0..16 {
-                    ids.push(trigger(&mut client, &sleep, "200").await);
-                }
-                for id in &ids {
-                    used.insert(done(&mut client, id).await.worker_id);
-                }
-                assert!(used.contains("w1"), "w1 works again: {used:?}");
-            })
+        async move {
+            let mut client = connect(&ca);
+            // w1 comes back under a new session; its late results for the
+            // attempts it lost were fenced: every execution still shows
+            // the attempt that completed it on w2.
+            workers_become(&mut client, &["w1", "w2"]).await;
+            for id in &on_w1 {
+                let info = done(&mut client, id).await;
+                assert_eq!(info.worker_id, "w2", "{id} kept its w2 result");
+            }
+            let mut used = BTreeSet::new();
+            let mut ids = Vec::new();
+            for _ in 0..16 {
+                ids.push(trigger(&mut client, &sleep, "200").await);
+            }
+            for id in &ids {
+                used.insert(done(&mut client, id).await.worker_id);
+            }
+            assert!(used.contains("w1"), "w1 works again: {used:?}");
+        }
     });
 }
