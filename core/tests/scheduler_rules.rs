@@ -43,6 +43,25 @@ fn status(s: &Scheduler, id: u64) -> Option<Status> {
     s.execution(ExecutionId(id)).map(|v| v.status)
 }
 
+/// How `id` ended, from the outputs not drained yet (the core hands the
+/// terminal state out once, in `Output::Finished`, and keeps only the status).
+fn terminal(s: &mut Scheduler, id: u64) -> Terminal {
+    terminal_in(&drain(s), id)
+}
+
+fn terminal_in(outputs: &[Output], id: u64) -> Terminal {
+    let mut ends = outputs.iter().filter_map(|output| match output {
+        Output::Finished {
+            execution,
+            terminal,
+        } if *execution == ExecutionId(id) => Some(terminal.clone()),
+        _ => None,
+    });
+    let terminal = ends.next().expect("the execution finished");
+    assert_eq!(ends.next(), None, "an execution finishes once");
+    terminal
+}
+
 fn runs(runtimes: &[&str]) -> Capabilities {
     Capabilities::only(runtimes.iter().copied())
 }
@@ -185,7 +204,8 @@ fn the_schedule_to_start_deadline_fails_an_execution_that_never_started() {
     s.handle_timeout(at_ms(2000));
     let view = s.execution(ExecutionId(1)).unwrap();
     assert_eq!(view.status, Status::Failed);
-    let error = view.terminal.unwrap().error();
+    let terminal = terminal(&mut s, 1);
+    let error = terminal.error();
     assert!(error.contains("not started within 2s"), "{error}");
     assert!(
         error.contains("no connected worker runs builtin"),
@@ -272,7 +292,8 @@ fn after_max_attempts_lost_the_execution_fails_saying_why() {
     let view = s.execution(ExecutionId(1)).unwrap();
     assert_eq!(view.status, Status::Failed);
     assert_eq!(view.attempt, 2);
-    let error = view.terminal.unwrap().error();
+    let terminal = terminal(&mut s, 1);
+    let error = terminal.error();
     assert!(error.starts_with("worker lost 2 times"), "{error}");
 }
 
@@ -292,7 +313,7 @@ fn a_failing_function_is_not_retried() {
     );
     let view = s.execution(ExecutionId(1)).unwrap();
     assert_eq!(view.status, Status::Failed);
-    assert_eq!(view.terminal.unwrap().error(), "boom");
+    assert_eq!(terminal(&mut s, 1).error(), "boom");
 }
 
 #[test]
@@ -342,8 +363,7 @@ fn results_from_stale_attempts_duplicates_and_wrong_workers_change_nothing() {
         s.result(at_ms(5), S3, ExecutionId(1), 2, ok("again")),
         ResultDisposition::Stale
     );
-    let terminal = s.execution(ExecutionId(1)).unwrap().terminal.unwrap();
-    assert_eq!(terminal.output(), &Bytes::from("right"));
+    assert_eq!(terminal(&mut s, 1).output(), &Bytes::from("right"));
 }
 
 #[test]
@@ -497,11 +517,12 @@ fn a_worker_whose_attempts_keep_timing_out_is_quarantined_until_it_answers() {
     }));
     let third = ExecutionId(6 - first.0 - second.0);
     assert_eq!(dispatches(&out), [(S1, third, 2)]);
-    assert_eq!(
-        s.execution(first).unwrap().terminal.unwrap().output(),
-        &Bytes::from("done"),
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Finished { execution, .. } if *execution == first)),
         "a late answer for a lost attempt changes nothing"
     );
+    assert_eq!(s.execution(first).unwrap().status, Status::Completed);
 }
 
 #[test]
@@ -525,12 +546,8 @@ fn an_execution_that_never_gets_a_result_fails_after_its_attempts() {
         dispatches(&out),
         [(S1, ExecutionId(1), 1), (S1, ExecutionId(1), 2)]
     );
-    let error = s
-        .execution(ExecutionId(1))
-        .unwrap()
-        .terminal
-        .unwrap()
-        .error();
+    let terminal = terminal_in(&out, 1);
+    let error = terminal.error();
     assert!(
         error.starts_with("timed out: no result within 1s (+1s grace), 2 attempts lost"),
         "{error}"
@@ -548,7 +565,7 @@ fn restored_executions_keep_their_finishing_time_for_retention() {
         at_ms(80_000),
         submission(1, policy()),
         Prior::Finished {
-            terminal: done.clone(),
+            status: done.status(),
             attempt: 1,
             finished_at: at_ms(50_000),
         },
@@ -558,7 +575,7 @@ fn restored_executions_keep_their_finishing_time_for_retention() {
         at_ms(80_000),
         submission(2, policy()),
         Prior::Finished {
-            terminal: done,
+            status: done.status(),
             attempt: 1,
             finished_at: at_ms(30_000),
         },
@@ -569,7 +586,7 @@ fn restored_executions_keep_their_finishing_time_for_retention() {
         at_ms(80_000),
         submission(3, policy()),
         Prior::Finished {
-            terminal: Terminal::Cancelled,
+            status: Status::Cancelled,
             attempt: 0,
             finished_at: at_ms(10_000),
         },
@@ -696,7 +713,7 @@ fn restored_executions_queue_again_and_finished_ones_are_remembered() {
         at_ms(0),
         submission(2, policy()),
         Prior::Finished {
-            terminal: done.clone(),
+            status: done.status(),
             attempt: 1,
             finished_at: at_ms(0),
         },
@@ -711,7 +728,7 @@ fn restored_executions_queue_again_and_finished_ones_are_remembered() {
     )
     .unwrap();
     let kept = s.execution(ExecutionId(2)).unwrap();
-    assert_eq!((kept.terminal, kept.attempt), (Some(&done), 1));
+    assert_eq!((kept.status, kept.attempt), (done.status(), 1));
     assert_eq!(status(&s, 3), Some(Status::Failed), "out of attempts");
     s.worker_connected(at_ms(1), S1, worker("w"), 4, Capabilities::Any)
         .unwrap();
@@ -847,10 +864,10 @@ fn an_execution_no_connected_worker_runs_fails_at_its_schedule_to_start_deadline
     }
     s.heartbeat(at_ms(1000), S1, 1);
     s.handle_timeout(at_ms(2000));
+    let out = drain(&mut s);
     let error = |id| {
-        let view = s.execution(ExecutionId(id)).unwrap();
-        assert_eq!(view.status, Status::Failed);
-        view.terminal.unwrap().error().to_string()
+        assert_eq!(status(&s, id), Some(Status::Failed));
+        terminal_in(&out, id).error().to_string()
     };
     assert_eq!(
         error(2),

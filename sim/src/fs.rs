@@ -173,6 +173,45 @@ impl FileSystem for SimFileSystem {
         self.power.check()?;
         sim_fs::sync_dir(path)
     }
+
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+        use std::os::unix::fs::FileExt as _;
+        if self.power.is_cut() {
+            return Err(power_out());
+        }
+        let file = match sim_fs::File::open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, offset)?;
+        Ok(Some(bytes))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.power.check()?;
+        match sim_fs::remove_file(path) {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            result => result,
+        }
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        if self.power.is_cut() {
+            return Err(power_out());
+        }
+        let entries = match sim_fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(error),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
 }
 
 /// A file open for reading. Reading changes nothing, so it does not count

@@ -96,11 +96,13 @@ pub enum Prior {
     /// Accepted but not finished; `attempts_started` were dispatched, all of which
     /// are lost with the restart.
     Pending { attempts_started: u32 },
-    /// Ended as `terminal` on its `attempt`-th start, at `finished_at` (on the
-    /// caller's clock, so retention by age counts from the real end, not from
-    /// the restart).
+    /// Ended in `status` (terminal) on its `attempt`-th start, at
+    /// `finished_at` (on the caller's clock, so retention by age counts from
+    /// the real end, not from the restart). The core keeps no more of a
+    /// finished execution than that: its output and error are the caller's
+    /// to keep (on disk).
     Finished {
-        terminal: Terminal,
+        status: Status,
         attempt: u32,
         finished_at: Instant,
     },
@@ -111,7 +113,6 @@ struct Execution {
     function: Arc<str>,
     /// Only workers that run it get the execution.
     runtime: Arc<str>,
-    /// Dropped once the execution is terminal.
     payload: Bytes,
     policy: Policy,
     /// Attempts dispatched so far; the fencing token of the latest.
@@ -127,7 +128,7 @@ struct Execution {
 /// execution's runtime (released when it is done); `avoid`, while pending, is
 /// the session its last attempt timed out on: the retry goes elsewhere when
 /// another worker that runs its runtime has room. (Kept here rather than
-/// beside `place`: `Done` is the largest variant, so they take no room.)
+/// beside `place`, they would take room in every execution.)
 #[derive(Debug)]
 enum Place {
     /// In its runtime's ready queue, under `ticket`.
@@ -146,17 +147,25 @@ enum Place {
         session: SessionId,
         deadline: Instant,
     },
-    Done(Terminal),
+}
+
+/// What the core keeps of a finished execution until retention forgets it:
+/// enough to answer inspection and refuse a second end, no more. Its
+/// terminal state (output, error) left with `Output::Finished`.
+#[derive(Debug)]
+struct Done {
+    function: Arc<str>,
+    status: Status,
+    attempt: u32,
 }
 
 impl Place {
-    /// The runtime id an unfinished execution holds.
-    fn runtime(&self) -> Option<RuntimeId> {
+    /// The runtime id the execution holds.
+    fn runtime(&self) -> RuntimeId {
         match *self {
             Place::Queued { runtime, .. }
             | Place::Backoff { runtime, .. }
-            | Place::Running { runtime, .. } => Some(runtime),
-            Place::Done(_) => None,
+            | Place::Running { runtime, .. } => runtime,
         }
     }
 }
@@ -166,7 +175,6 @@ impl Execution {
         match &self.place {
             Place::Queued { .. } | Place::Backoff { .. } => Status::Pending,
             Place::Running { .. } => Status::Running,
-            Place::Done(terminal) => terminal.status(),
         }
     }
 }
@@ -182,7 +190,11 @@ enum Timer {
 #[derive(Debug)]
 pub struct Scheduler {
     config: SchedulerConfig,
+    /// Executions not finished yet.
     executions: FxHashMap<ExecutionId, Execution>,
+    /// Finished executions until retention forgets them: kept small, as
+    /// there can be millions.
+    done: FxHashMap<ExecutionId, Done>,
     /// The runtimes in use, as ids for the queues and worker indexes.
     runtimes: Runtimes,
     /// Executions ready to start, per runtime, in order.
@@ -200,6 +212,7 @@ impl Scheduler {
         Scheduler {
             config,
             executions: FxHashMap::default(),
+            done: FxHashMap::default(),
             runtimes: Runtimes::default(),
             ready: ReadyQueues::default(),
             workers: WorkerTable::default(),
@@ -346,24 +359,22 @@ impl Scheduler {
                 self.pump(now);
             }
             Prior::Finished {
-                terminal,
+                status,
                 attempt,
                 finished_at,
             } => {
-                self.by_status[terminal.status() as usize] += 1;
-                self.executions.insert(
-                    id,
-                    Execution {
-                        function: submission.function,
-                        runtime: submission.runtime,
-                        payload: Bytes::new(),
-                        policy: submission.policy,
-                        attempt,
-                        lost: 0,
-                        start_deadline: None,
-                        place: Place::Done(terminal),
-                    },
-                );
+                if !status.is_terminal() {
+                    return Err(SubmitError::InvalidPolicy(
+                        "a finished execution's status must be terminal",
+                    ));
+                }
+                self.by_status[status as usize] += 1;
+                let done = Done {
+                    function: submission.function,
+                    status,
+                    attempt,
+                };
+                self.done.insert(id, done);
                 self.retain(now, finished_at.min(now), id);
             }
         }
@@ -423,18 +434,18 @@ impl Scheduler {
         execution: ExecutionId,
         terminal: Terminal,
     ) -> Result<Status, CancelError> {
+        if let Some(done) = self.done.get(&execution) {
+            return Err(CancelError::AlreadyFinished {
+                id: execution,
+                status: done.status,
+            });
+        }
         let exec = self
             .executions
             .get(&execution)
             .ok_or(CancelError::NotFound(execution))?;
         let status = exec.status();
         match exec.place {
-            Place::Done(ref terminal) => {
-                return Err(CancelError::AlreadyFinished {
-                    id: execution,
-                    status: terminal.status(),
-                });
-            }
             Place::Running { session, .. } => self.outputs.push_back(Output::Abort {
                 session,
                 execution,
@@ -495,12 +506,16 @@ impl Scheduler {
     // ----- inspection -------------------------------------------------------
 
     pub fn execution(&self, id: ExecutionId) -> Option<ExecutionView<'_>> {
-        self.executions.get(&id).map(|exec| view(id, exec))
+        match self.executions.get(&id) {
+            Some(exec) => Some(view(id, exec)),
+            None => self.done.get(&id).map(|done| done_view(id, done)),
+        }
     }
 
     /// Every execution held, in no particular order: sort before showing.
     pub fn executions(&self) -> impl Iterator<Item = ExecutionView<'_>> {
-        self.executions.iter().map(|(&id, exec)| view(id, exec))
+        let live = self.executions.iter().map(|(&id, exec)| view(id, exec));
+        live.chain(self.done.iter().map(|(&id, done)| done_view(id, done)))
     }
 
     /// How many executions wait in each runtime's ready queue, by runtime
@@ -578,7 +593,7 @@ impl Scheduler {
                 "timeout must be greater than zero",
             ));
         }
-        if self.executions.contains_key(&submission.id) {
+        if self.executions.contains_key(&submission.id) || self.done.contains_key(&submission.id) {
             return Err(SubmitError::Duplicate(submission.id));
         }
         Ok(())
@@ -703,31 +718,29 @@ impl Scheduler {
 
     /// Moves an execution to its terminal state, disarming whatever it waited on.
     fn finish(&mut self, now: Instant, id: ExecutionId, terminal: Terminal) {
-        let Some(exec) = self.executions.get_mut(&id) else {
+        let Some(exec) = self.executions.remove(&id) else {
             return;
         };
         let previous = exec.status();
-        if previous.is_terminal() {
-            return;
-        }
         match exec.place {
             Place::Queued {
                 runtime, ticket, ..
             } => self.ready.remove(runtime, ticket),
             Place::Backoff { until, .. } => self.deadlines.remove(until, Timer::Backoff(id)),
             Place::Running { deadline, .. } => self.deadlines.remove(deadline, Timer::Attempt(id)),
-            Place::Done(_) => {}
         }
-        if let Some(at) = exec.start_deadline.take() {
+        if let Some(at) = exec.start_deadline {
             self.deadlines.remove(at, Timer::ScheduleToStart(id));
         }
-        if let Some(runtime) = exec.place.runtime() {
-            self.runtimes.release(runtime);
-        }
+        self.runtimes.release(exec.place.runtime());
         self.by_status[previous as usize] -= 1;
         self.by_status[terminal.status() as usize] += 1;
-        exec.payload = Bytes::new();
-        exec.place = Place::Done(terminal.clone());
+        let done = Done {
+            function: exec.function,
+            status: terminal.status(),
+            attempt: exec.attempt,
+        };
+        self.done.insert(id, done);
         self.outputs.push_back(Output::Finished {
             execution: id,
             terminal,
@@ -757,8 +770,8 @@ impl Scheduler {
                 break;
             }
             self.finished.pop_front();
-            if let Some(exec) = self.executions.remove(&id) {
-                self.by_status[exec.status() as usize] -= 1;
+            if let Some(done) = self.done.remove(&id) {
+                self.by_status[done.status as usize] -= 1;
             }
             self.outputs.push_back(Output::Evicted { execution: id });
         }
@@ -898,10 +911,7 @@ impl Scheduler {
         }
         exec.start_deadline = None;
         let runtime = &exec.runtime;
-        let capable = exec
-            .place
-            .runtime()
-            .map_or(0, |id| self.workers.running(id));
+        let capable = self.workers.running(exec.place.runtime());
         let why = match capable {
             0 => format!("no connected worker runs {runtime}"),
             1 => format!("the only worker that runs {runtime} stayed busy"),
@@ -977,16 +987,23 @@ fn view(id: ExecutionId, exec: &Execution) -> ExecutionView<'_> {
     ExecutionView {
         id,
         function: &exec.function,
-        runtime: &exec.runtime,
+        runtime: Some(&exec.runtime),
         status: exec.status(),
         attempt: exec.attempt,
         session: match exec.place {
             Place::Running { session, .. } => Some(session),
             _ => None,
         },
-        terminal: match &exec.place {
-            Place::Done(terminal) => Some(terminal),
-            _ => None,
-        },
+    }
+}
+
+fn done_view(id: ExecutionId, done: &Done) -> ExecutionView<'_> {
+    ExecutionView {
+        id,
+        function: &done.function,
+        runtime: None,
+        status: done.status,
+        attempt: done.attempt,
+        session: None,
     }
 }

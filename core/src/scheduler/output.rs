@@ -119,14 +119,14 @@ pub enum ResultDisposition {
 pub struct ExecutionView<'a> {
     pub id: ExecutionId,
     pub function: &'a Arc<str>,
-    /// The runtime it needs: only workers that run it get it.
-    pub runtime: &'a Arc<str>,
+    /// The runtime it needs (only workers that run it get it); `None` once
+    /// it finished.
+    pub runtime: Option<&'a Arc<str>>,
     pub status: Status,
     /// Attempts dispatched so far; the current one while RUNNING.
     pub attempt: u32,
     /// The session running it, while RUNNING.
     pub session: Option<SessionId>,
-    pub terminal: Option<&'a Terminal>,
 }
 
 /// A connected worker.

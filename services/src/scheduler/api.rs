@@ -20,12 +20,18 @@ use taskforge_proto::scheduler::{
     TriggerExecutionResponse, WatchExecutionRequest,
 };
 
-use super::actor::{Command, Reply, Watch};
+use super::actor::{Command, Listing, Reply, Watch};
+use super::filed::History;
+use super::paging::Page;
 
-/// Sends commands to the actor and awaits its replies.
+/// Sends commands to the actor and awaits its replies; reads what the actor
+/// says is in the history.
 #[derive(Clone, Debug)]
 pub(crate) struct Api {
     commands: mpsc::Sender<Command>,
+    history: History,
+    /// What one response may carry (see `paging.rs`).
+    response_budget: usize,
 }
 
 fn gone() -> Status {
@@ -33,8 +39,16 @@ fn gone() -> Status {
 }
 
 impl Api {
-    pub(crate) fn new(commands: mpsc::Sender<Command>) -> Api {
-        Api { commands }
+    pub(crate) fn new(
+        commands: mpsc::Sender<Command>,
+        history: History,
+        response_budget: usize,
+    ) -> Api {
+        Api {
+            commands,
+            history,
+            response_budget,
+        }
     }
 
     async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, Status> {
@@ -50,13 +64,36 @@ impl Api {
 type InfoStream = Pin<Box<dyn Stream<Item = Result<ExecutionInfo, Status>> + Send>>;
 
 impl Api {
-    fn stream(&self, watch: Watch) -> WatchStream {
-        WatchStream {
+    async fn stream(&self, watch: Watch) -> Result<WatchStream, Status> {
+        let first = match watch.filed {
+            Some(location) => Some(self.history.read(watch.id, location).await?),
+            None => None,
+        };
+        Ok(WatchStream {
             id: watch.id,
+            first,
             updates: watch.updates,
             commands: self.commands.clone(),
-            ended: false,
-        }
+            // A filed execution's watch holds nothing in the actor: there
+            // is nothing to report when it is dropped.
+            ended: watch.filed.is_some(),
+        })
+    }
+
+    /// A page of the listing: the filed executions read, cut to the
+    /// response budget, with the cursor to go on from.
+    async fn page(&self, listing: Listing) -> Result<ListExecutionsResponse, Status> {
+        let infos = self.history.resolve(listing.found).await?;
+        let page = Page::fill(infos, usize::MAX, self.response_budget);
+        let cursor = if page.more || listing.more_matches {
+            page.items.last().map(|info| info.execution_id.clone())
+        } else {
+            listing.scan_stopped_at.map(|id| id.to_string())
+        };
+        Ok(ListExecutionsResponse {
+            executions: page.items,
+            next_after_execution_id: cursor.unwrap_or_default(),
+        })
     }
 }
 
@@ -66,6 +103,8 @@ impl Api {
 #[derive(Debug)]
 struct WatchStream {
     id: ExecutionId,
+    /// Sent before the updates (a filed execution's state, read from disk).
+    first: Option<ExecutionInfo>,
     updates: mpsc::UnboundedReceiver<ExecutionInfo>,
     commands: mpsc::Sender<Command>,
     /// The actor closed the watch (a terminal state, or shutdown): it holds
@@ -77,6 +116,9 @@ impl Stream for WatchStream {
     type Item = Result<ExecutionInfo, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
         let polled = self.updates.poll_recv(cx);
         if let Poll::Ready(None) = polled {
             self.ended = true;
@@ -129,7 +171,11 @@ impl SchedulerService for Api {
         request: Request<GetExecutionStatusRequest>,
     ) -> Result<Response<GetExecutionStatusResponse>, Status> {
         let id = request.into_inner().execution_id;
-        let info = self.ask(|reply| Command::Status { id, reply }).await?;
+        let found = self.ask(|reply| Command::Status { id, reply }).await?;
+        let info = match found {
+            Some(found) => self.history.resolve_one(found).await?,
+            None => None,
+        };
         // The seed answers an unknown id with a NOT_FOUND status string, not an
         // error: its clients rely on that.
         Ok(Response::new(match info {
@@ -156,7 +202,7 @@ impl SchedulerService for Api {
     ) -> Result<Response<InfoStream>, Status> {
         let id = request.into_inner().execution_id;
         let watch = self.ask(|reply| Command::Watch { id, reply }).await?;
-        Ok(Response::new(Box::pin(self.stream(watch))))
+        Ok(Response::new(Box::pin(self.stream(watch).await?)))
     }
 
     type TriggerAndWatchExecutionStream = InfoStream;
@@ -169,7 +215,7 @@ impl SchedulerService for Api {
         let watch = self
             .ask(|reply| Command::TriggerAndWatch { request, reply })
             .await?;
-        Ok(Response::new(Box::pin(self.stream(watch))))
+        Ok(Response::new(Box::pin(self.stream(watch).await?)))
     }
 
     async fn list_functions(
@@ -207,10 +253,10 @@ impl SchedulerService for Api {
         request: Request<ListExecutionsRequest>,
     ) -> Result<Response<ListExecutionsResponse>, Status> {
         let request = request.into_inner();
-        let page = self
+        let listing = self
             .ask(|reply| Command::ListExecutions { request, reply })
             .await?;
-        Ok(Response::new(page))
+        Ok(Response::new(self.page(listing).await?))
     }
 
     async fn cancel_execution(

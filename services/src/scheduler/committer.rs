@@ -13,7 +13,9 @@
 
 use tokio::sync::mpsc;
 
-use crate::store::{Record, Store};
+use taskforge_core::ExecutionId;
+
+use crate::store::{Location, Record, Store};
 
 /// Where the committer runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,8 +30,13 @@ pub enum StoreRunner {
 /// What the committer reports after each group.
 #[derive(Debug)]
 pub(crate) enum Commit {
-    /// Every batch up to and including this sequence number is durable.
-    Durable(u64),
+    /// Every batch up to and including `through` is durable; the
+    /// executions whose ends they held are filed in the history at these
+    /// locations.
+    Durable {
+        through: u64,
+        filed: Vec<(ExecutionId, Location)>,
+    },
     /// The store failed; batches up to this sequence number may not be durable.
     Failed { through: u64, error: String },
 }
@@ -110,7 +117,10 @@ fn commit_group(
     }
     let result = result.and_then(|()| store.sync());
     let report = match result {
-        Ok(()) => Commit::Durable(through),
+        Ok(()) => Commit::Durable {
+            through,
+            filed: store.take_filed(),
+        },
         Err(error) => Commit::Failed {
             through,
             error: error.to_string(),

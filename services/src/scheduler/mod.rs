@@ -12,6 +12,7 @@ mod actor;
 mod api;
 mod committer;
 mod convert;
+mod filed;
 mod idempotency;
 mod observer;
 mod paging;
@@ -35,9 +36,10 @@ use taskforge_proto::worker::worker_service_server::WorkerServiceServer;
 
 use crate::clock::WallClock;
 use crate::languages::Languages;
-use crate::store::Store;
+use crate::store::{HistoryReader, Store};
 pub use committer::StoreRunner;
 pub use observer::{SchedulerEvent, SchedulerObserver};
+use std::sync::Arc;
 
 /// Everything the scheduler service can be tuned with.
 #[derive(Clone, Debug)]
@@ -145,6 +147,7 @@ pub enum SchedulerError {
 pub struct SchedulerService {
     actor: actor::Actor,
     commands: mpsc::Sender<actor::Command>,
+    history: Arc<dyn HistoryReader>,
     options: SchedulerOptions,
 }
 
@@ -166,12 +169,14 @@ impl SchedulerService {
         for warning in &recovered.warnings {
             tracing::warn!("store: {warning}");
         }
+        let history = store.history();
         let (commands, inbox) = mpsc::channel(4096);
         let actor = actor::Actor::new(options.clone(), store, clock, inbox, recovered)
             .map_err(SchedulerError::Committer)?;
         Ok(SchedulerService {
             actor,
             commands,
+            history,
             options,
         })
     }
@@ -190,6 +195,7 @@ impl SchedulerService {
         let SchedulerService {
             actor,
             commands,
+            history,
             options,
         } = self;
         // Before anything runs: a bad certificate or key ends here.
@@ -209,7 +215,9 @@ impl SchedulerService {
             let _ = stopped.send(true);
         });
         let limit = options.message_limit();
-        let api = SchedulerServiceServer::new(api::Api::new(commands.clone()))
+        let history = filed::History::new(history, options.store_runner);
+        let api = api::Api::new(commands.clone(), history, options.response_budget());
+        let api = SchedulerServiceServer::new(api)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         let api = InterceptedService::new(api, Gate::new(Role::Api, options.api_token.clone()));

@@ -16,6 +16,10 @@
 //!
 //! Unknown fields are ignored when reading, so a newer writer can add optional
 //! fields without breaking an older reader.
+//!
+//! The history's segments hold one more kind of line, `done`: a finished
+//! execution whole (its acceptance without the payload, and its end), so that
+//! one read at its location answers everything about it.
 
 use std::borrow::Cow;
 use std::io;
@@ -28,7 +32,9 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use taskforge_core::{ExecutionId, Policy, Status, Terminal};
 
-use super::{ExecutionRecord, FinishedRecord, FunctionRecord, IdempotencyKey, Record};
+use super::{
+    ExecutionRecord, FinishedExecution, FinishedRecord, FunctionRecord, IdempotencyKey, Record,
+};
 
 /// Appends `record` to `out` as one line, newline included. On error `out` may
 /// hold part of a line; the caller truncates it back.
@@ -65,6 +71,229 @@ impl io::Write for ByteCounter {
 pub(crate) fn decode(line: &[u8]) -> Result<Record, String> {
     let line: Line<'static> = serde_json::from_slice(line).map_err(describe)?;
     line.into_record()
+}
+
+/// Appends a finished execution to `out` as one `done` line, newline
+/// included.
+pub(crate) fn encode_done(done: &FinishedExecution, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    let record = &done.record;
+    let finished = &done.finished;
+    let end = WireEnd::new(&finished.terminal);
+    let line = DoneLine {
+        kind: Cow::Borrowed(DONE),
+        id: HexId(record.id),
+        function_id: Cow::Borrowed(&record.function_id),
+        status: Cow::Borrowed(finished.terminal.status().as_str()),
+        attempt: finished.attempt,
+        worker_id: Cow::Borrowed(&finished.worker_id),
+        created_at_us: record.created_at_us,
+        started_at_us: finished.started_at_us,
+        finished_at_us: finished.finished_at_us,
+        policy: WirePolicy::new(&record.policy),
+        idempotency_key: record
+            .idempotency
+            .as_ref()
+            .map(|claim| Cow::Borrowed(claim.key.as_str())),
+        request_digest: record
+            .idempotency
+            .as_ref()
+            .map(|claim| Cow::Owned(format!("{:016x}", claim.digest))),
+        error: end.error,
+        output: end.output.text,
+        output_b64: end.output.base64,
+        logs: (!finished.logs.is_empty()).then_some(Cow::Borrowed(finished.logs.as_str())),
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// Reads a `done` line (without its newline) back whole.
+pub(crate) fn decode_done(line: &[u8]) -> Result<FinishedExecution, String> {
+    let line: DoneLine<'_> = serde_json::from_slice(line).map_err(describe)?;
+    if line.kind != DONE {
+        return Err(format!("a {:?} line where a done line belongs", line.kind));
+    }
+    let terminal = terminal_of(
+        &line.status,
+        line.error,
+        WireBytes {
+            text: line.output,
+            base64: line.output_b64,
+        },
+    )?;
+    Ok(FinishedExecution {
+        record: ExecutionRecord {
+            id: line.id.0,
+            function_id: line.function_id.into_owned(),
+            payload: Bytes::new(),
+            policy: line.policy.into_policy(),
+            created_at_us: line.created_at_us,
+            idempotency: idempotency_of(line.idempotency_key, line.request_digest)?,
+        },
+        finished: FinishedRecord {
+            terminal,
+            attempt: line.attempt,
+            worker_id: line.worker_id.into_owned(),
+            started_at_us: line.started_at_us,
+            finished_at_us: line.finished_at_us,
+            logs: line.logs.map(Cow::into_owned).unwrap_or_default(),
+        },
+    })
+}
+
+/// What a start needs of a `done` line, read without copying its long
+/// fields (output, error, logs are skipped over).
+#[derive(Debug)]
+pub(crate) struct DoneSummary<'a> {
+    pub(crate) id: ExecutionId,
+    pub(crate) function_id: Cow<'a, str>,
+    pub(crate) status: Status,
+    pub(crate) attempt: u32,
+    pub(crate) created_at_us: u64,
+    pub(crate) finished_at_us: u64,
+    pub(crate) idempotency: Option<IdempotencyKey>,
+}
+
+pub(crate) fn decode_done_summary(line: &[u8]) -> Result<DoneSummary<'_>, String> {
+    let head: DoneHead<'_> = serde_json::from_slice(line).map_err(describe)?;
+    if head.kind != DONE {
+        return Err(format!("a {:?} line where a done line belongs", head.kind));
+    }
+    let status = Status::parse(&head.status)
+        .filter(|status| status.is_terminal())
+        .ok_or_else(|| not_terminal(&head.status))?;
+    Ok(DoneSummary {
+        id: head.id.0,
+        function_id: head.function_id,
+        status,
+        attempt: head.attempt,
+        created_at_us: head.created_at_us,
+        finished_at_us: head.finished_at_us,
+        idempotency: idempotency_of(head.idempotency_key, head.request_digest)?,
+    })
+}
+
+const DONE: &str = "done";
+
+/// A finished execution as a history segment holds it. Borrows when writing;
+/// borrows what it can when reading.
+#[derive(Serialize, Deserialize)]
+struct DoneLine<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    id: HexId,
+    #[serde(borrow)]
+    function_id: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    attempt: u32,
+    #[serde(borrow)]
+    worker_id: Cow<'a, str>,
+    created_at_us: u64,
+    started_at_us: u64,
+    finished_at_us: u64,
+    policy: WirePolicy,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    request_digest: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    error: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    output: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    output_b64: Option<Cow<'a, str>>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    logs: Option<Cow<'a, str>>,
+}
+
+/// The leading fields of a [`DoneLine`]; the rest is skipped.
+#[derive(Deserialize)]
+struct DoneHead<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    id: HexId,
+    #[serde(borrow)]
+    function_id: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    attempt: u32,
+    created_at_us: u64,
+    finished_at_us: u64,
+    #[serde(default, borrow)]
+    idempotency_key: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    request_digest: Option<Cow<'a, str>>,
+}
+
+/// The end of an execution as fields of a line.
+struct WireEnd<'a> {
+    error: Option<Cow<'a, str>>,
+    output: WireBytes<'a>,
+}
+
+impl<'a> WireEnd<'a> {
+    fn new(terminal: &'a Terminal) -> WireEnd<'a> {
+        let (error, output) = match terminal {
+            Terminal::Completed { output } => (None, Some(WireBytes::new(output))),
+            Terminal::Failed { error, output } => (
+                Some(Cow::Borrowed(error.as_str())),
+                Some(WireBytes::new(output)),
+            ),
+            Terminal::TimedOut { error } => (Some(Cow::Borrowed(error.as_str())), None),
+            Terminal::Cancelled => (None, None),
+        };
+        WireEnd {
+            error,
+            output: output.unwrap_or(WireBytes {
+                text: None,
+                base64: None,
+            }),
+        }
+    }
+}
+
+fn not_terminal(status: &str) -> String {
+    format!(
+        "status {status:?} is not a terminal state \
+         (expected COMPLETED, FAILED, TIMED_OUT or CANCELLED)"
+    )
+}
+
+fn terminal_of(
+    status: &str,
+    error: Option<Cow<'_, str>>,
+    output: WireBytes<'_>,
+) -> Result<Terminal, String> {
+    let output = output.into_bytes("output")?;
+    Ok(match Status::parse(status) {
+        Some(Status::Completed) => Terminal::Completed { output },
+        Some(Status::Failed) => Terminal::Failed {
+            error: error.map(Cow::into_owned).unwrap_or_default(),
+            output,
+        },
+        Some(Status::TimedOut) => Terminal::TimedOut {
+            error: error.map(Cow::into_owned).unwrap_or_default(),
+        },
+        Some(Status::Cancelled) => Terminal::Cancelled,
+        _ => return Err(not_terminal(status)),
+    })
+}
+
+fn idempotency_of(
+    key: Option<Cow<'_, str>>,
+    digest: Option<Cow<'_, str>>,
+) -> Result<Option<IdempotencyKey>, String> {
+    match (key, digest) {
+        (None, None) => Ok(None),
+        (Some(key), Some(digest)) => Ok(Some(IdempotencyKey {
+            key: key.into_owned(),
+            digest: u64::from_str_radix(&digest, 16)
+                .map_err(|_| format!("request_digest {digest:?} is not 16 hex digits"))?,
+        })),
+        _ => Err("idempotency_key and request_digest come together or not at all".to_string()),
+    }
 }
 
 /// serde_json locates errors by line and column; a log line is always line 1 of
@@ -148,6 +377,24 @@ struct WirePolicy {
     timeout_ms: u64,
     /// `null`: waits for a start indefinitely.
     schedule_to_start_ms: Option<u64>,
+}
+
+impl WirePolicy {
+    fn new(policy: &Policy) -> WirePolicy {
+        WirePolicy {
+            max_attempts: policy.max_attempts,
+            timeout_ms: millis(policy.timeout),
+            schedule_to_start_ms: policy.schedule_to_start.map(millis),
+        }
+    }
+
+    fn into_policy(self) -> Policy {
+        Policy {
+            max_attempts: self.max_attempts,
+            timeout: Duration::from_millis(self.timeout_ms),
+            schedule_to_start: self.schedule_to_start_ms.map(Duration::from_millis),
+        }
+    }
 }
 
 /// An execution id in its 16-hex-digit form.
@@ -238,11 +485,7 @@ impl<'a> From<&'a Record> for Line<'a> {
                 Line::Accepted {
                     id: HexId(execution.id),
                     function_id: Cow::Borrowed(&execution.function_id),
-                    policy: WirePolicy {
-                        max_attempts: execution.policy.max_attempts,
-                        timeout_ms: millis(execution.policy.timeout),
-                        schedule_to_start_ms: execution.policy.schedule_to_start.map(millis),
-                    },
+                    policy: WirePolicy::new(&execution.policy),
                     created_at_us: execution.created_at_us,
                     idempotency_key: execution
                         .idempotency
@@ -268,19 +511,7 @@ impl<'a> From<&'a Record> for Line<'a> {
                 started_at_us: *started_at_us,
             },
             Record::Finished { id, finished } => {
-                let (error, output) = match &finished.terminal {
-                    Terminal::Completed { output } => (None, Some(WireBytes::new(output))),
-                    Terminal::Failed { error, output } => (
-                        Some(Cow::Borrowed(error.as_str())),
-                        Some(WireBytes::new(output)),
-                    ),
-                    Terminal::TimedOut { error } => (Some(Cow::Borrowed(error.as_str())), None),
-                    Terminal::Cancelled => (None, None),
-                };
-                let output = output.unwrap_or(WireBytes {
-                    text: None,
-                    base64: None,
-                });
+                let WireEnd { error, output } = WireEnd::new(&finished.terminal);
                 Line::Finished {
                     id: HexId(*id),
                     status: Cow::Borrowed(finished.terminal.status().as_str()),
@@ -295,7 +526,7 @@ impl<'a> From<&'a Record> for Line<'a> {
                         .then_some(Cow::Borrowed(finished.logs.as_str())),
                 }
             }
-            Record::Evicted { id } => Line::Evicted { id: HexId(*id) },
+            Record::Evicted { id, .. } => Line::Evicted { id: HexId(*id) },
         }
     }
 }
@@ -337,21 +568,7 @@ impl Line<'_> {
                 payload,
                 payload_b64,
             } => Record::Accepted(ExecutionRecord {
-                idempotency: match (idempotency_key, request_digest) {
-                    (None, None) => None,
-                    (Some(key), Some(digest)) => Some(IdempotencyKey {
-                        key: key.into_owned(),
-                        digest: u64::from_str_radix(&digest, 16).map_err(|_| {
-                            format!("request_digest {digest:?} is not 16 hex digits")
-                        })?,
-                    }),
-                    _ => {
-                        return Err(
-                            "idempotency_key and request_digest come together or not at all"
-                                .to_string(),
-                        );
-                    }
-                },
+                idempotency: idempotency_of(idempotency_key, request_digest)?,
                 id: id.0,
                 function_id: function_id.into_owned(),
                 payload: WireBytes {
@@ -359,11 +576,7 @@ impl Line<'_> {
                     base64: payload_b64,
                 }
                 .into_bytes("payload")?,
-                policy: Policy {
-                    max_attempts: policy.max_attempts,
-                    timeout: Duration::from_millis(policy.timeout_ms),
-                    schedule_to_start: policy.schedule_to_start_ms.map(Duration::from_millis),
-                },
+                policy: policy.into_policy(),
                 created_at_us,
             }),
             Line::Started {
@@ -392,25 +605,8 @@ impl Line<'_> {
                 let output = WireBytes {
                     text: output,
                     base64: output_b64,
-                }
-                .into_bytes("output")?;
-                let terminal = match Status::parse(&status) {
-                    Some(Status::Completed) => Terminal::Completed { output },
-                    Some(Status::Failed) => Terminal::Failed {
-                        error: error.map(Cow::into_owned).unwrap_or_default(),
-                        output,
-                    },
-                    Some(Status::TimedOut) => Terminal::TimedOut {
-                        error: error.map(Cow::into_owned).unwrap_or_default(),
-                    },
-                    Some(Status::Cancelled) => Terminal::Cancelled,
-                    _ => {
-                        return Err(format!(
-                            "status {status:?} is not a terminal state \
-                             (expected COMPLETED, FAILED, TIMED_OUT or CANCELLED)"
-                        ));
-                    }
                 };
+                let terminal = terminal_of(&status, error, output)?;
                 Record::Finished {
                     id: id.0,
                     finished: FinishedRecord {
@@ -423,7 +619,10 @@ impl Line<'_> {
                     },
                 }
             }
-            Line::Evicted { id } => Record::Evicted { id: id.0 },
+            Line::Evicted { id } => Record::Evicted {
+                id: id.0,
+                filed: None,
+            },
             Line::FunctionDeleted { function_id } => Record::FunctionDeleted {
                 function_id: function_id.into_owned(),
             },
@@ -520,6 +719,7 @@ mod tests {
             (
                 Record::Evicted {
                     id: ExecutionId(0xff),
+                    filed: None,
                 },
                 r#"{"type":"evicted","id":"00000000000000ff"}"#,
             ),

@@ -244,6 +244,38 @@ impl FileSystem for CrashFs {
         Ok(())
     }
 
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+        let disk = self.disk();
+        let Some(&inode) = disk.names.get(path) else {
+            return Ok(None);
+        };
+        let current = &disk.inodes[inode].current;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match current.get(start..start.saturating_add(len)) {
+            Some(bytes) => Ok(Some(bytes.to_vec())),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} is shorter than the range asked for", path.display()),
+            )),
+        }
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut disk = self.disk();
+        disk.names.remove(path);
+        disk.drop_orphans();
+        Ok(())
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        Ok(self
+            .list(path)
+            .iter()
+            .filter_map(|name| name.file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect())
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut disk = self.disk();
         disk.trip(Fault::SyncDir)?;

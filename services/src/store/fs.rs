@@ -40,8 +40,22 @@ pub trait FileSystem: Send + Sync + 'static {
     /// Atomically replaces `to` with `from`. Durable once the directory is synced.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
 
-    /// Makes the directory's entries (creations, renames) durable.
+    /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// Reads `len` bytes of `path` from `offset`, or `None` if the file does
+    /// not exist. A file too short for the range is an error
+    /// (`UnexpectedEof`). For the history's records, read one at a time from
+    /// anywhere in a large file.
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Option<Vec<u8>>>;
+
+    /// Removes `path`; succeeds if it is already gone. Durable once the
+    /// directory is synced.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+
+    /// The names of the files in the directory `path`, in no particular
+    /// order; empty if the directory does not exist.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
 }
 
 /// A file open for appending.
@@ -96,6 +110,39 @@ impl FileSystem for StdFileSystem {
         // Other platforms offer no portable way to sync a directory (Windows
         // makes renames durable with the file's metadata instead).
         Ok(())
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        file.seek(SeekFrom::Start(offset))?;
+        let mut bytes = vec![0; len];
+        file.read_exact(&mut bytes)?;
+        Ok(Some(bytes))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        match fs::remove_file(path) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            result => result,
+        }
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let entries = match fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
     }
 }
 

@@ -1,7 +1,10 @@
 //! The embedded store: JSON Lines files in a data directory.
 //!
 //! Two append-only logs, `functions.jsonl` and `executions.jsonl`, one record
-//! per line (the line format is in `codec.rs`). Appends go to an in-memory
+//! per line (the line format is in `codec.rs`), and the history of finished
+//! executions in `history/` (see `history.rs`): an execution's records stay
+//! in the log while it is pending or running; its end goes to the history,
+//! whole, and the next compaction drops its records from the log. Appends go to an in-memory
 //! buffer per log; [`Store::sync`] writes each buffer with one `write` and one
 //! `fdatasync`, which is what makes group commit cheap. Beside the logs the
 //! store keeps the live state in memory (functions, and executions with their
@@ -11,8 +14,11 @@
 //! directory. A crash at any point of that leaves either the old log or the
 //! new one.
 //!
-//! Loading reads each log as a stream, one line at a time, so a start needs
-//! memory for the live state and the longest line, never for a whole log.
+//! Loading reads each file as a stream, one line at a time, so a start needs
+//! memory for the live state, a summary per finished execution and the
+//! longest line, never for a whole file. The history is read first: a log
+//! not compacted since may still hold the acceptances of executions filed
+//! there, which the history's copy supersedes.
 //!
 //! What a crash can leave behind, and what loading does about it:
 //! - a torn last line (no newline, or unreadable at the very end of the file):
@@ -33,14 +39,20 @@
 //! way compaction does, and only then reports success.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::codec;
+use rustc_hash::{FxHashMap, FxHashSet};
+use taskforge_core::ExecutionId;
+
 use super::fs::{AppendFile, FileSystem};
+use super::history::History;
 use super::live::{Footprint, LiveState};
-use super::{Record, Recovered, Store, StoreError};
+use super::{
+    Filed, FinishedExecution, HistoryReader, Location, Record, Recovered, Store, StoreError, codec,
+    lines,
+};
 
 /// [`JsonlStore::wants_compaction`] says yes once the logs hold more than
 /// `COMPACTION_RATIO × live + COMPACTION_MIN_SLACK` records, or more than
@@ -75,6 +87,7 @@ pub struct JsonlStore {
     live: LiveState,
     functions: Log,
     executions: Log,
+    history: History,
     loaded: bool,
 }
 
@@ -124,6 +137,7 @@ impl JsonlStore {
         Ok(JsonlStore {
             functions: Log::new(&data_dir, Which::Functions),
             executions: Log::new(&data_dir, Which::Executions),
+            history: History::new(Arc::clone(&fs), &data_dir),
             disk: Disk {
                 fs,
                 dir: data_dir,
@@ -136,6 +150,48 @@ impl JsonlStore {
 
     pub fn data_dir(&self) -> &Path {
         &self.disk.dir
+    }
+
+    /// Closes history segments at `bytes` instead of [`SEGMENT_BYTES`]
+    /// (tests use small segments to see them filled and deleted).
+    ///
+    /// [`SEGMENT_BYTES`]: super::SEGMENT_BYTES
+    pub fn with_segment_bytes(mut self, bytes: u64) -> JsonlStore {
+        self.history.set_segment_bytes(bytes);
+        self
+    }
+
+    /// Files finished executions at once (during load), returning their
+    /// summaries.
+    fn file_now(&mut self, done: &[FinishedExecution]) -> Result<Vec<Filed>, StoreError> {
+        for execution in done {
+            self.history.append(execution)?;
+        }
+        self.history.sync()?;
+        let mut names: FxHashMap<&str, Arc<str>> = FxHashMap::default();
+        let by_id: FxHashMap<ExecutionId, &FinishedExecution> =
+            done.iter().map(|e| (e.record.id, e)).collect();
+        Ok(self
+            .history
+            .take_filed()
+            .into_iter()
+            .filter_map(|(id, location)| {
+                let execution = by_id.get(&id)?;
+                let function_id = names
+                    .entry(execution.record.function_id.as_str())
+                    .or_insert_with(|| Arc::from(execution.record.function_id.as_str()))
+                    .clone();
+                Some(Filed {
+                    id,
+                    function_id,
+                    status: execution.finished.terminal.status(),
+                    attempt: execution.finished.attempt,
+                    finished_at_us: execution.finished.finished_at_us,
+                    idempotency: execution.record.idempotency.clone(),
+                    location,
+                })
+            })
+            .collect())
     }
 
     fn ensure_loaded(&self) -> Result<(), StoreError> {
@@ -399,74 +455,113 @@ impl Chunks<'_> {
     }
 }
 
-/// Reads a log into `live`, a line at a time. See the module documentation
-/// for what counts as torn and what as corrupt.
+/// Reads a log, a line at a time, handing each record to `apply` with the
+/// length of its line. See `lines.rs` for what counts as torn and what as
+/// corrupt.
 fn scan(
     path: &Path,
     file: Box<dyn Read>,
-    live: &mut LiveState,
     warnings: &mut Vec<String>,
+    mut apply: impl FnMut(&Record, u64) -> Result<(), String>,
 ) -> Result<Scan, StoreError> {
-    let mut reader = BufReader::with_capacity(READ_CHUNK, file);
-    let read_error = |e| StoreError::io("read", path, e);
-    // Reused from line to line; grows to the longest line, which a payload
-    // limit bounds.
-    let mut line = Vec::new();
-    let mut size = Footprint::default();
-    let mut number = 0;
-    loop {
-        line.clear();
-        let length = reader.read_until(b'\n', &mut line).map_err(read_error)?;
-        if length == 0 {
-            return Ok(Scan { size, torn: false });
+    let mut records = 0;
+    let mut found = Vec::new();
+    let read = lines::read_lines(path, file, READ_CHUNK, warnings, |content, place| {
+        let record = codec::decode(content)?;
+        records += 1;
+        if let Err(ignored) = apply(&record, place.length) {
+            found.push(format!("{}:{}: {ignored}", path.display(), place.number));
         }
-        number += 1;
-        let Some(content) = line.strip_suffix(b"\n") else {
-            warnings.push(format!(
-                "{}:{number}: skipped a torn last line ({length} bytes, no newline): \
-                 a write cut short by a crash",
-                path.display(),
-            ));
-            return Ok(Scan { size, torn: true });
-        };
-        if content.iter().all(u8::is_ascii_whitespace) {
-            // Blank lines hold nothing (a hand-edited file).
-            size.bytes += length as u64;
-            continue;
-        }
-        match codec::decode(content) {
-            Ok(record) => {
-                size += Footprint::line(length as u64);
-                if let Err(ignored) = live.apply_line(&record, length as u64) {
-                    warnings.push(format!("{}:{number}: {ignored}", path.display()));
-                }
-            }
-            Err(problem) if at_end(&mut reader).map_err(read_error)? => {
-                warnings.push(format!(
-                    "{}:{number}: skipped an unreadable last line ({problem}): \
-                     a write cut short by a crash",
-                    path.display()
-                ));
-                return Ok(Scan { size, torn: true });
-            }
-            Err(problem) => {
-                return Err(StoreError::Corrupt {
-                    path: path.to_owned(),
-                    line: number,
-                    problem,
-                });
-            }
-        }
-    }
+        Ok(())
+    })?;
+    warnings.extend(found);
+    Ok(Scan {
+        size: Footprint {
+            records,
+            bytes: read.clean_bytes,
+        },
+        torn: read.torn,
+    })
 }
 
-/// Whether nothing follows what was read so far.
-fn at_end(reader: &mut impl BufRead) -> io::Result<bool> {
-    loop {
-        match reader.fill_buf() {
-            Ok(rest) => return Ok(rest.is_empty()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+/// The history as a start finds it, before the logs are read.
+#[derive(Default)]
+struct FiledSoFar {
+    /// Index into `entries`, with the time of acceptance, which tells the
+    /// execution's own records in the log from those of a later execution
+    /// that reused its id.
+    by_id: FxHashMap<ExecutionId, (u64, usize)>,
+    /// `None` once superseded.
+    entries: Vec<Option<Filed>>,
+    /// Function ids, shared between the entries.
+    names: FxHashMap<String, Arc<str>>,
+    /// Entries superseded: their segments hold one execution fewer.
+    superseded: Vec<Location>,
+    /// Executions whose records in the log the history supersedes.
+    skipped: FxHashSet<ExecutionId>,
+}
+
+impl FiledSoFar {
+    fn add(&mut self, summary: codec::DoneSummary<'_>, location: Location) {
+        let function_id = match self.names.get(&*summary.function_id) {
+            Some(name) => Arc::clone(name),
+            None => {
+                let name: Arc<str> = Arc::from(&*summary.function_id);
+                self.names
+                    .insert(summary.function_id.into_owned(), Arc::clone(&name));
+                name
+            }
+        };
+        let index = self.entries.len();
+        self.entries.push(Some(Filed {
+            id: summary.id,
+            function_id,
+            status: summary.status,
+            attempt: summary.attempt,
+            finished_at_us: summary.finished_at_us,
+            idempotency: summary.idempotency,
+            location,
+        }));
+        // A later copy (written again after a failed write) supersedes.
+        if let Some((_, earlier)) = self
+            .by_id
+            .insert(summary.id, (summary.created_at_us, index))
+        {
+            self.supersede(earlier);
+        }
+    }
+
+    fn supersede(&mut self, index: usize) {
+        if let Some(entry) = self.entries[index].take() {
+            self.superseded.push(entry.location);
+        }
+    }
+
+    /// Whether `record`, from the executions log, is superseded by the
+    /// history: the records of a filed execution (the log is compacted only
+    /// after its end is filed), or of an older one under the same id. An
+    /// acceptance newer than the filed execution reuses its id (retention
+    /// forgot it) and supersedes it instead.
+    fn supersedes(&mut self, record: &Record) -> bool {
+        match record {
+            Record::Accepted(accepted) => match self.by_id.get(&accepted.id) {
+                Some(&(created_at_us, _)) if accepted.created_at_us <= created_at_us => {
+                    self.skipped.insert(accepted.id);
+                    true
+                }
+                Some(&(_, index)) => {
+                    // What follows is the new execution's.
+                    self.by_id.remove(&accepted.id);
+                    self.skipped.remove(&accepted.id);
+                    self.supersede(index);
+                    false
+                }
+                None => false,
+            },
+            Record::Started { id, .. }
+            | Record::Finished { id, .. }
+            | Record::Evicted { id, .. } => self.skipped.contains(id),
+            Record::Function(_) | Record::FunctionDeleted { .. } => false,
         }
     }
 }
@@ -476,10 +571,15 @@ impl Store for JsonlStore {
         if self.loaded {
             return Err(StoreError::AlreadyLoaded);
         }
+        let mut warnings = Vec::new();
+        let mut filed = FiledSoFar::default();
+        let history_created = self.history.load(&mut warnings, |entry| {
+            filed.add(entry.summary, entry.location)
+        })?;
+
         // Read both logs before touching either: a corrupt one stops the load
         // with nothing changed, and a failed load can simply be retried.
         let mut live = LiveState::default();
-        let mut warnings = Vec::new();
         let mut found = Vec::with_capacity(2);
         for log in [&self.functions, &self.executions] {
             let file = self
@@ -488,13 +588,22 @@ impl Store for JsonlStore {
                 .open_read(&log.path)
                 .map_err(|e| StoreError::io("open", &log.path, e))?;
             let scan = match file {
-                Some(file) => Some(scan(&log.path, file, &mut live, &mut warnings)?),
+                Some(file) => Some(scan(&log.path, file, &mut warnings, |record, length| {
+                    if filed.supersedes(record) {
+                        return Ok(());
+                    }
+                    live.apply_line(record, length)
+                        .map_err(|ignored| ignored.to_string())
+                })?),
                 None => None,
             };
             found.push(scan);
         }
+        for location in filed.superseded.drain(..) {
+            self.history.forget_loaded(location);
+        }
 
-        let mut created = false;
+        let mut created = history_created;
         for (log, scan) in [&mut self.functions, &mut self.executions]
             .into_iter()
             .zip(found)
@@ -520,9 +629,16 @@ impl Store for JsonlStore {
         if created {
             self.disk.sync_parent()?;
         }
+        // A log from before the history holds finished executions: file them.
+        let migrated = live.drain_finished();
+        let mut history: Vec<Filed> = filed.entries.into_iter().flatten().collect();
+        if !migrated.is_empty() {
+            history.extend(self.file_now(&migrated)?);
+        }
         let recovered = Recovered {
             functions: live.functions().cloned().collect(),
             executions: live.recovered_executions(),
+            history,
             warnings,
         };
         self.live = live;
@@ -532,6 +648,20 @@ impl Store for JsonlStore {
 
     fn append(&mut self, record: &Record) -> Result<(), StoreError> {
         self.ensure_loaded()?;
+        match record {
+            Record::Finished { id, finished } => {
+                match self.live.finish(*id, finished) {
+                    Ok(done) => self.history.append(&done)?,
+                    Err(ignored) => tracing::warn!("store: {ignored}"),
+                }
+                return Ok(());
+            }
+            Record::Evicted { id, filed } if !self.live.holds(*id) => {
+                self.history.evict(*id, *filed);
+                return Ok(());
+            }
+            _ => {}
+        }
         let log = match record {
             Record::Function(_) | Record::FunctionDeleted { .. } => &mut self.functions,
             _ => &mut self.executions,
@@ -558,26 +688,46 @@ impl Store for JsonlStore {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         self.ensure_loaded()?;
-        // Functions first: an execution that made it to disk then finds the
-        // function it was accepted for, if that was registered before it.
+        // The history first: a log rewritten from the live state (after a
+        // failed write) no longer holds the executions filed since, so their
+        // ends must be durable before it replaces the old log. Then functions:
+        // an execution that made it to disk then finds the function it was
+        // accepted for, if that was registered before it.
+        self.history.sync()?;
         self.functions.flush(&mut self.disk, &self.live)?;
         self.executions.flush(&mut self.disk, &self.live)?;
         self.disk.sync_dir()
+    }
+
+    fn take_filed(&mut self) -> Vec<(ExecutionId, Location)> {
+        self.history.take_filed()
+    }
+
+    fn history(&self) -> Arc<dyn HistoryReader> {
+        self.history.reader()
     }
 
     fn wants_compaction(&self) -> bool {
         let logged = self.functions.size + self.executions.size;
         let live = live_footprint(&self.live, Which::Functions)
             + live_footprint(&self.live, Which::Executions);
-        outgrown(logged, live)
+        // A segment emptied by retention is disk to give back; compacting
+        // costs only the live state, which is small.
+        outgrown(logged, live) || self.history.has_emptied()
     }
 
     fn compact(&mut self) -> Result<(), StoreError> {
         self.ensure_loaded()?;
+        // As in `sync`: ends filed before the snapshot that drops their
+        // executions.
+        self.history.sync()?;
         self.functions.compact(&mut self.disk, &self.live)?;
         self.executions.compact(&mut self.disk, &self.live)?;
         // One directory sync makes both renames durable.
-        self.disk.sync_dir()
+        self.disk.sync_dir()?;
+        // The log holds no acceptance of a filed execution now: segments
+        // retention emptied can go.
+        self.history.remove_emptied()
     }
 }
 
@@ -588,9 +738,12 @@ impl fmt::Debug for JsonlStore {
             .field("loaded", &self.loaded)
             .field("function_log", &self.functions.size)
             .field("execution_log", &self.executions.size)
+            .field("history_segments", self.history.segments())
             .field(
                 "buffered_bytes",
-                &(self.functions.buffer.len() + self.executions.buffer.len()),
+                &(self.functions.buffer.len()
+                    + self.executions.buffer.len()
+                    + self.history.pending_bytes()),
             )
             .finish_non_exhaustive()
     }

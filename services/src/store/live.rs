@@ -7,10 +7,12 @@
 //! rules for records that change nothing live (see [`Record`]): one place, so
 //! the JSON Lines store, the memory store and the tests agree.
 //!
-//! A finished execution drops its payload: the payload is what a worker runs,
-//! and nothing runs or shows it after the end, while retention may keep a
-//! finished execution around for a long time. So a snapshot writes finished
-//! executions without their payload, and a log loads to the same state.
+//! A finished execution leaves the live state for the history (see
+//! `history.rs`): [`LiveState::finish`] hands it over whole, without its
+//! payload (nothing runs or shows it after the end). Only logs written before
+//! the history existed hold `finished` and `evicted` records; loading folds
+//! them in as before, and [`LiveState::drain_finished`] then moves what
+//! finished to the history.
 //!
 //! The state also keeps the size of its own snapshot, in records and (when fed
 //! through [`LiveState::apply_line`]) in bytes, so that deciding whether a log
@@ -24,7 +26,9 @@ use bytes::Bytes;
 use taskforge_core::ExecutionId;
 
 use super::codec;
-use super::{ExecutionRecord, FinishedRecord, FunctionRecord, Record, RecoveredExecution};
+use super::{
+    ExecutionRecord, FinishedExecution, FinishedRecord, FunctionRecord, Record, RecoveredExecution,
+};
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LiveState {
@@ -248,7 +252,7 @@ impl LiveState {
                 self.execution_footprint.records += 1;
                 Ok(())
             }
-            Record::Evicted { id } => {
+            Record::Evicted { id, .. } => {
                 let sequence = self
                     .sequence_of
                     .remove(id)
@@ -378,6 +382,66 @@ impl LiveState {
         self.executions.get_mut(sequence)
     }
 
+    /// Ends execution `id` and takes it out of the live state, whole but for
+    /// its payload, for the history. Refused as `apply` would refuse the
+    /// `Finished` record.
+    pub(crate) fn finish(
+        &mut self,
+        id: ExecutionId,
+        finished: &FinishedRecord,
+    ) -> Result<FinishedExecution, Ignored> {
+        let execution = self.execution_mut("finished", id)?;
+        if execution.finished.is_some() {
+            return Err(Ignored::AlreadyFinished(id));
+        }
+        let sequence = self.sequence_of.remove(&id).unwrap_or_default();
+        let Some(execution) = self.executions.remove(&sequence) else {
+            return Err(Ignored::UnknownExecution {
+                kind: "finished",
+                id,
+            });
+        };
+        self.execution_footprint -= execution.footprint();
+        Ok(FinishedExecution {
+            record: ExecutionRecord {
+                payload: Bytes::new(),
+                ..execution.record
+            },
+            finished: finished.clone(),
+        })
+    }
+
+    /// Takes every finished execution out of the live state, in acceptance
+    /// order (those a log from before the history left here).
+    pub(crate) fn drain_finished(&mut self) -> Vec<FinishedExecution> {
+        let done: Vec<u64> = self
+            .executions
+            .iter()
+            .filter(|(_, execution)| execution.finished.is_some())
+            .map(|(&sequence, _)| sequence)
+            .collect();
+        let mut drained = Vec::with_capacity(done.len());
+        for sequence in done {
+            let Some(execution) = self.executions.remove(&sequence) else {
+                continue;
+            };
+            self.sequence_of.remove(&execution.record.id);
+            self.execution_footprint -= execution.footprint();
+            if let Some(finished) = execution.finished {
+                drained.push(FinishedExecution {
+                    record: execution.record,
+                    finished,
+                });
+            }
+        }
+        drained
+    }
+
+    /// Whether `id` is a live execution.
+    pub(crate) fn holds(&self, id: ExecutionId) -> bool {
+        self.sequence_of.contains_key(&id)
+    }
+
     /// Functions in registration order; a snapshot holds one record each.
     pub(crate) fn functions(&self) -> impl ExactSizeIterator<Item = &FunctionRecord> {
         self.functions.values().map(|live| &live.record)
@@ -407,14 +471,14 @@ impl LiveState {
             .sum()
     }
 
-    /// Executions in acceptance order, as `load` reports them.
+    /// Unfinished executions in acceptance order, as `load` reports them.
     pub(crate) fn recovered_executions(&self) -> Vec<RecoveredExecution> {
         self.executions
             .values()
+            .filter(|execution| execution.finished.is_none())
             .map(|execution| RecoveredExecution {
                 record: execution.record.clone(),
                 attempts_started: execution.last_start.as_ref().map_or(0, |s| s.attempt),
-                finished: execution.finished.clone(),
             })
             .collect()
     }
@@ -472,17 +536,21 @@ mod tests {
         }
     }
 
+    fn finished_record() -> FinishedRecord {
+        FinishedRecord {
+            terminal: Terminal::Cancelled,
+            attempt: 0,
+            worker_id: String::new(),
+            started_at_us: 0,
+            finished_at_us: 1,
+            logs: String::new(),
+        }
+    }
+
     fn finished(id: u64) -> Record {
         Record::Finished {
             id: ExecutionId(id),
-            finished: FinishedRecord {
-                terminal: Terminal::Cancelled,
-                attempt: 0,
-                worker_id: String::new(),
-                started_at_us: 0,
-                finished_at_us: 1,
-                logs: String::new(),
-            },
+            finished: finished_record(),
         }
     }
 
@@ -567,8 +635,11 @@ mod tests {
     fn eviction_forgets_an_execution_and_its_id_can_be_accepted_again() {
         let mut live = load(&[accepted(1), accepted(2), started(1, 1), finished(1)]);
         assert_eq!(live.execution_snapshot_footprint().records, 4);
-        live.apply(&Record::Evicted { id: ExecutionId(1) })
-            .expect("1 is known");
+        live.apply(&Record::Evicted {
+            id: ExecutionId(1),
+            filed: None,
+        })
+        .expect("1 is known");
         assert_eq!(live.execution_snapshot_footprint().records, 1);
         assert_eq!(
             live.apply(&finished(1)),
@@ -607,19 +678,48 @@ mod tests {
                 records.push(finished(id));
             }
         }
-        let live = load(&records);
+        let mut live = load(&records);
         assert_eq!(live.held_payload_bytes(), 10 * payload.len());
         for execution in live.recovered_executions() {
-            match execution.finished {
-                Some(_) => assert!(execution.record.payload.is_empty()),
-                None => assert_eq!(execution.record.payload, payload),
-            }
+            assert_eq!(execution.record.payload, payload);
         }
         // And a snapshot, written without those payloads, loads the same.
         let snapshot: Vec<_> = live.execution_snapshot().collect();
+        let mut again = load(&snapshot);
+        assert_eq!(again.recovered_executions(), live.recovered_executions());
+        let finished = live.drain_finished();
+        assert_eq!(finished.len(), 290);
+        assert!(finished.iter().all(|done| done.record.payload.is_empty()));
+        assert_eq!(again.drain_finished(), finished);
+    }
+
+    #[test]
+    fn a_finish_hands_the_execution_over_whole_and_forgets_it() {
+        let mut live = load_lines(&[
+            accepted_with(1, Bytes::from_static(b"payload")),
+            started(1, 1),
+            started(1, 2),
+            accepted(2),
+        ]);
+        let done = live
+            .finish(ExecutionId(1), &finished_record())
+            .expect("1 is live");
+        assert_eq!(done.record.payload, Bytes::new());
+        assert_eq!(done.finished, finished_record());
+        assert!(!live.holds(ExecutionId(1)));
         assert_eq!(
-            load(&snapshot).recovered_executions(),
-            live.recovered_executions()
+            live.finish(ExecutionId(1), &finished_record()),
+            Err(Ignored::UnknownExecution {
+                kind: "finished",
+                id: ExecutionId(1)
+            })
+        );
+        // The snapshot no longer counts it.
+        let snapshot: Vec<_> = live.execution_snapshot().collect();
+        assert_eq!(snapshot, [accepted(2)]);
+        assert_eq!(
+            live.execution_snapshot_footprint(),
+            footprint_of(live.execution_snapshot())
         );
     }
 
@@ -640,7 +740,10 @@ mod tests {
             finished(1),
             accepted(3),
             finished(3),
-            Record::Evicted { id: ExecutionId(3) },
+            Record::Evicted {
+                id: ExecutionId(3),
+                filed: None,
+            },
         ]);
         let functions = live.functions().cloned().map(Record::Function);
         assert_eq!(live.function_snapshot_footprint(), footprint_of(functions));
@@ -659,7 +762,10 @@ mod tests {
             accepted(2),
             finished(2),
             accepted(3),
-            Record::Evicted { id: ExecutionId(2) },
+            Record::Evicted {
+                id: ExecutionId(2),
+                filed: None,
+            },
         ]);
         let snapshot: Vec<_> = live.execution_snapshot().collect();
         assert_eq!(

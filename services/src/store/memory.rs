@@ -9,13 +9,28 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use rustc_hash::FxHashMap;
+use taskforge_core::ExecutionId;
+
 use super::live::LiveState;
-use super::{Record, Recovered, Store, StoreError};
+use super::{
+    Filed, FinishedExecution, HistoryReader, Location, Record, Recovered, Store, StoreError,
+};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    synced: Arc<Mutex<LiveState>>,
+    synced: Arc<Mutex<Synced>>,
     buffered: Vec<Record>,
+    filed: Vec<(ExecutionId, Location)>,
+}
+
+/// What every clone shares: the live state, and the history as a list
+/// (a location's offset is the index; forgotten entries are `None`).
+#[derive(Debug, Default)]
+struct Synced {
+    live: LiveState,
+    history: Vec<Option<FinishedExecution>>,
+    index: FxHashMap<ExecutionId, usize>,
 }
 
 impl MemoryStore {
@@ -24,12 +39,20 @@ impl MemoryStore {
     }
 }
 
-fn lock(state: &Mutex<LiveState>) -> MutexGuard<'_, LiveState> {
+fn lock(state: &Mutex<Synced>) -> MutexGuard<'_, Synced> {
     // A test that panicked while holding the lock has failed already; the state
     // itself is never left half updated, so later users may go on.
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn location_of(index: usize) -> Location {
+    Location {
+        segment: 0,
+        offset: index as u32,
+        len: 0,
+    }
 }
 
 impl Clone for MemoryStore {
@@ -38,6 +61,7 @@ impl Clone for MemoryStore {
         MemoryStore {
             synced: Arc::clone(&self.synced),
             buffered: Vec::new(),
+            filed: Vec::new(),
         }
     }
 }
@@ -47,9 +71,27 @@ impl Store for MemoryStore {
     /// be called more than once.
     fn load(&mut self) -> Result<Recovered, StoreError> {
         let synced = lock(&self.synced);
+        let history = synced
+            .history
+            .iter()
+            .enumerate()
+            .filter_map(|(index, done)| {
+                let done = done.as_ref()?;
+                Some(Filed {
+                    id: done.record.id,
+                    function_id: Arc::from(done.record.function_id.as_str()),
+                    status: done.finished.terminal.status(),
+                    attempt: done.finished.attempt,
+                    finished_at_us: done.finished.finished_at_us,
+                    idempotency: done.record.idempotency.clone(),
+                    location: location_of(index),
+                })
+            })
+            .collect();
         Ok(Recovered {
-            functions: synced.functions().cloned().collect(),
-            executions: synced.recovered_executions(),
+            functions: synced.live.functions().cloned().collect(),
+            executions: synced.live.recovered_executions(),
+            history,
             warnings: Vec::new(),
         })
     }
@@ -61,12 +103,38 @@ impl Store for MemoryStore {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         let mut synced = lock(&self.synced);
+        let synced = &mut *synced;
         for record in self.buffered.drain(..) {
-            if let Err(ignored) = synced.apply(&record) {
+            let applied = match &record {
+                Record::Finished { id, finished } => {
+                    synced.live.finish(*id, finished).map(|done| {
+                        let index = synced.history.len();
+                        synced.history.push(Some(done));
+                        synced.index.insert(*id, index);
+                        self.filed.push((*id, location_of(index)));
+                    })
+                }
+                Record::Evicted { id, .. } if !synced.live.holds(*id) => {
+                    if let Some(index) = synced.index.remove(id) {
+                        synced.history[index] = None;
+                    }
+                    Ok(())
+                }
+                record => synced.live.apply(record),
+            };
+            if let Err(ignored) = applied {
                 tracing::warn!("store: {ignored}");
             }
         }
         Ok(())
+    }
+
+    fn take_filed(&mut self) -> Vec<(ExecutionId, Location)> {
+        std::mem::take(&mut self.filed)
+    }
+
+    fn history(&self) -> Arc<dyn HistoryReader> {
+        Arc::new(MemoryHistory(Arc::clone(&self.synced)))
     }
 
     fn wants_compaction(&self) -> bool {
@@ -78,10 +146,29 @@ impl Store for MemoryStore {
     }
 }
 
+#[derive(Debug)]
+struct MemoryHistory(Arc<Mutex<Synced>>);
+
+impl HistoryReader for MemoryHistory {
+    fn read(
+        &self,
+        id: ExecutionId,
+        location: Location,
+    ) -> Result<Option<FinishedExecution>, StoreError> {
+        let synced = lock(&self.0);
+        Ok(synced
+            .history
+            .get(location.offset as usize)
+            .and_then(Option::as_ref)
+            .filter(|done| done.record.id == id)
+            .cloned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ExecutionRecord, FinishedRecord, RecoveredExecution};
+    use crate::store::{ExecutionRecord, FinishedRecord};
     use bytes::Bytes;
     use taskforge_core::{ExecutionId, Policy, Terminal};
 
@@ -103,7 +190,10 @@ mod tests {
         store.append(&accepted(1))?;
         store.append(&accepted(2))?;
         store.sync()?;
-        store.append(&Record::Evicted { id: ExecutionId(1) })?;
+        store.append(&Record::Evicted {
+            id: ExecutionId(1),
+            filed: None,
+        })?;
         store.append(&accepted(3))?; // never synced: lost with the "crash"
 
         let mut restarted = store.clone();
@@ -125,9 +215,19 @@ mod tests {
             finished: finished.clone(),
         })?;
         restarted.compact()?;
+        let filed = restarted.take_filed();
+        assert_eq!(filed.len(), 1);
+        let recovered = restarted.clone().load()?;
+        assert_eq!(recovered.executions.len(), 1, "only 1 is unfinished");
+        assert_eq!(recovered.history.len(), 1);
+        assert_eq!(recovered.history[0].location, filed[0].1);
+        let read = restarted
+            .history()
+            .read(ExecutionId(2), filed[0].1)?
+            .expect("filed");
         assert_eq!(
-            restarted.clone().load()?.executions[1],
-            RecoveredExecution {
+            read,
+            FinishedExecution {
                 record: match accepted(2) {
                     // Finished: the payload is gone.
                     Record::Accepted(record) => ExecutionRecord {
@@ -136,8 +236,7 @@ mod tests {
                     },
                     _ => unreachable!(),
                 },
-                attempts_started: 0,
-                finished: Some(finished),
+                finished,
             }
         );
         Ok(())

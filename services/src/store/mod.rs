@@ -8,6 +8,13 @@
 //! On start, [`Store::load`] returns everything durable from earlier runs as
 //! [`Recovered`] state, ready to restore into the core.
 //!
+//! Finished executions go to the **history**: once an execution ends, all
+//! there is to know about it (except its payload) is one record at a
+//! [`Location`] that never changes until retention forgets it. The scheduler
+//! keeps only a small summary of each in memory ([`Filed`]) and reads the
+//! rest back through a [`HistoryReader`] when a client asks, so its memory
+//! follows the work in flight, not the length of the history.
+//!
 //! Two implementations:
 //! - [`JsonlStore`]: JSON Lines files in a data directory, append-only with
 //!   snapshot compaction, doing all its I/O through the [`FileSystem`] trait so
@@ -20,7 +27,9 @@
 
 mod codec;
 mod fs;
+mod history;
 mod jsonl;
+mod lines;
 mod live;
 mod memory;
 
@@ -29,13 +38,16 @@ pub(crate) mod crash_fs;
 #[cfg(test)]
 mod tests;
 
+use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use taskforge_core::{ExecutionId, Policy, Terminal};
+use taskforge_core::{ExecutionId, Policy, Status, Terminal};
 
 pub use fs::{AppendFile, FileSystem, StdFileSystem};
+pub use history::SEGMENT_BYTES;
 pub use jsonl::{COMPACTION_MIN_SLACK, COMPACTION_MIN_SLACK_BYTES, COMPACTION_RATIO, JsonlStore};
 pub use memory::MemoryStore;
 
@@ -122,23 +134,69 @@ pub enum Record {
         id: ExecutionId,
         finished: FinishedRecord,
     },
-    /// The execution is forgotten (retention); the next compaction drops it.
+    /// The finished execution is forgotten (retention). `filed` is where
+    /// its record was in the history, if it got there: the history frees
+    /// that room.
     Evicted {
         id: ExecutionId,
+        filed: Option<Location>,
     },
 }
 
-/// An execution read back at start.
+/// Where a finished execution's record lies in the history: a segment and
+/// a byte range in it. It never changes, so it can be read from anywhere
+/// without asking the store; once retention forgets the execution, the
+/// range may be gone (a read then finds nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Location {
+    pub segment: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// Everything the history holds about a finished execution: how it was
+/// accepted (its payload dropped: nothing runs or shows it after the end)
+/// and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedExecution {
+    pub record: ExecutionRecord,
+    pub finished: FinishedRecord,
+}
+
+/// What a start keeps in memory of a finished execution: enough to list,
+/// filter, retain and deduplicate it, and where the rest is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filed {
+    pub id: ExecutionId,
+    /// Shared between every execution of the function.
+    pub function_id: Arc<str>,
+    pub status: Status,
+    pub attempt: u32,
+    pub finished_at_us: u64,
+    pub idempotency: Option<IdempotencyKey>,
+    pub location: Location,
+}
+
+/// Reads finished executions back from the history. Shared by whoever
+/// answers clients, so reads never wait behind the store's writes.
+pub trait HistoryReader: Send + Sync + fmt::Debug + 'static {
+    /// The record of `id` at `location`, or `None` if it is gone (forgotten
+    /// by retention since the location was handed out).
+    fn read(
+        &self,
+        id: ExecutionId,
+        location: Location,
+    ) -> Result<Option<FinishedExecution>, StoreError>;
+}
+
+/// An unfinished execution read back at start (finished ones are in
+/// [`Recovered::history`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveredExecution {
-    /// The payload is empty once the execution finished: nothing runs or
-    /// shows it after the end, so the store neither holds nor keeps it.
     pub record: ExecutionRecord,
-    /// The highest attempt recorded as started; 0 if it never started. Attempts
-    /// of an unfinished execution were lost with the restart.
+    /// The highest attempt recorded as started; 0 if it never started. Its
+    /// attempts were lost with the restart.
     pub attempts_started: u32,
-    /// `Some` once the execution is terminal.
-    pub finished: Option<FinishedRecord>,
 }
 
 /// Everything durable from earlier runs.
@@ -146,8 +204,12 @@ pub struct RecoveredExecution {
 pub struct Recovered {
     /// In registration order.
     pub functions: Vec<FunctionRecord>,
-    /// In acceptance order, evicted ones left out.
+    /// Unfinished executions, in acceptance order.
     pub executions: Vec<RecoveredExecution>,
+    /// Finished executions, in the order they were filed (about the order
+    /// they finished in); their records are read through
+    /// [`Store::history`].
+    pub history: Vec<Filed>,
     /// What was skipped and why (a torn last line, a record for an unknown
     /// execution); worth logging, never fatal.
     pub warnings: Vec<String>,
@@ -169,12 +231,22 @@ pub trait Store: Send + 'static {
     /// may or may not survive; a later successful `sync` makes them durable.
     fn sync(&mut self) -> Result<(), StoreError>;
 
+    /// Where the executions whose `Finished` records the last successful
+    /// syncs made durable were filed in the history; each is handed out
+    /// once.
+    fn take_filed(&mut self) -> Vec<(ExecutionId, Location)>;
+
+    /// A reader of the history, for use from any thread.
+    fn history(&self) -> Arc<dyn HistoryReader>;
+
     /// Whether the log has grown enough past the live records that
     /// [`compact`](Store::compact) is worth its cost.
     fn wants_compaction(&self) -> bool;
 
-    /// Rewrites the log as a snapshot of the live records, dropping evicted
-    /// executions, superseded records and the payloads of finished executions. Also makes everything appended so far
+    /// Rewrites the log as a snapshot of the live records (functions and
+    /// unfinished executions), dropping superseded records and the records
+    /// of executions filed in the history since, and frees the history's
+    /// room that retention emptied. Also makes everything appended so far
     /// durable, as `sync` does.
     fn compact(&mut self) -> Result<(), StoreError>;
 }
@@ -190,6 +262,14 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         (**self).sync()
+    }
+
+    fn take_filed(&mut self) -> Vec<(ExecutionId, Location)> {
+        (**self).take_filed()
+    }
+
+    fn history(&self) -> Arc<dyn HistoryReader> {
+        (**self).history()
     }
 
     fn wants_compaction(&self) -> bool {
@@ -239,6 +319,14 @@ pub enum StoreError {
     /// `load` a second time.
     #[error("the store was already loaded")]
     AlreadyLoaded,
+    /// A history record read back is not the one its location promised.
+    #[error("{}: the history record at byte {offset} is not execution {id}: {problem}", path.display())]
+    Misplaced {
+        path: PathBuf,
+        offset: u32,
+        id: ExecutionId,
+        problem: String,
+    },
 }
 
 impl StoreError {

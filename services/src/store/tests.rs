@@ -1,8 +1,10 @@
 //! Tests of the JSON Lines store as a whole: every record kind through the
-//! files, torn and corrupt lines, compaction, and crashes and faults on the
-//! crash-model filesystem, ending with a property test over random histories.
+//! files, torn and corrupt lines, compaction, the history's segments, and
+//! crashes and faults on the crash-model filesystem, ending with a property
+//! test over random histories.
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +22,15 @@ const DIR: &str = "/data";
 
 fn executions_log() -> PathBuf {
     PathBuf::from(DIR).join("executions.jsonl")
+}
+
+fn history_dir() -> PathBuf {
+    PathBuf::from(DIR).join("history")
+}
+
+fn log_size(fs: &CrashFs) -> u64 {
+    let log = fs.read(&executions_log()).ok().flatten();
+    log.map_or(0, |bytes| bytes.len() as u64)
 }
 
 fn reload(fs: &CrashFs) -> Result<(JsonlStore, Recovered), StoreError> {
@@ -87,9 +98,12 @@ fn finished(id: u64, terminal: Terminal) -> Record {
     }
 }
 
+/// Retention forgets an execution the test never learnt the location of
+/// (a live one, or one whose history line is left to come back).
 fn evicted(id: u64) -> Record {
     Record::Evicted {
         id: ExecutionId(id),
+        filed: None,
     }
 }
 
@@ -97,24 +111,53 @@ fn append_all(store: &mut JsonlStore, records: &[Record]) -> Result<(), StoreErr
     records.iter().try_for_each(|record| store.append(record))
 }
 
+/// The live executions' ids, in acceptance order.
 fn ids(recovered: &Recovered) -> Vec<u64> {
     recovered.executions.iter().map(|e| e.record.id.0).collect()
 }
 
-/// What a sequence of records amounts to, as `load` would report it.
-fn state_of(records: &[Record]) -> (Vec<FunctionRecord>, Vec<RecoveredExecution>) {
-    let mut live = LiveState::default();
-    for record in records {
-        let _ = live.apply(record);
-    }
-    (
-        live.functions().cloned().collect(),
-        live.recovered_executions(),
-    )
+/// The filed executions' ids, in filing order.
+fn filed_ids(recovered: &Recovered) -> Vec<u64> {
+    recovered.history.iter().map(|f| f.id.0).collect()
 }
 
-fn state(recovered: &Recovered) -> (Vec<FunctionRecord>, Vec<RecoveredExecution>) {
-    (recovered.functions.clone(), recovered.executions.clone())
+/// An execution as a load shows it: live, or finished and read back from
+/// the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Seen {
+    Live {
+        record: ExecutionRecord,
+        attempts_started: u32,
+    },
+    Finished(FinishedExecution),
+}
+
+/// Functions, and executions by id.
+type State = (Vec<FunctionRecord>, BTreeMap<u64, Seen>);
+
+/// Everything a load found, the history read back through the store.
+fn state(store: &dyn Store, recovered: &Recovered) -> State {
+    let mut executions = BTreeMap::new();
+    for execution in &recovered.executions {
+        let seen = Seen::Live {
+            record: execution.record.clone(),
+            attempts_started: execution.attempts_started,
+        };
+        executions.insert(execution.record.id.0, seen);
+    }
+    let history = store.history();
+    for filed in &recovered.history {
+        let done = history
+            .read(filed.id, filed.location)
+            .expect("a filed execution reads back")
+            .expect("a filed execution is there");
+        assert_eq!(filed.status, done.finished.terminal.status());
+        assert_eq!(filed.attempt, done.finished.attempt);
+        assert_eq!(filed.function_id.as_ref(), done.record.function_id);
+        let previous = executions.insert(filed.id.0, Seen::Finished(done));
+        assert_eq!(previous, None, "{} is both live and filed", filed.id);
+    }
+    (recovered.functions.clone(), executions)
 }
 
 /// Every kind of record, with bytes that are and are not UTF-8, and every
@@ -164,14 +207,23 @@ fn every_kind() -> Vec<Record> {
     ]
 }
 
-fn expected_every_kind() -> (Vec<FunctionRecord>, Vec<RecoveredExecution>) {
+fn expected_every_kind() -> State {
     let Record::Accepted(third) = &every_kind()[4] else {
         unreachable!("the fifth record is the third acceptance");
     };
-    let recovered = |record, attempts_started, terminal: Option<Terminal>| RecoveredExecution {
+    let live = |record| Seen::Live {
         record,
-        attempts_started,
-        finished: terminal.map(finished_record),
+        attempts_started: 0,
+    };
+    // Finished executions are filed without their payload.
+    let done = |record: ExecutionRecord, terminal| {
+        Seen::Finished(FinishedExecution {
+            record: ExecutionRecord {
+                payload: Bytes::new(),
+                ..record
+            },
+            finished: finished_record(terminal),
+        })
     };
     let Record::Function(f) = function("f", b"echo") else {
         unreachable!()
@@ -179,27 +231,41 @@ fn expected_every_kind() -> (Vec<FunctionRecord>, Vec<RecoveredExecution>) {
     let Record::Function(g) = function("g", &[0xde, 0xad, 0xbe, 0xef]) else {
         unreachable!()
     };
-    // Finished executions come back without their payload.
-    let executions = vec![
-        recovered(
-            execution(1, b""),
+    let executions = BTreeMap::from([
+        (
             1,
-            Some(Terminal::Completed {
-                output: Bytes::from_static(&[0x80, 0x81]),
-            }),
+            done(
+                execution(1, b""),
+                Terminal::Completed {
+                    output: Bytes::from_static(&[0x80, 0x81]),
+                },
+            ),
         ),
-        recovered(
-            execution(2, b""),
+        (
             2,
-            Some(Terminal::Failed {
-                error: "worker lost 3 times".into(),
-                output: Bytes::from_static("partial ✓".as_bytes()),
-            }),
+            done(
+                execution(2, b""),
+                Terminal::Failed {
+                    error: "worker lost 3 times".into(),
+                    output: Bytes::from_static("partial ✓".as_bytes()),
+                },
+            ),
         ),
-        recovered(third.clone(), 0, Some(Terminal::Cancelled)),
-        recovered(execution(4, b"line one\nline \"two\"\t\\"), 0, None),
-        recovered(execution(6, &[0xc3, 0x28, b'\n']), 0, None),
-    ];
+        (3, done(third.clone(), Terminal::Cancelled)),
+        (4, live(execution(4, b"line one\nline \"two\"\t\\"))),
+        // Evicted, but evictions are not written: retention forgets it
+        // again at the next start.
+        (
+            5,
+            done(
+                execution(5, b""),
+                Terminal::Completed {
+                    output: Bytes::new(),
+                },
+            ),
+        ),
+        (6, live(execution(6, &[0xc3, 0x28, b'\n']))),
+    ]);
     (vec![f, g], executions)
 }
 
@@ -213,13 +279,14 @@ fn round_trip(fs: Arc<dyn FileSystem>, dir: PathBuf) -> Result<(), StoreError> {
     let mut store = JsonlStore::open(Arc::clone(&fs), dir.clone())?;
     let recovered = store.load()?;
     assert_eq!(recovered.warnings, Vec::<String>::new());
-    assert_eq!(state(&recovered), expected_every_kind());
+    assert_eq!(state(&store, &recovered), expected_every_kind());
 
     // And once more through a snapshot.
     store.compact()?;
     drop(store);
-    let recovered = JsonlStore::open(fs, dir)?.load()?;
-    assert_eq!(state(&recovered), expected_every_kind());
+    let mut store = JsonlStore::open(fs, dir)?;
+    let recovered = store.load()?;
+    assert_eq!(state(&store, &recovered), expected_every_kind());
     Ok(())
 }
 
@@ -304,10 +371,31 @@ fn a_corrupt_line_in_the_middle_is_an_error_naming_file_and_line() -> Result<(),
     Ok(())
 }
 
+/// Appends `records`, syncs, and returns where the executions they finished
+/// were filed.
+fn commit_filed(
+    store: &mut JsonlStore,
+    records: &[Record],
+) -> Result<BTreeMap<u64, Location>, StoreError> {
+    append_all(store, records)?;
+    store.sync()?;
+    Ok(store
+        .take_filed()
+        .into_iter()
+        .map(|(id, location)| (id.0, location))
+        .collect())
+}
+
+fn segments(fs: &CrashFs) -> Vec<PathBuf> {
+    fs.list(&history_dir())
+}
+
 #[test]
 fn compaction_keeps_exactly_the_live_state_and_shrinks_the_log() -> Result<(), StoreError> {
     let fs = CrashFs::new();
-    let (mut store, _) = reload(&fs)?;
+    let (store, _) = reload(&fs)?;
+    // Small segments, so that retention empties some.
+    let mut store = store.with_segment_bytes(8 << 10);
     append_all(
         &mut store,
         &[
@@ -316,38 +404,32 @@ fn compaction_keeps_exactly_the_live_state_and_shrinks_the_log() -> Result<(), S
             function("f", b"fail"),
         ],
     )?;
+    let mut filed = BTreeMap::new();
     for id in 0..3_000 {
         let terminal = Terminal::Completed {
             output: Bytes::from(format!("out-{id}")),
         };
-        append_all(
-            &mut store,
-            &[
-                accepted(id, b"payload"),
-                started(id, 1),
-                finished(id, terminal),
-            ],
-        )?;
+        let mut records = vec![
+            accepted(id, b"payload"),
+            started(id, 1),
+            finished(id, terminal),
+        ];
         if id >= 10 {
             // Retention drops all but the newest few.
-            store.append(&evicted(id - 10))?;
+            records.push(Record::Evicted {
+                id: ExecutionId(id - 10),
+                filed: filed.get(&(id - 10)).copied(),
+            });
         }
+        filed.extend(commit_filed(&mut store, &records)?);
     }
+    assert_eq!(filed.len(), 3_000, "every end was filed");
     store.append(&accepted(5_000, b"still pending"))?;
     store.sync()?;
     assert!(store.wants_compaction());
-    drop(store);
-
-    let (mut store, before) = reload(&fs)?;
-    assert_eq!(
-        ids(&before),
-        (2_990..3_000).chain([5_000]).collect::<Vec<_>>()
-    );
-    let size_before = fs
-        .read(&executions_log())
-        .ok()
-        .flatten()
-        .map_or(0, |b| b.len());
+    let segments_before = segments(&fs).len();
+    assert!(segments_before > 50, "{segments_before} segments");
+    let size_before = log_size(&fs);
     store.compact()?;
     assert!(!store.wants_compaction());
     let log = fs
@@ -356,37 +438,100 @@ fn compaction_keeps_exactly_the_live_state_and_shrinks_the_log() -> Result<(), S
         .flatten()
         .unwrap_or_default();
     assert!(
-        log.len() * 100 < size_before,
-        "{} bytes before, {} after",
-        size_before,
+        log.len() as u64 * 100 < size_before,
+        "{size_before} bytes before, {} after",
         log.len()
     );
     assert_eq!(
         log.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(),
-        31
+        1,
+        "only the pending execution"
     );
-    assert!(!String::from_utf8_lossy(&log).contains("evicted"));
     assert_eq!(
-        fs.list(std::path::Path::new(DIR)),
+        fs.list(Path::new(DIR)),
         [
             PathBuf::from("/data/executions.jsonl"),
             PathBuf::from("/data/functions.jsonl")
         ],
         "no temporary file left behind"
     );
+    // The segments retention emptied are gone; the newest ones stay.
+    let segments_after = segments(&fs).len();
+    assert!(
+        (1..=3).contains(&segments_after),
+        "{segments_after} segments of {segments_before} left"
+    );
 
     // Appends go on after the snapshot; a crash keeps both.
-    append_all(&mut store, &[started(5_000, 1), evicted(2_990)])?;
+    append_all(&mut store, &[started(5_000, 1)])?;
     store.sync()?;
     fs.crash(0);
-    let (_, after) = reload(&fs)?;
+    let (store, after) = reload(&fs)?;
     assert_eq!(after.warnings, Vec::<String>::new());
-    assert_eq!(after.functions, before.functions);
-    let mut expected = before.executions[1..].to_vec();
-    if let Some(pending) = expected.last_mut() {
-        pending.attempts_started = 1;
-    }
-    assert_eq!(after.executions, expected);
+    assert_eq!(ids(&after), [5_000]);
+    assert_eq!(after.executions[0].attempts_started, 1);
+    let kept = filed_ids(&after);
+    assert!(
+        kept.len() < 100,
+        "{} filed executions came back",
+        kept.len()
+    );
+    assert!(
+        kept.ends_with(&(2_990..3_000).collect::<Vec<_>>()),
+        "the ten retained are there: {kept:?}"
+    );
+    let (_, executions) = state(&store, &after);
+    assert_eq!(
+        executions.get(&2_999),
+        Some(&Seen::Finished(FinishedExecution {
+            record: execution(2_999, b""),
+            finished: finished_record(Terminal::Completed {
+                output: Bytes::from("out-2999"),
+            }),
+        }))
+    );
+    Ok(())
+}
+
+#[test]
+fn a_filed_execution_is_read_back_until_its_segment_is_deleted() -> Result<(), StoreError> {
+    let fs = CrashFs::new();
+    let (store, _) = reload(&fs)?;
+    let mut store = store.with_segment_bytes(1);
+    let reader = store.history();
+    let filed = commit_filed(
+        &mut store,
+        &[accepted(1, b"a"), finished(1, Terminal::Cancelled)],
+    )?;
+    let location = filed[&1];
+    let read = reader.read(ExecutionId(1), location)?;
+    assert_eq!(
+        read.map(|done| done.finished.terminal),
+        Some(Terminal::Cancelled)
+    );
+    // A location read as another execution's is an error, not a wrong answer.
+    assert!(matches!(
+        reader.read(ExecutionId(2), location),
+        Err(StoreError::Misplaced { .. })
+    ));
+    // A second execution goes to a new segment (one byte each); evicting the
+    // first empties its segment, and the next compaction deletes it.
+    commit_filed(
+        &mut store,
+        &[accepted(2, b"b"), finished(2, Terminal::Cancelled)],
+    )?;
+    store.append(&Record::Evicted {
+        id: ExecutionId(1),
+        filed: Some(location),
+    })?;
+    store.sync()?;
+    assert_eq!(segments(&fs).len(), 2);
+    store.compact()?;
+    assert_eq!(segments(&fs).len(), 1);
+    assert_eq!(reader.read(ExecutionId(1), location)?, None, "gone");
+    drop(store);
+    let (_, recovered) = reload(&fs)?;
+    assert_eq!(filed_ids(&recovered), [2]);
     Ok(())
 }
 
@@ -407,11 +552,6 @@ fn a_snapshot_larger_than_a_write_chunk_is_written_whole() -> Result<(), StoreEr
     assert_eq!(ids(&recovered), [4, 5, 6, 7]); // 1.2 MB in four lines
     assert!(recovered.executions.iter().all(|e| e.record.payload == big));
     Ok(())
-}
-
-fn log_size(fs: &CrashFs) -> u64 {
-    let log = fs.read(&executions_log()).ok().flatten();
-    log.map_or(0, |bytes| bytes.len() as u64)
 }
 
 /// Appends, syncs and compacts when asked to, as the scheduler's committer
@@ -454,18 +594,10 @@ fn large_payloads_make_the_log_compact_by_bytes() -> Result<(), StoreError> {
 
     let (_, recovered) = reload(&fs)?;
     assert_eq!(recovered.warnings, Vec::<String>::new());
-    assert_eq!(
-        ids(&recovered),
-        (290..300).chain([500, 501]).collect::<Vec<_>>()
-    );
-    for execution in &recovered.executions {
-        let expected: &[u8] = match execution.record.id.0 {
-            500 => &big,
-            501 => b"small",
-            _ => b"",
-        };
-        assert_eq!(execution.record.payload, expected);
-    }
+    assert_eq!(ids(&recovered), [500, 501]);
+    assert_eq!(recovered.executions[0].record.payload, big);
+    assert_eq!(recovered.executions[1].record.payload, &b"small"[..]);
+    assert_eq!(filed_ids(&recovered).len(), 300);
     assert!(log_size(&fs) < (2 << 20) + (16 << 10), "{}", log_size(&fs));
     Ok(())
 }
@@ -490,9 +622,17 @@ fn compaction_drops_the_payloads_of_finished_executions() -> Result<(), StoreErr
         .unwrap_or_default();
     assert!(log.len() < 1 << 10, "{} bytes", log.len());
     drop(store);
-    let (_, recovered) = reload(&fs)?;
-    assert_eq!(ids(&recovered), [1]);
-    assert_eq!(recovered.executions[0].record.payload, Bytes::new());
+    let (store, recovered) = reload(&fs)?;
+    assert_eq!(ids(&recovered), Vec::<u64>::new());
+    assert_eq!(filed_ids(&recovered), [1]);
+    let (_, executions) = state(&store, &recovered);
+    assert_eq!(
+        executions[&1],
+        Seen::Finished(FinishedExecution {
+            record: execution(1, b""),
+            finished: finished_record(Terminal::Cancelled),
+        })
+    );
     Ok(())
 }
 
@@ -555,7 +695,7 @@ fn the_first_sync_in_a_new_data_directory_survives_a_crash() -> Result<(), Store
 #[test]
 fn synced_records_survive_a_crash_and_unsynced_ones_never_break_start() -> Result<(), StoreError> {
     // A crash in the middle of a sync: the bytes were written, the fsync never
-    // returned. Any prefix of them may survive, cut anywhere.
+    // returned. Any prefix of them may survive, cut anywhere, in each file.
     let unsynced = [
         accepted(3, b"c"),
         started(3, 1),
@@ -563,26 +703,41 @@ fn synced_records_survive_a_crash_and_unsynced_ones_never_break_start() -> Resul
     ];
     for keep in [0, 1, 30, 100, 150, 200, usize::MAX] {
         let fs = CrashFs::new();
+        let mut model = Model::default();
         let (mut store, _) = reload(&fs)?;
-        append_all(&mut store, &[accepted(1, b"a"), accepted(2, b"b")])?;
+        // The first end filed makes the history's segment (and its name)
+        // durable.
+        let synced = [
+            accepted(0, b"z"),
+            finished(0, Terminal::Cancelled),
+            accepted(1, b"a"),
+            accepted(2, b"b"),
+        ];
+        for record in synced {
+            store.append(&record)?;
+            model.append(&record);
+        }
         store.sync()?;
-        append_all(&mut store, &unsynced)?;
+        model.synced();
+        for record in &unsynced {
+            store.append(record)?;
+            model.append(record);
+        }
         fs.fail_next(Fault::Sync);
         assert!(store.sync().is_err());
         fs.crash(keep);
 
-        let (_, recovered) = reload(&fs)?;
-        let synced = [accepted(1, b"a"), accepted(2, b"b")];
-        let survived = (0..=unsynced.len()).find(|&k| {
-            let records: Vec<_> = synced.iter().chain(&unsynced[..k]).cloned().collect();
-            state_of(&records) == state(&recovered)
-        });
-        assert!(survived.is_some(), "keep {keep}: {recovered:?}");
+        let (store, recovered) = reload(&fs)?;
+        let survived = model
+            .recovered(&store, &recovered)
+            .unwrap_or_else(|e| panic!("keep {keep}: {e}"));
         if keep == 0 {
-            assert_eq!(survived, Some(0));
+            assert_eq!(survived, 0, "keep {keep}");
         }
         if keep == usize::MAX {
-            assert_eq!(survived, Some(unsynced.len()));
+            // The history's fsync failed, so the logs were never written;
+            // the history's line was, and all of it survived.
+            assert_eq!(survived, 1, "keep {keep}");
         }
     }
     Ok(())
@@ -670,6 +825,7 @@ fn records_that_change_nothing_are_not_written() -> Result<(), StoreError> {
         &mut store,
         &[
             accepted(1, b"a"),
+            accepted(1, b"twice"),
             finished(1, Terminal::Cancelled),
             finished(
                 1,
@@ -677,9 +833,9 @@ fn records_that_change_nothing_are_not_written() -> Result<(), StoreError> {
                     output: Bytes::new(),
                 },
             ),
+            started(1, 1),
             started(7, 1),
             evicted(8),
-            accepted(1, b"again"),
         ],
     )?;
     store.sync()?;
@@ -688,16 +844,19 @@ fn records_that_change_nothing_are_not_written() -> Result<(), StoreError> {
         .ok()
         .flatten()
         .unwrap_or_default();
-    assert_eq!(log.iter().filter(|&&b| b == b'\n').count(), 2);
+    assert_eq!(log.iter().filter(|&&b| b == b'\n').count(), 1);
+    let filed = store.take_filed();
+    assert_eq!(filed.len(), 1, "{filed:?}");
     drop(store);
-    let (_, recovered) = reload(&fs)?;
+    let (store, recovered) = reload(&fs)?;
     assert_eq!(recovered.warnings, Vec::<String>::new());
+    let (_, executions) = state(&store, &recovered);
     assert_eq!(
-        recovered.executions[0]
-            .finished
-            .as_ref()
-            .map(|f| &f.terminal),
-        Some(&Terminal::Cancelled)
+        executions[&1],
+        Seen::Finished(FinishedExecution {
+            record: execution(1, b""),
+            finished: finished_record(Terminal::Cancelled),
+        })
     );
     Ok(())
 }
@@ -737,7 +896,8 @@ fn the_store_must_be_loaded_once_before_use() -> Result<(), StoreError> {
 // The property: whatever happens — appends, syncs, compactions, failed
 // operations, crashes tearing unsynced writes anywhere — a restart never fails,
 // and loads exactly the records that were synced plus some prefix of those
-// that were not (per file: the two logs are synced one after the other).
+// that were not, per file (the history and the two logs are synced one after
+// the other).
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -746,6 +906,239 @@ enum Op {
     Compact,
     Fail(Fault),
     Crash { keep_unsynced: usize },
+}
+
+/// What the store writes to each of its files.
+#[derive(Clone, Debug, Default)]
+struct Files {
+    functions: Vec<Record>,
+    log: Vec<Record>,
+    history: Vec<FinishedExecution>,
+}
+
+/// The store as it runs: decides what each record does, and where it goes.
+#[derive(Debug, Default)]
+struct Running {
+    functions: LiveState,
+    /// Unfinished executions: acceptance, latest start.
+    live: BTreeMap<u64, (ExecutionRecord, u32)>,
+    /// Filed executions, with their time of acceptance.
+    filed: BTreeMap<u64, u64>,
+}
+
+/// A model of the store: what it wrote where, what of that is durable, and
+/// what a load of durable files amounts to.
+#[derive(Debug, Default)]
+struct Model {
+    running: Running,
+    durable: Files,
+    pending: Files,
+    /// Filed, then forgotten by retention (id, time of acceptance):
+    /// evictions are not written, so a restart may bring them back
+    /// (retention forgets them again).
+    forgettable: BTreeSet<(u64, u64)>,
+    /// Filed executions (id, time of acceptance) a restart did not bring
+    /// back: their segments were deleted, they stay gone.
+    gone: BTreeSet<(u64, u64)>,
+}
+
+impl Model {
+    /// The store takes `record`.
+    fn append(&mut self, record: &Record) {
+        let running = &mut self.running;
+        match record {
+            Record::Function(_) | Record::FunctionDeleted { .. } => {
+                if running.functions.apply(record).is_ok() {
+                    self.pending.functions.push(record.clone());
+                }
+            }
+            Record::Accepted(accepted) => {
+                let id = accepted.id.0;
+                if !running.live.contains_key(&id) {
+                    // An id is reused only once retention forgot it (the
+                    // scheduler never reuses one it holds): the old one may
+                    // come back at a restart, as any forgotten one.
+                    if let Some(created_at_us) = running.filed.remove(&id) {
+                        self.forgettable.insert((id, created_at_us));
+                    }
+                    running.live.insert(id, (accepted.clone(), 0));
+                    self.pending.log.push(record.clone());
+                }
+            }
+            Record::Started { id, attempt, .. } => {
+                if let Some((_, latest)) = running.live.get_mut(&id.0) {
+                    if *attempt > *latest {
+                        *latest = *attempt;
+                        self.pending.log.push(record.clone());
+                    }
+                }
+            }
+            Record::Finished { id, finished } => {
+                if let Some((accepted, _)) = running.live.remove(&id.0) {
+                    running.filed.insert(id.0, accepted.created_at_us);
+                    self.pending.history.push(FinishedExecution {
+                        record: ExecutionRecord {
+                            payload: Bytes::new(),
+                            ..accepted
+                        },
+                        finished: finished.clone(),
+                    });
+                }
+            }
+            Record::Evicted { id, .. } => {
+                if running.live.remove(&id.0).is_some() {
+                    self.pending.log.push(record.clone());
+                } else if let Some(&created_at_us) = running.filed.get(&id.0) {
+                    self.forgettable.insert((id.0, created_at_us));
+                }
+            }
+        }
+    }
+
+    fn synced(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        self.durable.functions.extend(pending.functions);
+        self.durable.log.extend(pending.log);
+        self.durable.history.extend(pending.history);
+    }
+
+    /// What loading `files` gives: the history first, then the logs, whose
+    /// records of an execution the history holds are superseded by it
+    /// (unless a later acceptance reuses its id).
+    fn expected(&self, files: &Files) -> State {
+        let mut functions = LiveState::default();
+        for record in &files.functions {
+            let _ = functions.apply(record);
+        }
+        let mut filed: BTreeMap<u64, FinishedExecution> = BTreeMap::new();
+        for done in &files.history {
+            filed.insert(done.record.id.0, done.clone());
+        }
+        let mut live: BTreeMap<u64, (ExecutionRecord, u32)> = BTreeMap::new();
+        let mut superseded = BTreeSet::new();
+        for record in &files.log {
+            match record {
+                Record::Accepted(accepted) => {
+                    let id = accepted.id.0;
+                    if let Some(done) = filed.get(&id) {
+                        if accepted.created_at_us <= done.record.created_at_us {
+                            superseded.insert(id);
+                            continue;
+                        }
+                        filed.remove(&id);
+                        superseded.remove(&id);
+                    }
+                    live.entry(id).or_insert((accepted.clone(), 0));
+                }
+                Record::Started { id, attempt, .. } if !superseded.contains(&id.0) => {
+                    if let Some((_, latest)) = live.get_mut(&id.0) {
+                        *latest = (*latest).max(*attempt);
+                    }
+                }
+                Record::Evicted { id, .. } if !superseded.contains(&id.0) => {
+                    live.remove(&id.0);
+                }
+                _ => {}
+            }
+        }
+        // Gone ones still superseded their records in the log: the log was
+        // compacted before their segment was deleted.
+        let mut executions: BTreeMap<u64, Seen> = filed
+            .into_iter()
+            .filter(|(id, done)| !self.gone.contains(&(*id, done.record.created_at_us)))
+            .map(|(id, done)| (id, Seen::Finished(done)))
+            .collect();
+        for (id, (record, attempts_started)) in live {
+            executions.insert(
+                id,
+                Seen::Live {
+                    record,
+                    attempts_started,
+                },
+            );
+        }
+        (functions.functions().cloned().collect(), executions)
+    }
+
+    /// Whether `got` is `expected`, but for forgettable executions, which
+    /// either may hold or lack.
+    fn matches(&self, expected: &State, got: &State) -> bool {
+        let remembered = |state: &State| -> State {
+            let executions = state.1.iter().filter(|(id, seen)| match seen {
+                Seen::Finished(done) => !self
+                    .forgettable
+                    .contains(&(**id, done.record.created_at_us)),
+                Seen::Live { .. } => true,
+            });
+            let executions = executions.map(|(id, seen)| (*id, seen.clone()));
+            (state.0.clone(), executions.collect())
+        };
+        remembered(expected) == remembered(got)
+    }
+
+    /// Checks a restart against the model, which then takes what survived as
+    /// durable and what was loaded as the running state. Returns how many
+    /// unsynced entries survived.
+    fn recovered(&mut self, store: &JsonlStore, recovered: &Recovered) -> Result<usize, String> {
+        let got = state(store, recovered);
+        let pending = &self.pending;
+        let mut survived = None;
+        'search: for functions in 0..=pending.functions.len() {
+            for log in 0..=pending.log.len() {
+                for history in 0..=pending.history.len() {
+                    let mut files = self.durable.clone();
+                    files
+                        .functions
+                        .extend_from_slice(&pending.functions[..functions]);
+                    files.log.extend_from_slice(&pending.log[..log]);
+                    files.history.extend_from_slice(&pending.history[..history]);
+                    if self.matches(&self.expected(&files), &got) {
+                        survived = Some((files, functions + log + history));
+                        break 'search;
+                    }
+                }
+            }
+        }
+        let Some((files, count)) = survived else {
+            return Err(format!(
+                "recovered {got:?}, not the synced records plus a prefix of each file's {:?}",
+                self.pending
+            ));
+        };
+        self.durable = files;
+        self.pending = Files::default();
+        for warning in &recovered.warnings {
+            if !warning.contains("last line") {
+                return Err(format!("unexpected warning {warning}"));
+            }
+        }
+        let mut functions = LiveState::default();
+        for function in &recovered.functions {
+            let _ = functions.apply(&Record::Function(function.clone()));
+        }
+        self.running = Running {
+            functions,
+            live: recovered
+                .executions
+                .iter()
+                .map(|e| (e.record.id.0, (e.record.clone(), e.attempts_started)))
+                .collect(),
+            filed: BTreeMap::new(),
+        };
+        for (id, seen) in &got.1 {
+            if let Seen::Finished(done) = seen {
+                self.running.filed.insert(*id, done.record.created_at_us);
+            }
+        }
+        for (id, seen) in &self.expected(&self.durable).1 {
+            if let Seen::Finished(done) = seen {
+                if !got.1.contains_key(id) {
+                    self.gone.insert((*id, done.record.created_at_us));
+                }
+            }
+        }
+        Ok(count)
+    }
 }
 
 fn arb_bytes() -> impl Strategy<Value = Bytes> {
@@ -816,7 +1209,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
                 logs: if attempt % 2 == 0 { String::new() } else { "printed\n".into() },
             },
         }),
-        1 => id().prop_map(|id| Record::Evicted { id }),
+        1 => id().prop_map(|id| Record::Evicted { id, filed: None }),
     ]
 }
 
@@ -837,82 +1230,47 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Per log file (0: functions, 1: executions): the records known durable, and
-/// those appended since the last successful sync.
-#[derive(Debug, Default)]
-struct Model {
-    durable: [Vec<Record>; 2],
-    pending: [Vec<Record>; 2],
-}
-
-fn file_of(record: &Record) -> usize {
-    match record {
-        Record::Function(_) => 0,
-        _ => 1,
-    }
-}
-
-impl Model {
-    fn synced(&mut self) {
-        for file in 0..2 {
-            let pending = std::mem::take(&mut self.pending[file]);
-            self.durable[file].extend(pending);
-        }
-    }
-
-    /// Checks a restart against the model, which then takes what survived as
-    /// durable.
-    fn recovered(&mut self, recovered: &Recovered) -> Result<(), TestCaseError> {
-        for file in 0..2 {
-            let project = |(functions, executions): (
-                Vec<FunctionRecord>,
-                Vec<RecoveredExecution>,
-            )| {
-                match file {
-                    0 => (functions, Vec::new()),
-                    _ => (Vec::new(), executions),
-                }
-            };
-            let got = project(state(recovered));
-            let survived = (0..=self.pending[file].len()).find(|&k| {
-                let records: Vec<_> = self.durable[file]
-                    .iter()
-                    .chain(&self.pending[file][..k])
-                    .cloned()
-                    .collect();
-                project(state_of(&records)) == got
-            });
-            let Some(k) = survived else {
-                return Err(TestCaseError::fail(format!(
-                    "file {file}: recovered {got:?}, not the synced records plus a prefix of {:?}",
-                    self.pending[file]
-                )));
-            };
-            let pending = std::mem::take(&mut self.pending[file]);
-            self.durable[file].extend(pending.into_iter().take(k));
-        }
-        for warning in &recovered.warnings {
-            prop_assert!(
-                warning.contains("last line"),
-                "unexpected warning {}",
-                warning
-            );
-        }
-        Ok(())
-    }
-}
-
-fn restart(fs: &CrashFs, model: &mut Model) -> Result<JsonlStore, TestCaseError> {
+/// Restarts on `fs`, checks what loads against the model, and returns the
+/// store (with small segments, so that retention empties and deletes them)
+/// and where the filed executions are.
+fn restart(
+    fs: &CrashFs,
+    model: &mut Model,
+) -> Result<(JsonlStore, BTreeMap<u64, Location>), TestCaseError> {
     let (store, recovered) =
         reload(fs).map_err(|e| TestCaseError::fail(format!("restart failed: {e}")))?;
-    model.recovered(&recovered)?;
+    let store = store.with_segment_bytes(256);
+    let locations = recovered
+        .history
+        .iter()
+        .map(|filed| (filed.id.0, filed.location))
+        .collect();
+    model
+        .recovered(&store, &recovered)
+        .map_err(TestCaseError::fail)?;
+    let first = state(&store, &recovered);
     drop(store);
     // Whatever the first start repaired, a second start finds clean.
     let (store, again) =
         reload(fs).map_err(|e| TestCaseError::fail(format!("second restart failed: {e}")))?;
     prop_assert_eq!(&again.warnings, &Vec::<String>::new());
-    prop_assert_eq!(state(&again), state(&recovered));
-    Ok(store)
+    prop_assert_eq!(state(&store, &again), first);
+    drop(store);
+    // The store used from here on, loaded a third time: loads change nothing.
+    let (store, _) =
+        reload(fs).map_err(|e| TestCaseError::fail(format!("third restart failed: {e}")))?;
+    Ok((store.with_segment_bytes(256), locations))
+}
+
+/// Gives every acceptance its own time, as the scheduler's clock does: an
+/// id reused after retention forgot it is told apart by it.
+fn distinct_acceptances(mut ops: Vec<Op>) -> Vec<Op> {
+    for (n, op) in ops.iter_mut().enumerate() {
+        if let Op::Append(Record::Accepted(accepted)) = op {
+            accepted.created_at_us = n as u64;
+        }
+    }
+    ops
 }
 
 proptest! {
@@ -920,17 +1278,22 @@ proptest! {
 
     #[test]
     fn restarts_load_exactly_what_was_synced(
-        ops in vec(arb_op(), 1..80),
+        ops in vec(arb_op(), 1..80).prop_map(distinct_acceptances),
         last_crash_keeps in 0usize..300,
     ) {
         let fs = CrashFs::new();
         let mut model = Model::default();
-        let mut store = restart(&fs, &mut model)?;
+        let (mut store, mut locations) = restart(&fs, &mut model)?;
         for op in ops {
             match op {
-                Op::Append(record) => {
+                Op::Append(mut record) => {
+                    // Retention names where the execution was filed, as the
+                    // scheduler does, so that segments empty and go.
+                    if let Record::Evicted { id, filed } = &mut record {
+                        *filed = locations.get(&id.0).copied();
+                    }
                     prop_assert!(store.append(&record).is_ok());
-                    model.pending[file_of(&record)].push(record);
+                    model.append(&record);
                 }
                 Op::Sync => {
                     if store.sync().is_ok() {
@@ -945,9 +1308,10 @@ proptest! {
                 Op::Fail(fault) => fs.fail_next(fault),
                 Op::Crash { keep_unsynced } => {
                     fs.crash(keep_unsynced);
-                    store = restart(&fs, &mut model)?;
+                    (store, locations) = restart(&fs, &mut model)?;
                 }
             }
+            locations.extend(store.take_filed().into_iter().map(|(id, at)| (id.0, at)));
         }
         fs.crash(last_crash_keeps);
         restart(&fs, &mut model)?;

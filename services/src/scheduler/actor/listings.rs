@@ -7,6 +7,18 @@ use std::ops::Bound;
 
 use super::*;
 
+/// What the actor finds for one page of a listing (see
+/// [`Actor::list_executions`]); the API reads the filed executions and
+/// makes the page.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    pub(crate) found: Vec<Found>,
+    /// More executions match beyond `found`.
+    pub(crate) more_matches: bool,
+    /// The scan reached its bound here, with executions left beyond it.
+    pub(crate) scan_stopped_at: Option<ExecutionId>,
+}
+
 /// Most executions one listing looks at (see `list_executions`).
 const SCAN_LIMIT: usize = 4096;
 
@@ -35,41 +47,65 @@ impl Actor {
         }
     }
 
-    /// The execution as clients may see it now.
+    /// The execution as clients may see it now, or where to read it.
+    pub(super) fn find(&self, id: ExecutionId) -> Option<Found> {
+        match self.listed.get(&id)? {
+            Some(location) => Some(Found::Filed {
+                id,
+                location: *location,
+            }),
+            None => self.info(id).map(Found::Live),
+        }
+    }
+
+    /// The status clients may see of execution `id`, which the core has in
+    /// `status`: a terminal state only once the actor has carried it out
+    /// (the core ends executions mid-turn; their outputs come at the turn's
+    /// end) and its record is durable.
+    pub(super) fn shown_status(&self, id: ExecutionId, status: ExecStatus) -> ExecStatus {
+        if !status.is_terminal() {
+            return status;
+        }
+        match self.meta.get(&id) {
+            Some(meta) if meta.terminal.is_none() || self.unpublished.contains_key(&id) => {
+                meta.shown
+            }
+            _ => status,
+        }
+    }
+
+    /// A live execution (not filed yet) as clients may see it now.
     pub(super) fn info(&self, id: ExecutionId) -> Option<ExecutionInfo> {
         let view = self.core.execution(id)?;
-        let meta = self.meta.get(&id);
+        let meta = self.meta.get(&id)?;
         let mut info = ExecutionInfo {
             execution_id: id.to_string(),
             function_id: view.function.to_string(),
             status: view.status.as_str().to_string(),
             attempt: view.attempt,
-            worker_id: meta
-                .and_then(|m| m.worker_id.as_deref())
-                .unwrap_or_default()
-                .to_string(),
-            created_at_us: meta.map_or(0, |m| m.created_at_us),
-            started_at_us: meta.map_or(0, |m| m.started_at_us),
+            worker_id: meta.worker_id.as_deref().unwrap_or_default().to_string(),
+            created_at_us: meta.created_at_us,
+            started_at_us: meta.started_at_us,
             ..Default::default()
         };
-        if let Some(shown) = self.unpublished.get(&id) {
-            info.status = shown.as_str().to_string();
-        } else if let Some(terminal) = view.terminal {
+        let shown = self.shown_status(id, view.status);
+        info.status = shown.as_str().to_string();
+        if let (true, Some(terminal)) = (shown.is_terminal(), &meta.terminal) {
             info.output = terminal.output().clone();
             info.error = terminal.error().to_string();
-            info.finished_at_us = meta.map_or(0, |m| m.finished_at_us);
-            info.logs = meta
-                .and_then(|m| m.logs.as_deref())
-                .unwrap_or_default()
-                .to_string();
+            info.finished_at_us = meta.finished_at_us;
+            info.logs = meta.logs.as_deref().unwrap_or_default().to_string();
         }
         Some(info)
     }
 
+    /// The executions a page of the listing may show, in id order: up to
+    /// `limit` matches, the live ones filled in, the filed ones to be read
+    /// by the caller (which also cuts the page to the message limit).
     pub(super) fn list_executions(
         &self,
         request: &ListExecutionsRequest,
-    ) -> Result<ListExecutionsResponse, Status> {
+    ) -> Result<Listing, Status> {
         let status = match request.status.as_str() {
             "" => None,
             text => Some(ExecStatus::parse(text).ok_or_else(|| {
@@ -95,38 +131,35 @@ impl Actor {
         // early (with a cursor) instead of holding the actor.
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         let last_scanned = Cell::new(None);
-        let matches = self
+        let mut matches = self
             .listed
             .range((from, Bound::Unbounded))
             .take(SCAN_LIMIT)
-            .inspect(|&&id| last_scanned.set(Some(id)))
-            .filter(|&&id| {
+            .inspect(|&(&id, _)| last_scanned.set(Some(id)))
+            .filter(|&(&id, _)| {
                 let Some(view) = self.core.execution(id) else {
                     return false;
                 };
-                let shown = self.unpublished.get(&id).copied().unwrap_or(view.status);
+                let shown = self.shown_status(id, view.status);
                 (request.function_id.is_empty() || **view.function == *request.function_id)
                     && status.is_none_or(|wanted| shown == wanted)
             })
-            .filter_map(|&id| self.info(id));
-        let page = Page::fill(matches, limit, self.options.response_budget());
-        let cursor = if page.more {
-            page.items.last().map(|info| info.execution_id.clone())
-        } else {
-            // The scan stopped at its bound with executions left beyond it.
-            last_scanned
-                .get()
-                .filter(|&last| {
-                    self.listed
-                        .range((Bound::Excluded(last), Bound::Unbounded))
-                        .next()
-                        .is_some()
-                })
-                .map(|last| last.to_string())
-        };
-        Ok(ListExecutionsResponse {
-            executions: page.items,
-            next_after_execution_id: cursor.unwrap_or_default(),
+            .filter_map(|(&id, _)| self.find(id));
+        let found: Vec<Found> = matches.by_ref().take(limit).collect();
+        let more_matches = matches.next().is_some();
+        // Where the scan stopped at its bound with executions left beyond it.
+        let scan_stopped_at = last_scanned.get().filter(|&last| {
+            !more_matches
+                && self
+                    .listed
+                    .range((Bound::Excluded(last), Bound::Unbounded))
+                    .next()
+                    .is_some()
+        });
+        Ok(Listing {
+            found,
+            more_matches,
+            scan_stopped_at,
         })
     }
 

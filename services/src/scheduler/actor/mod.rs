@@ -36,8 +36,8 @@ use taskforge_core::{
 };
 use taskforge_proto::common::{ExecutionInfo, ExecutionRequest, Function};
 use taskforge_proto::scheduler::{
-    ClusterStats, ListExecutionsRequest, ListExecutionsResponse, ListFunctionsRequest,
-    ListFunctionsResponse, RegisterFunctionRequest, TriggerExecutionRequest, WorkerInfo,
+    ClusterStats, ListExecutionsRequest, ListFunctionsRequest, ListFunctionsResponse,
+    RegisterFunctionRequest, TriggerExecutionRequest, WorkerInfo,
 };
 use taskforge_proto::worker::worker_message::Message as FromWorker;
 use taskforge_proto::worker::{
@@ -54,8 +54,10 @@ use super::streams::Outbox;
 use super::watchers::Watchers;
 use crate::clock::WallClock;
 use crate::store::{
-    ExecutionRecord, FinishedRecord, FunctionRecord, IdempotencyKey, Record, Recovered, Store,
+    ExecutionRecord, FinishedRecord, FunctionRecord, IdempotencyKey, Location, Record, Recovered,
+    Store,
 };
+pub(crate) use listings::Listing;
 pub(crate) use watch::Watch;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Status>>;
@@ -79,7 +81,7 @@ pub(crate) enum Command {
     /// `None` when the execution is unknown.
     Status {
         id: String,
-        reply: Reply<Option<ExecutionInfo>>,
+        reply: Reply<Option<Found>>,
     },
     Watch {
         id: String,
@@ -104,7 +106,7 @@ pub(crate) enum Command {
     },
     ListExecutions {
         request: ListExecutionsRequest,
-        reply: Reply<ListExecutionsResponse>,
+        reply: Reply<Listing>,
     },
     Cancel {
         id: String,
@@ -130,6 +132,15 @@ pub(crate) enum Command {
     },
     /// End every worker stream and watch; refuse new workers.
     Shutdown,
+}
+
+/// An execution as the actor finds it: live ones as clients may see them
+/// now; finished ones as where their record is, for the caller to read (the
+/// actor never waits for a disk).
+#[derive(Debug)]
+pub(crate) enum Found {
+    Live(ExecutionInfo),
+    Filed { id: ExecutionId, location: Location },
 }
 
 /// Most executions one page of a listing returns.
@@ -166,7 +177,9 @@ struct RegisteredFunction {
     live: u32,
 }
 
-/// What the service remembers of an execution beyond the core's state.
+/// What the service remembers of an execution beyond the core's state, from
+/// its acceptance until the history holds it (then its summary is in
+/// `Actor::listed` and the rest on disk).
 #[derive(Debug)]
 struct Meta {
     created_at_us: u64,
@@ -184,6 +197,8 @@ struct Meta {
     /// The tail of what its last attempt printed, once it finished (only
     /// runtimes that capture output have any).
     logs: Option<Box<str>>,
+    /// How it ended, kept until it is filed in the history.
+    terminal: Option<Terminal>,
 }
 
 #[derive(Debug)]
@@ -269,8 +284,14 @@ pub(crate) struct Actor {
     /// Executions accepted since start, by runtime (a counter for metrics).
     accepted_by_runtime: BTreeMap<String, u64>,
     /// Every execution held, in id order: listings page through it from a
-    /// cursor instead of sorting everything per call.
-    listed: BTreeSet<ExecutionId>,
+    /// cursor instead of sorting everything per call. Finished executions
+    /// filed in the history have their location here, and nothing in
+    /// `meta`: this and the core's few bytes are all that memory holds of
+    /// them.
+    listed: BTreeMap<ExecutionId, Option<Location>>,
+    /// Idempotency keys of filed executions, to free when retention forgets
+    /// them.
+    filed_keys: FxHashMap<ExecutionId, Box<str>>,
     sessions: BTreeMap<SessionId, Session>,
     next_session: u64,
     watchers: Watchers,
@@ -301,12 +322,12 @@ impl Actor {
         let committer = Committer::start(store, options.store_runner, reports)?;
         // Mix what was recovered into the id seed, so a restart with the same
         // configured seed does not replay the ids of the previous run.
-        let recovered_mix = recovered
-            .executions
-            .iter()
-            .fold(recovered.executions.len() as u64, |acc, e| {
-                acc.rotate_left(5) ^ e.record.id.0
-            });
+        let recovered_ids = recovered.executions.iter().map(|e| e.record.id);
+        let recovered_ids = recovered_ids.chain(recovered.history.iter().map(|f| f.id));
+        let recovered_mix = recovered_ids.fold(
+            (recovered.executions.len() + recovered.history.len()) as u64,
+            |acc, id| acc.rotate_left(5) ^ id.0,
+        );
         let watchers = Watchers::new(options.max_watchers_per_execution, options.max_watchers);
         let mut actor = Actor {
             epoch: options.core.retention.max_age.min(MAX_EPOCH),
@@ -326,7 +347,8 @@ impl Actor {
             meta: FxHashMap::default(),
             keys: IdempotencyKeys::default(),
             accepted_by_runtime: BTreeMap::new(),
-            listed: BTreeSet::new(),
+            listed: BTreeMap::new(),
+            filed_keys: FxHashMap::default(),
             sessions: BTreeMap::new(),
             next_session: 1,
             watchers,
@@ -358,12 +380,13 @@ impl Actor {
             };
             self.functions.insert(function.function_id, registered);
         }
-        let (mut pending, mut finished) = (0usize, 0usize);
+        let pending = recovered.executions.len();
         for execution in recovered.executions {
             let record = execution.record;
             let id = record.id;
-            // A function deleted since (only its finished executions remain)
-            // needs no runtime: they are never dispatched again.
+            // Deletion waits for a function's executions to finish, so its
+            // function is known; should it not be, the execution waits for
+            // a runtime no worker runs and fails at its start deadline.
             let (function, runtime) = self.functions.get(&record.function_id).map_or_else(
                 || (Arc::from(record.function_id.as_str()), Arc::from("")),
                 |f| (f.key.clone(), f.runtime.clone()),
@@ -375,10 +398,20 @@ impl Actor {
                 payload: record.payload,
                 policy: record.policy,
             };
+            let prior = Prior::Pending {
+                attempts_started: execution.attempts_started,
+            };
+            if let Err(error) = self.core.restore(now, submission, prior) {
+                tracing::warn!(%id, %error, "skipped a recovered execution");
+                continue;
+            }
+            if let Some(function) = self.functions.get_mut(&record.function_id) {
+                function.live += 1;
+            }
             if let Some(claim) = &record.idempotency {
                 self.keys.claim(claim.key.clone(), id, claim.digest);
             }
-            let mut meta = Meta {
+            let meta = Meta {
                 created_at_us: record.created_at_us,
                 started_at_us: 0,
                 finished_at_us: 0,
@@ -387,39 +420,38 @@ impl Actor {
                 idempotency_key: record.idempotency.map(|claim| claim.key.into()),
                 abandoned: false,
                 logs: None,
+                terminal: None,
             };
-            let prior = match execution.finished {
-                Some(done) => {
-                    let ago = self.clock_now_us().saturating_sub(done.finished_at_us);
-                    let finished_at = now.saturating_sub(Duration::from_micros(ago));
-                    meta.started_at_us = done.started_at_us;
-                    meta.finished_at_us = done.finished_at_us;
-                    meta.worker_id = (!done.worker_id.is_empty()).then(|| done.worker_id.into());
-                    meta.logs = (!done.logs.is_empty()).then(|| done.logs.into());
-                    finished += 1;
-                    Prior::Finished {
-                        terminal: done.terminal,
-                        attempt: done.attempt,
-                        finished_at,
-                    }
-                }
-                None => {
-                    pending += 1;
-                    if let Some(function) = self.functions.get_mut(&record.function_id) {
-                        function.live += 1;
-                    }
-                    Prior::Pending {
-                        attempts_started: execution.attempts_started,
-                    }
-                }
+            self.meta.insert(id, meta);
+            self.listed.insert(id, None);
+        }
+        let finished = recovered.history.len();
+        let clock_now_us = self.clock_now_us();
+        for filed in recovered.history {
+            let id = filed.id;
+            let ago = clock_now_us.saturating_sub(filed.finished_at_us);
+            let submission = Submission {
+                id,
+                function: filed.function_id,
+                // Never dispatched again.
+                runtime: Arc::from(""),
+                payload: Bytes::new(),
+                policy: taskforge_core::Policy::default(),
             };
-            match self.core.restore(now, submission, prior) {
-                Ok(()) => {
-                    self.meta.insert(id, meta);
-                    self.listed.insert(id);
-                }
-                Err(error) => tracing::warn!(%id, %error, "skipped a recovered execution"),
+            let prior = Prior::Finished {
+                status: filed.status,
+                attempt: filed.attempt,
+                finished_at: now.saturating_sub(Duration::from_micros(ago)),
+            };
+            if let Err(error) = self.core.restore(now, submission, prior) {
+                tracing::warn!(%id, %error, "skipped a filed execution");
+                continue;
             }
+            if let Some(claim) = filed.idempotency {
+                self.keys.claim(claim.key.clone(), id, claim.digest);
+                self.filed_keys.insert(id, claim.key.into());
+            }
+            self.listed.insert(id, Some(filed.location));
         }
         if pending + finished > 0 || !self.functions.is_empty() {
             tracing::info!(
@@ -522,7 +554,7 @@ impl Actor {
             Command::Status { id, reply } => {
                 let info = match id.as_str() {
                     "" => Err(Status::invalid_argument("execution_id is required")),
-                    text => Ok(ExecutionId::parse(text).and_then(|id| self.info(id))),
+                    text => Ok(ExecutionId::parse(text).and_then(|id| self.find(id))),
                 };
                 let _ = reply.send(info);
             }
@@ -751,7 +783,7 @@ impl Actor {
         if let Some(claim) = &idempotency {
             self.keys.claim(claim.key.clone(), id, claim.digest);
         }
-        self.listed.insert(id);
+        self.listed.insert(id, None);
         self.meta.insert(
             id,
             Meta {
@@ -763,6 +795,7 @@ impl Actor {
                 idempotency_key: idempotency.as_ref().map(|claim| claim.key.as_str().into()),
                 abandoned: false,
                 logs: None,
+                terminal: None,
             },
         );
         self.log.push(Record::Accepted(ExecutionRecord {
@@ -851,11 +884,11 @@ impl Actor {
     }
 
     fn on_commit(&mut self, commit: Commit) {
-        let (through, failure) = match commit {
-            Commit::Durable(seq) => (seq, None),
+        let (through, failure, filed) = match commit {
+            Commit::Durable { through, filed } => (through, None, filed),
             Commit::Failed { through, error } => {
                 tracing::error!(%error, "the store failed to make records durable");
-                (through, Some(error))
+                (through, Some(error), Vec::new())
             }
         };
         if failure.is_none() {
@@ -910,6 +943,24 @@ impl Actor {
                     self.unpublished.remove(&id);
                     self.notify(id);
                 }
+            }
+        }
+        // Published above (their ends were in these batches), so now only
+        // their summaries stay in memory.
+        for (id, location) in filed {
+            self.filed(id, location);
+        }
+    }
+
+    /// `id`'s end is in the history at `location`: memory keeps only where.
+    fn filed(&mut self, id: ExecutionId, location: Location) {
+        let Some(entry) = self.listed.get_mut(&id) else {
+            return; // forgotten by retention already
+        };
+        *entry = Some(location);
+        if let Some(meta) = self.meta.remove(&id) {
+            if let Some(key) = meta.idempotency_key {
+                self.filed_keys.insert(id, key);
             }
         }
     }

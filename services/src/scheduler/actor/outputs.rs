@@ -67,14 +67,19 @@ impl Actor {
                     tracing::info!(%worker, %session, "worker out of quarantine: it answered for all it held");
                 }
                 Output::Evicted { execution } => {
-                    if let Some(meta) = self.meta.remove(&execution) {
-                        if let Some(key) = meta.idempotency_key {
-                            self.keys.release(&key, execution);
-                        }
+                    let key = match self.meta.remove(&execution) {
+                        Some(meta) => meta.idempotency_key,
+                        None => self.filed_keys.remove(&execution),
+                    };
+                    if let Some(key) = key {
+                        self.keys.release(&key, execution);
                     }
-                    self.listed.remove(&execution);
+                    let filed = self.listed.remove(&execution).flatten();
                     self.watchers.remove(execution);
-                    self.log.push(Record::Evicted { id: execution });
+                    self.log.push(Record::Evicted {
+                        id: execution,
+                        filed,
+                    });
                 }
             }
         }
@@ -192,6 +197,7 @@ impl Actor {
             .unwrap_or(now_us);
         let logs = stamps.map(|s| s.logs).unwrap_or_default();
         meta.logs = (!logs.is_empty()).then(|| logs.as_str().into());
+        meta.terminal = Some(terminal.clone());
         self.log.push(Record::Finished {
             id,
             finished: FinishedRecord {

@@ -1,0 +1,122 @@
+//! What the scheduler's memory holds per finished execution.
+//!
+//! Finished executions go to the history on disk; memory keeps a summary of
+//! each (its id in the listing index, where its record lies, and the core's
+//! status and attempt) so that a long history costs little. These tests
+//! count the bytes the allocator hands out — exact and deterministic, unlike
+//! a process's resident size — while executions finish in a real cluster,
+//! and again when a scheduler starts on a long history.
+
+mod support;
+
+use std::alloc::System;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use tokio::task::JoinSet;
+
+use taskforge_proto::scheduler::{GetClusterStatsRequest, TriggerExecutionRequest};
+use taskforge_services::clock::system_clock;
+use taskforge_services::cluster::Cluster;
+use taskforge_services::scheduler::{SchedulerOptions, SchedulerService};
+use taskforge_services::store::{JsonlStore, StdFileSystem};
+
+use support::cluster::loopback;
+use support::processes::{TempDir, scheduler_client};
+use support::watch::{Client, is_terminal, register};
+
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// The budget per finished execution.
+const BUDGET: f64 = 200.0;
+
+/// Bytes allocated and not yet freed, in the whole process (the counts of
+/// allocated and freed bytes include what reallocations grew and shrank).
+fn held() -> i64 {
+    let stats = ALLOCATOR.stats();
+    stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+}
+
+/// Runs `count` echo executions, 64 at a time, each followed to its end.
+async fn run(client: &Client, function_id: &str, count: usize) {
+    let mut running = JoinSet::new();
+    for n in 0..count {
+        if running.len() == 64 {
+            running.join_next().await;
+        }
+        let mut client = client.clone();
+        let request = TriggerExecutionRequest {
+            function_id: function_id.to_string(),
+            payload: Bytes::from(format!("{{\"n\":{n}}}")),
+            ..Default::default()
+        };
+        running.spawn(async move {
+            let mut updates = client
+                .trigger_and_watch_execution(request)
+                .await
+                .expect("trigger")
+                .into_inner();
+            while let Some(info) = updates.message().await.expect("watch") {
+                if is_terminal(&info) {
+                    assert_eq!(info.status, "COMPLETED", "{info:?}");
+                    return;
+                }
+            }
+            panic!("the watch ended before the execution did");
+        });
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// A round trip through the actor: everything it did before (filing the
+/// executions whose ends were published) is done.
+async fn settle(client: &mut Client) {
+    client
+        .get_cluster_stats(GetClusterStatsRequest {})
+        .await
+        .expect("stats");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_execution_costs_the_scheduler_under_200_bytes() {
+    const WARM_UP: usize = 5_000;
+    const MEASURED: usize = 20_000;
+    let dir = TempDir::new("history-memory");
+    let cluster = Cluster::start(loopback(&dir, 1, 8))
+        .await
+        .expect("start the cluster");
+    let mut client = scheduler_client(cluster.grpc_addr);
+    let echo = register(&mut client, "echo").await;
+
+    // Connections, buffers and pools reach their working size first.
+    run(&client, &echo, WARM_UP).await;
+    settle(&mut client).await;
+    let before = held();
+    run(&client, &echo, MEASURED).await;
+    settle(&mut client).await;
+    let running = (held() - before) as f64 / MEASURED as f64;
+    println!("while running: {running:.1} bytes held per finished execution");
+    drop(client);
+    cluster.shutdown().await;
+
+    // A scheduler starting on that history holds as little.
+    let before = held();
+    let store = JsonlStore::open(Arc::new(StdFileSystem), dir.path().to_path_buf())
+        .expect("open the store");
+    let scheduler =
+        SchedulerService::load(SchedulerOptions::default(), Box::new(store), system_clock())
+            .expect("load");
+    let restarted = (held() - before) as f64 / (WARM_UP + MEASURED) as f64;
+    println!("after a restart: {restarted:.1} bytes held per finished execution");
+    drop(scheduler);
+    assert!(
+        running <= BUDGET,
+        "{running:.1} bytes per finished execution; the budget is {BUDGET}"
+    );
+    assert!(
+        restarted <= BUDGET,
+        "{restarted:.1} bytes per finished execution after a restart; the budget is {BUDGET}"
+    );
+}
