@@ -16,6 +16,7 @@ use taskforge_services::duration::parse_duration;
 use taskforge_services::tls::ClientTlsArgs;
 
 use crate::load::{Plan, Shape, Stop};
+use crate::memory::Watched;
 use crate::progress::ProgressMode;
 use crate::sweep::Grid;
 use crate::target::embedded::{EmbeddedOptions, Shape as ClusterShape};
@@ -70,6 +71,11 @@ pub struct Args {
     /// directory, fsynced — durability on).
     #[arg(long, help_heading = "Target")]
     pub in_memory: bool,
+    /// Sample this process's resident memory (a scheduler or `taskforge up`
+    /// on this machine) into the timeline. An embedded cluster's is always
+    /// sampled.
+    #[arg(long, value_name = "PID", help_heading = "Target")]
+    pub target_pid: Option<u32>,
     /// Embedded: make the store's temporary directory under DIR.
     #[arg(long, value_name = "DIR", help_heading = "Target")]
     pub data_dir: Option<PathBuf>,
@@ -228,6 +234,8 @@ pub struct Config {
     pub max_error_rate: f64,
     pub progress: ProgressMode,
     pub interval: Duration,
+    /// Whose resident memory to sample, if anyone's.
+    pub memory: Option<Watched>,
     /// The command line, for the report.
     pub command_line: String,
 }
@@ -320,6 +328,26 @@ impl Args {
             _ => return fail("give only one of --gateway, --scheduler and --embedded".into()),
         };
         let embedded_only = matches!(target, Target::Embedded { .. });
+        let memory = match (self.target_pid, embedded_only) {
+            (Some(_), true) => {
+                return fail(
+                    "--target-pid is for --gateway/--scheduler: an embedded cluster's memory \
+                     is sampled anyway"
+                        .into(),
+                );
+            }
+            (Some(pid), false) => Some(Watched::Pid(pid)),
+            (None, true) => Some(Watched::Loadgen),
+            (None, false) => None,
+        };
+        if let Some(Watched::Pid(pid)) = memory {
+            if Watched::Pid(pid).rss_bytes().is_none() {
+                return fail(format!(
+                    "--target-pid {pid}: no such process on this machine (or /proc/{pid}/status \
+                     is not readable)"
+                ));
+            }
+        }
         if !embedded_only && (self.in_memory || self.prefetch.is_some() || self.data_dir.is_some())
         {
             return fail("--in-memory, --prefetch and --data-dir apply to --embedded only".into());
@@ -378,6 +406,7 @@ impl Args {
             max_error_rate: self.max_error_rate,
             progress: self.progress,
             interval: self.interval,
+            memory,
             command_line,
         })
     }

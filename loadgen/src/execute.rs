@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::load::{self, Operation, Plan};
 use crate::measure::{Clock, Measurements, Recorder};
+use crate::memory::{MemoryTrace, Sampler, Watched};
 use crate::progress::{Progress, ProgressMode};
 use crate::target::{Client, ClusterSize, Observation, TargetError};
 use crate::workload::{FunctionSpec, Workload};
@@ -31,6 +32,8 @@ pub struct RunSpec {
     pub progress: ProgressMode,
     /// Shown before the progress bar.
     pub label: String,
+    /// Whose resident memory to sample every interval.
+    pub memory: Option<Watched>,
 }
 
 /// A finished run.
@@ -41,6 +44,8 @@ pub struct Run {
     pub size: ClusterSize,
     /// Its size after the load ended; a change means workers came or went.
     pub size_after: ClusterSize,
+    /// The sampled process's resident memory over the run.
+    pub memory: Option<MemoryTrace>,
 }
 
 /// The operation of a run: trigger one execution of the workload's next
@@ -87,8 +92,15 @@ pub async fn run(client: Client, spec: &RunSpec) -> Result<Run, TargetError> {
         start,
         spec.label.clone(),
     );
+    let sampler = spec
+        .memory
+        .map(|watched| Sampler::start(watched, start, spec.bucket));
     load::drive(operation, spec.plan, start, recorder.clone()).await;
     progress.finish().await;
+    let memory = match sampler {
+        Some(sampler) => sampler.finish().await,
+        None => None,
+    };
     let recorder = Arc::into_inner(recorder).expect("every load task has ended");
     let measurements = recorder.finish();
 
@@ -104,5 +116,6 @@ pub async fn run(client: Client, spec: &RunSpec) -> Result<Run, TargetError> {
         measurements,
         size,
         size_after,
+        memory,
     })
 }

@@ -34,6 +34,7 @@ pub mod execute;
 pub mod load;
 pub mod machine;
 pub mod measure;
+pub mod memory;
 pub mod progress;
 pub mod report;
 pub mod summary;
@@ -170,6 +171,7 @@ fn run_target(
         bucket: config.interval,
         progress: config.progress,
         label,
+        memory: config.memory,
     };
     let measure = |url: String, http: bool, spec: &RunSpec| {
         runtime.block_on(async {
@@ -220,7 +222,9 @@ fn run_target(
             run?
         }
     };
-    Ok(Summary::new(run.measurements, run.size))
+    let mut summary = Summary::new(run.measurements, run.size);
+    summary.memory = run.memory;
+    Ok(summary)
 }
 
 /// A line of narration on stderr, unless progress is off.

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::concurrency;
 use crate::measure::{Latencies, Measurements, Percentiles};
+use crate::memory::MemoryTrace;
 use crate::target::ClusterSize;
 
 /// The latency percentiles of a run, in microseconds.
@@ -88,6 +89,9 @@ pub struct Summary {
     pub mean_run_time_us: f64,
     pub latency_us: LatencyTable,
     pub timeline: Vec<TimelinePoint>,
+    /// The target's resident memory over the run, where it was sampled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryTrace>,
     /// The histograms behind `latency_us`, for the `.hgrm` file and the plots.
     #[serde(skip)]
     pub latencies: Latencies,
@@ -148,6 +152,7 @@ impl Summary {
                 run: Percentiles::of(&latencies.run),
             },
             timeline,
+            memory: None,
             latencies: m.latencies,
         }
     }

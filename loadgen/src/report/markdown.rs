@@ -22,6 +22,18 @@ pub fn report(report: &Report) -> String {
             md,
             "![throughput, p99 and running executions over time](timeline.svg)\n"
         );
+        if let Some(memory) = &run.memory {
+            let mb = |bytes: u64| bytes as f64 / 1e6;
+            let _ = writeln!(
+                md,
+                "Resident memory of {}: {:.1} MB at the start, {:.1} MB at the peak, \
+                 {:.1} MB at the end.\n",
+                memory.process,
+                mb(memory.first_rss_bytes),
+                mb(memory.peak_rss_bytes),
+                mb(memory.last_rss_bytes)
+            );
+        }
         errors(&mut md, run);
     }
     if let Some(cells) = &report.sweep {

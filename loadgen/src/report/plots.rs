@@ -161,7 +161,26 @@ pub fn timeline(summary: &Summary, baseline: Option<&Baseline>) -> String {
         y: f64::from(summary.capacity),
         label: format!("capacity {}", summary.capacity),
     });
-    svg::render(&[window(throughput), window(p99), window(running)], WIDTH)
+    let mut charts = vec![window(throughput), window(p99), window(running)];
+    if let Some(memory) = &summary.memory {
+        let rss = Chart::new(
+            format!("Resident memory of {}", memory.process),
+            "seconds",
+            "MB",
+            XAxis::Linear,
+        )
+        .series(
+            "resident set",
+            Style::Line,
+            memory
+                .samples
+                .iter()
+                .map(|s| (s.t_s, s.rss_bytes as f64 / 1e6))
+                .collect(),
+        );
+        charts.push(window(rss));
+    }
+    svg::render(&charts, WIDTH)
 }
 
 /// Measured against theoretical throughput, and utilization, per cell.
