@@ -5,7 +5,9 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use taskforge_proto::scheduler::{GetExecutionStatusRequest, GetFunctionRequest};
+use taskforge_proto::scheduler::{
+    GetExecutionStatusRequest, GetFunctionRequest, ListExecutionsRequest,
+};
 
 use support::processes::{TempDir, scheduler, scheduler_client, worker};
 use support::watch::{register, running, terminal, trigger};
@@ -112,4 +114,78 @@ async fn finished_executions_keep_their_results_across_a_scheduler_kill_9() {
     assert_eq!(info.output.as_ref(), b"\"kept\"");
     assert_eq!(info.worker_id, "w");
     assert_eq!(info.attempt, 1, "the attempt it finished on is remembered");
+}
+
+/// A history longer than a page, finished before a SIGKILL, is served from
+/// disk by the restarted scheduler: an old execution's status, and a
+/// filtered listing followed page by page.
+#[tokio::test]
+async fn a_history_is_read_from_disk_after_a_scheduler_kill_9() {
+    let dir = TempDir::new("scheduler-kill-history");
+    let (mut first, addr) = scheduler(dir.path(), &[]);
+    let mut client = scheduler_client(addr);
+    let _worker = worker(addr, "w", 4);
+    let echo = register(&mut client, "echo").await;
+    let fail = register(&mut client, "fail").await;
+    let mut echoed = Vec::new();
+    let mut failed = BTreeMap::new();
+    for n in 0..120 {
+        let payload = format!("{{\"n\":{n}}}");
+        echoed.push((trigger(&mut client, &echo, &payload).await, payload));
+        if n % 4 == 0 {
+            let reason = format!("\"reason {n}\"");
+            failed.insert(trigger(&mut client, &fail, &reason).await, n);
+        }
+    }
+    for (id, _) in &echoed {
+        assert_eq!(terminal(&mut client, id).await.status, "COMPLETED");
+    }
+    for id in failed.keys() {
+        assert_eq!(terminal(&mut client, id).await.status, "FAILED");
+    }
+    first.kill_9();
+
+    let (_second, addr) = scheduler(dir.path(), &[]);
+    let mut client = scheduler_client(addr);
+    let (oldest, payload) = &echoed[0];
+    let status = client
+        .get_execution_status(GetExecutionStatusRequest {
+            execution_id: oldest.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status, "COMPLETED");
+    assert_eq!(status.output.as_ref(), payload.as_bytes());
+    let info = status.info.expect("the full record");
+    assert_eq!((info.worker_id.as_str(), info.attempt), ("w", 1));
+    assert!(info.created_at_us > 0 && info.finished_at_us >= info.started_at_us);
+
+    // Only the failed ones, of the fail function, in pages of 7.
+    let mut listed = BTreeMap::new();
+    let mut after = String::new();
+    loop {
+        let page = client
+            .list_executions(ListExecutionsRequest {
+                status: "FAILED".into(),
+                function_id: fail.clone(),
+                limit: 7,
+                after_execution_id: after.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for info in page.executions {
+            assert_eq!(info.status, "FAILED");
+            listed.insert(info.execution_id, info.error);
+        }
+        if page.next_after_execution_id.is_empty() {
+            break;
+        }
+        after = page.next_after_execution_id;
+    }
+    assert_eq!(listed.len(), failed.len());
+    for (id, n) in &failed {
+        assert_eq!(listed[id], format!("reason {n}"), "{id}");
+    }
 }
