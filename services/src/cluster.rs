@@ -101,7 +101,8 @@ impl Cluster {
             Some(dir) => Box::new(JsonlStore::open(Arc::new(StdFileSystem), dir.clone())?),
             None => Box::new(MemoryStore::new()),
         };
-        let scheduler = SchedulerService::load(config.scheduler.clone(), store, clock.clone())?;
+        let scheduler =
+            SchedulerService::load_on_own_thread(config.scheduler.clone(), store, clock.clone())?;
         let (stop_scheduler, scheduler_stop) = watch::channel(false);
         let scheduler = tokio::spawn(async move {
             let incoming = net::tcp_incoming(grpc);

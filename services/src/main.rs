@@ -278,7 +278,8 @@ struct SchedulerArgs {
 
 #[derive(Args, Debug)]
 struct StorageArgs {
-    /// Directory for the store's files (functions.jsonl, executions.jsonl).
+    /// Directory for the store's files (functions.jsonl, executions.jsonl,
+    /// and the finished executions' history/).
     #[arg(long, env = "TASKFORGE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
     /// Keep everything in memory: nothing survives a restart.
@@ -478,6 +479,9 @@ fn id_seed() -> u64 {
     (system_clock())() ^ u64::from(std::process::id()).rotate_left(32)
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // The sandbox's own processes (see `taskforge_services::sandbox`): started
     // by workers, not by people, so not in the help; single-threaded, before
@@ -641,7 +645,7 @@ async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
         ..args.tuning.options()
     };
     let store = args.storage.open()?;
-    let service = SchedulerService::load(options, store, system_clock())
+    let service = SchedulerService::load_on_own_thread(options, store, system_clock())
         .map_err(|error| error.to_string())?;
     let listener = TcpListener::bind(args.grpc)
         .await

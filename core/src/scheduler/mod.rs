@@ -227,6 +227,14 @@ impl Scheduler {
         &self.config
     }
 
+    /// Makes room for `additional` finished executions about to be
+    /// restored, so that restoring a long history does not grow the tables
+    /// step by step.
+    pub fn reserve_finished(&mut self, additional: usize) {
+        self.done.reserve(additional);
+        self.finished.reserve(additional);
+    }
+
     // ----- inputs -----------------------------------------------------------
 
     /// A worker opened a stream as `session`, able to run `capabilities`. A

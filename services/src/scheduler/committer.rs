@@ -43,6 +43,9 @@ pub(crate) enum Commit {
 
 type Batch = (u64, Vec<Record>);
 
+/// A compaction that takes longer is worth a line in the log.
+const SLOW_COMPACTION: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The actor's side of the committer.
 #[derive(Debug)]
 pub(crate) struct Committer {
@@ -128,8 +131,21 @@ fn commit_group(
     };
     let _ = reports.send(report);
     if store.wants_compaction() {
-        if let Err(error) = store.compact() {
-            tracing::error!(%error, "store compaction failed; the log keeps growing");
+        // Timed for the log only: a slow compaction holds back the next
+        // group's fsync.
+        let started = std::time::Instant::now();
+        match store.compact() {
+            Ok(()) => {
+                let took = started.elapsed();
+                let ms = took.as_secs_f64() * 1e3;
+                match took >= SLOW_COMPACTION {
+                    true => tracing::info!(ms, "store compacted (slowly)"),
+                    false => tracing::debug!(ms, "store compacted"),
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "store compaction failed; the log keeps growing");
+            }
         }
     }
 }

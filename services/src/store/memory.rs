@@ -7,6 +7,7 @@
 //! `load` returns exactly what was synced — unsynced appends are lost, as they
 //! would be in a crash.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
@@ -24,13 +25,14 @@ pub struct MemoryStore {
     filed: Vec<(ExecutionId, Location)>,
 }
 
-/// What every clone shares: the live state, and the history as a list
-/// (a location's offset is the index; forgotten entries are `None`).
+/// What every clone shares: the live state, and the history by filing
+/// number (a location is the number, split across segment and offset).
 #[derive(Debug, Default)]
 struct Synced {
     live: LiveState,
-    history: Vec<Option<FinishedExecution>>,
-    index: FxHashMap<ExecutionId, usize>,
+    history: BTreeMap<u64, FinishedExecution>,
+    next_filed: u64,
+    number_of: FxHashMap<ExecutionId, u64>,
 }
 
 impl MemoryStore {
@@ -47,12 +49,16 @@ fn lock(state: &Mutex<Synced>) -> MutexGuard<'_, Synced> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn location_of(index: usize) -> Location {
+fn location_of(number: u64) -> Location {
     Location {
-        segment: 0,
-        offset: index as u32,
+        segment: (number >> 32) as u32,
+        offset: number as u32,
         len: 0,
     }
+}
+
+fn number_of(location: Location) -> u64 {
+    (u64::from(location.segment) << 32) | u64::from(location.offset)
 }
 
 impl Clone for MemoryStore {
@@ -74,18 +80,14 @@ impl Store for MemoryStore {
         let history = synced
             .history
             .iter()
-            .enumerate()
-            .filter_map(|(index, done)| {
-                let done = done.as_ref()?;
-                Some(Filed {
-                    id: done.record.id,
-                    function_id: Arc::from(done.record.function_id.as_str()),
-                    status: done.finished.terminal.status(),
-                    attempt: done.finished.attempt,
-                    finished_at_us: done.finished.finished_at_us,
-                    idempotency: done.record.idempotency.clone(),
-                    location: location_of(index),
-                })
+            .map(|(&number, done)| Filed {
+                id: done.record.id,
+                function_id: Arc::from(done.record.function_id.as_str()),
+                status: done.finished.terminal.status(),
+                attempt: done.finished.attempt,
+                finished_at_us: done.finished.finished_at_us,
+                idempotency: done.record.idempotency.clone(),
+                location: location_of(number),
             })
             .collect();
         Ok(Recovered {
@@ -108,15 +110,16 @@ impl Store for MemoryStore {
             let applied = match &record {
                 Record::Finished { id, finished } => {
                     synced.live.finish(*id, finished).map(|done| {
-                        let index = synced.history.len();
-                        synced.history.push(Some(done));
-                        synced.index.insert(*id, index);
-                        self.filed.push((*id, location_of(index)));
+                        let number = synced.next_filed;
+                        synced.next_filed += 1;
+                        synced.history.insert(number, done);
+                        synced.number_of.insert(*id, number);
+                        self.filed.push((*id, location_of(number)));
                     })
                 }
                 Record::Evicted { id, .. } if !synced.live.holds(*id) => {
-                    if let Some(index) = synced.index.remove(id) {
-                        synced.history[index] = None;
+                    if let Some(number) = synced.number_of.remove(id) {
+                        synced.history.remove(&number);
                     }
                     Ok(())
                 }
@@ -158,8 +161,7 @@ impl HistoryReader for MemoryHistory {
         let synced = lock(&self.0);
         Ok(synced
             .history
-            .get(location.offset as usize)
-            .and_then(Option::as_ref)
+            .get(&number_of(location))
             .filter(|done| done.record.id == id)
             .cloned())
     }

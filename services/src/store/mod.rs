@@ -115,6 +115,12 @@ pub struct FinishedRecord {
 /// execution (e.g. after its eviction), an `Accepted` for an id already held, a
 /// second `Finished` (a terminal state never changes), and a `Started` that is
 /// not newer than the last one or comes after `Finished`.
+///
+/// Once an execution is filed in the history, the store keeps no index of it
+/// in memory: an `Accepted` reusing its id is taken as a new execution, so the
+/// caller reuses an id only after retention forgot it (the scheduler draws
+/// ids at random and skips every id it still holds). Its acceptance time tells
+/// the two apart at the next start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     Function(FunctionRecord),

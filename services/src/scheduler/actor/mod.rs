@@ -153,6 +153,21 @@ fn runtime_of(language: &str) -> Arc<str> {
     Arc::from(language.trim().to_ascii_lowercase())
 }
 
+/// Random bits below an execution id's millisecond: 16.7 million ids per
+/// millisecond before the draw has to retry.
+const ID_RANDOM_BITS: u32 = 24;
+
+/// An execution id that sorts by the millisecond it was made in (the low
+/// 40 bits of the Unix milliseconds, wrapping every 34 years) above
+/// `ID_RANDOM_BITS` random bits. Listings come out oldest first, and the
+/// id-ordered index only ever grows at its end and shrinks at its start, as
+/// retention forgets the oldest: with a long history, random ids would
+/// touch a different part of it for every execution.
+fn time_ordered_id(now_us: u64, random: u64) -> ExecutionId {
+    let millis = (now_us / 1_000) & ((1 << (64 - ID_RANDOM_BITS)) - 1);
+    ExecutionId((millis << ID_RANDOM_BITS) | (random & ((1 << ID_RANDOM_BITS) - 1)))
+}
+
 /// Bounds on a function's own memory limit: one WebAssembly page, and the
 /// most a 32-bit module can address.
 const MIN_FUNCTION_MEMORY: u64 = 64 << 10;
@@ -427,14 +442,19 @@ impl Actor {
         }
         let finished = recovered.history.len();
         let clock_now_us = self.clock_now_us();
+        self.core.reserve_finished(finished);
+        // Never dispatched again: they need no runtime.
+        let no_runtime: Arc<str> = Arc::from("");
+        // The listing index is built at once from all of them: far faster
+        // than a million inserts at random places.
+        let mut filed_entries = Vec::with_capacity(finished);
         for filed in recovered.history {
             let id = filed.id;
             let ago = clock_now_us.saturating_sub(filed.finished_at_us);
             let submission = Submission {
                 id,
                 function: filed.function_id,
-                // Never dispatched again.
-                runtime: Arc::from(""),
+                runtime: no_runtime.clone(),
                 payload: Bytes::new(),
                 policy: taskforge_core::Policy::default(),
             };
@@ -451,14 +471,16 @@ impl Actor {
                 self.keys.claim(claim.key.clone(), id, claim.digest);
                 self.filed_keys.insert(id, claim.key.into());
             }
-            self.listed.insert(id, Some(filed.location));
+            filed_entries.push((id, Some(filed.location)));
         }
+        filed_entries.extend(std::mem::take(&mut self.listed));
+        self.listed = filed_entries.into_iter().collect();
         if pending + finished > 0 || !self.functions.is_empty() {
             tracing::info!(
                 functions = self.functions.len(),
                 pending,
                 finished,
-                "recovered from the store"
+                "restored into the scheduler"
             );
         }
         self.carry_out();
@@ -750,8 +772,9 @@ impl Actor {
                 request.schedule_to_start_timeout_ms,
             ),
         )?;
+        let now_us = (self.clock)();
         let id = loop {
-            let id = ExecutionId(self.ids.random());
+            let id = time_ordered_id(now_us, self.ids.random());
             if self.core.execution(id).is_none() {
                 break id;
             }
@@ -779,7 +802,7 @@ impl Actor {
                 self.accepted_by_runtime.insert(language, 1);
             }
         }
-        let created_at_us = (self.clock)();
+        let created_at_us = now_us;
         if let Some(claim) = &idempotency {
             self.keys.claim(claim.key.clone(), id, claim.digest);
         }

@@ -218,3 +218,13 @@ async fn an_acceptance_that_never_became_durable_is_not_run() {
     .unwrap();
     assert_ne!(second, first.to_string());
 }
+
+#[test]
+fn execution_ids_sort_by_the_millisecond_they_were_made_in() {
+    let at = |ms: u64, random: u64| super::time_ordered_id(ms * 1_000 + 999, random);
+    assert!(at(1_700_000_000_000, u64::MAX) < at(1_700_000_000_001, 0));
+    assert_ne!(at(5, 1), at(5, 2), "the low bits are random");
+    assert_eq!(at(5, 1 << 24), at(5, 0), "only 24 of them");
+    // The shown form is still 16 hex digits.
+    assert_eq!(at(1_700_000_000_000, 0xabcdef).to_string().len(), 16);
+}
