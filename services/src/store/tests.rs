@@ -1366,3 +1366,43 @@ fn a_long_history_with_a_torn_tail_recovers_all_but_the_torn_end() -> Result<(),
     assert_eq!(filed_ids(&again).len(), 5_000);
     Ok(())
 }
+
+#[test]
+fn a_log_from_before_the_history_is_filed_at_the_first_start() -> Result<(), StoreError> {
+    // Such a log holds finished and evicted executions among the pending.
+    let fs = CrashFs::new();
+    fs.create_dir_all(Path::new(DIR))
+        .map_err(|e| StoreError::io("create", Path::new(DIR), e))?;
+    let old = [
+        accepted(1, b"a"),
+        accepted(2, b"b"),
+        accepted(3, b"c"),
+        started(1, 1),
+        finished(1, Terminal::Cancelled),
+        finished(2, Terminal::Cancelled),
+        evicted(2),
+    ];
+    for record in &old {
+        let mut line = Vec::new();
+        codec::encode(record, &mut line).expect("records encode");
+        fs.append_durably(&executions_log(), &line);
+    }
+    let (store, recovered) = reload(&fs)?;
+    assert_eq!(recovered.warnings, Vec::<String>::new());
+    assert_eq!(ids(&recovered), [3]);
+    assert_eq!(filed_ids(&recovered), [1]);
+    let expected = Seen::Finished(FinishedExecution {
+        record: execution(1, b""),
+        finished: finished_record(Terminal::Cancelled),
+    });
+    assert_eq!(state(&store, &recovered).1[&1], expected);
+    drop(store);
+    // Filed for good: the next start finds it in the history (and skips
+    // the log's records of it), with nothing left to migrate.
+    let (store, again) = reload(&fs)?;
+    assert_eq!(again.warnings, Vec::<String>::new());
+    assert_eq!((ids(&again), filed_ids(&again)), (vec![3], vec![1]));
+    assert_eq!(state(&store, &again).1[&1], expected);
+    assert_eq!(segments(&fs).len(), 1);
+    Ok(())
+}
