@@ -60,6 +60,10 @@ pub(crate) struct History {
     pending_entries: Vec<PendingEntry>,
     /// Filed by a successful sync, not yet handed out.
     filed: Vec<(ExecutionId, Location)>,
+    /// What the last two successful syncs filed. Retention may forget an
+    /// execution before its location has reached the scheduler (which
+    /// then names none): the eviction still finds it here.
+    recent: [Vec<(ExecutionId, Location)>; 2],
     dir_unsynced: bool,
 }
 
@@ -97,6 +101,7 @@ impl History {
             pending: Vec::new(),
             pending_entries: Vec::new(),
             filed: Vec::new(),
+            recent: [Vec::new(), Vec::new()],
             dir_unsynced: false,
         }
     }
@@ -229,6 +234,13 @@ impl History {
             None => {
                 if let Some(entry) = self.pending_entries.iter_mut().rev().find(|e| e.id == id) {
                     entry.evicted = true;
+                } else if let Some(&(_, location)) = self
+                    .recent
+                    .iter()
+                    .flatten()
+                    .find(|&&(filed, _)| filed == id)
+                {
+                    self.forget_loaded(location);
                 }
             }
         }
@@ -275,6 +287,9 @@ impl History {
             self.dir_unsynced = false;
         }
         let count = self.segments.entry(number).or_default();
+        self.recent.swap(0, 1);
+        let recent = &mut self.recent[1];
+        recent.clear();
         for entry in self.pending_entries.drain(..) {
             if entry.evicted {
                 continue;
@@ -286,6 +301,7 @@ impl History {
                 len: entry.len as u32,
             };
             self.filed.push((entry.id, location));
+            recent.push((entry.id, location));
         }
         self.pending.clear();
         Ok(())

@@ -1406,3 +1406,29 @@ fn a_log_from_before_the_history_is_filed_at_the_first_start() -> Result<(), Sto
     assert_eq!(segments(&fs).len(), 1);
     Ok(())
 }
+
+#[test]
+fn an_execution_forgotten_before_its_location_is_known_still_frees_its_segment()
+-> Result<(), StoreError> {
+    // The scheduler learns where an end was filed with the commit report; a
+    // tiny retention may forget the execution first, naming no location.
+    let fs = CrashFs::new();
+    let (store, _) = reload(&fs)?;
+    let mut store = store.with_segment_bytes(1);
+    commit_filed(
+        &mut store,
+        &[accepted(1, b"a"), finished(1, Terminal::Cancelled)],
+    )?;
+    commit_filed(
+        &mut store,
+        &[
+            accepted(2, b"b"),
+            finished(2, Terminal::Cancelled),
+            evicted(1),
+        ],
+    )?;
+    assert_eq!(segments(&fs).len(), 2);
+    store.compact()?;
+    assert_eq!(segments(&fs).len(), 1, "the segment of 1 was deleted");
+    Ok(())
+}
