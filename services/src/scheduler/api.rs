@@ -85,8 +85,10 @@ impl Api {
     async fn page(&self, listing: Listing) -> Result<ListExecutionsResponse, Status> {
         let infos = self.history.resolve(listing.found).await?;
         let page = Page::fill(infos, usize::MAX, self.response_budget);
-        let cursor = if page.more || listing.more_matches {
+        let cursor = if page.more {
             page.items.last().map(|info| info.execution_id.clone())
+        } else if listing.more_matches {
+            listing.last_found.map(|id| id.to_string())
         } else {
             listing.scan_stopped_at.map(|id| id.to_string())
         };

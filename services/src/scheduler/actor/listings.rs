@@ -15,6 +15,9 @@ pub(crate) struct Listing {
     pub(crate) found: Vec<Found>,
     /// More executions match beyond `found`.
     pub(crate) more_matches: bool,
+    /// The last of `found`: where the next page starts, even if retention
+    /// forgets some of `found` before they are read.
+    pub(crate) last_found: Option<ExecutionId>,
     /// The scan reached its bound here, with executions left beyond it.
     pub(crate) scan_stopped_at: Option<ExecutionId>,
 }
@@ -144,8 +147,16 @@ impl Actor {
                 (request.function_id.is_empty() || **view.function == *request.function_id)
                     && status.is_none_or(|wanted| shown == wanted)
             })
-            .filter_map(|(&id, _)| self.find(id));
-        let found: Vec<Found> = matches.by_ref().take(limit).collect();
+            .filter_map(|(&id, _)| Some((id, self.find(id)?)));
+        let mut last_found = None;
+        let found: Vec<Found> = matches
+            .by_ref()
+            .take(limit)
+            .map(|(id, found)| {
+                last_found = Some(id);
+                found
+            })
+            .collect();
         let more_matches = matches.next().is_some();
         // Where the scan stopped at its bound with executions left beyond it.
         let scan_stopped_at = last_scanned.get().filter(|&last| {
@@ -159,6 +170,7 @@ impl Actor {
         Ok(Listing {
             found,
             more_matches,
+            last_found,
             scan_stopped_at,
         })
     }
