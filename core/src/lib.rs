@@ -12,6 +12,7 @@
 mod deadlines;
 pub mod execution;
 pub mod ids;
+pub mod lease;
 pub mod pool;
 pub mod scheduler;
 pub mod time;
