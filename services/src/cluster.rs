@@ -18,7 +18,7 @@ use crate::clock::{WallClock, system_clock};
 use crate::gateway::{self, GatewayConfig};
 use crate::net::{self, ChannelConfig};
 use crate::scheduler::{SchedulerError, SchedulerOptions, SchedulerService};
-use crate::store::{JsonlStore, MemoryStore, StdFileSystem, Store, StoreError};
+use crate::store::{JsonlStore, MemoryStore, PostgresStore, StdFileSystem, Store, StoreError};
 use crate::worker::{self, WorkerConfig};
 
 #[derive(Clone, Debug)]
@@ -28,6 +28,8 @@ pub struct ClusterConfig {
     /// Where the store keeps its files; `None` keeps everything in memory
     /// (nothing survives the process).
     pub data_dir: Option<PathBuf>,
+    /// Keep the state in PostgreSQL at this address instead of `data_dir`.
+    pub database_url: Option<String>,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub scheduler: SchedulerOptions,
@@ -43,6 +45,7 @@ impl Default for ClusterConfig {
             workers: 2,
             pool_size: 4,
             data_dir: Some(PathBuf::from("data")),
+            database_url: None,
             http: SocketAddr::from(([127, 0, 0, 1], 3000)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 50051)),
             scheduler: SchedulerOptions::default(),
@@ -97,9 +100,11 @@ impl Cluster {
         let grpc_addr = local_addr(&grpc, config.grpc)?;
         let http_addr = local_addr(&http, config.http)?;
 
-        let store: Box<dyn Store> = match &config.data_dir {
-            Some(dir) => Box::new(JsonlStore::open(Arc::new(StdFileSystem), dir.clone())?),
-            None => Box::new(MemoryStore::new()),
+        let store: Box<dyn Store> = match (&config.database_url, &config.data_dir) {
+            // It connects (and migrates) in `load`, on the loading thread.
+            (Some(url), _) => Box::new(PostgresStore::open(url)?),
+            (None, Some(dir)) => Box::new(JsonlStore::open(Arc::new(StdFileSystem), dir.clone())?),
+            (None, None) => Box::new(MemoryStore::new()),
         };
         let scheduler =
             SchedulerService::load_on_own_thread(config.scheduler.clone(), store, clock.clone())?;

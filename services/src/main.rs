@@ -27,7 +27,7 @@ use taskforge_services::runtime::wasm::{WasmConfig, WasmRuntime};
 use taskforge_services::runtime::{Runtime, Runtimes};
 use taskforge_services::sandbox;
 use taskforge_services::scheduler::{SchedulerOptions, SchedulerService, StoreRunner};
-use taskforge_services::store::{JsonlStore, MemoryStore, StdFileSystem, Store};
+use taskforge_services::store::{JsonlStore, MemoryStore, PostgresStore, StdFileSystem, Store};
 use taskforge_services::tls::{ClientTlsArgs, ServerTlsArgs};
 use taskforge_services::worker::{self, WorkerConfig};
 
@@ -283,8 +283,23 @@ struct StorageArgs {
     #[arg(long, env = "TASKFORGE_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
     /// Keep everything in memory: nothing survives a restart.
-    #[arg(long, env = "TASKFORGE_IN_MEMORY")]
+    #[arg(long, env = "TASKFORGE_IN_MEMORY", conflicts_with = "store")]
     in_memory: bool,
+    /// Keep the state in PostgreSQL instead of --data-dir
+    /// (postgres://user[:password]@host[:port]/database); the schema is
+    /// created and migrated on start.
+    #[arg(long, env = "TASKFORGE_DATABASE_URL", value_name = "URL", value_parser = database_url, hide_env_values = true)]
+    store: Option<String>,
+}
+
+fn database_url(text: &str) -> Result<String, String> {
+    match text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        true => Ok(text.to_string()),
+        false => Err(format!(
+            "{text:?} is not a PostgreSQL address: give postgres://user@host:port/database \
+             (or leave --store out for the JSON Lines files in --data-dir)"
+        )),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -468,6 +483,11 @@ impl StorageArgs {
         if self.in_memory {
             return Ok(Box::new(MemoryStore::new()));
         }
+        if let Some(url) = &self.store {
+            return PostgresStore::open(url)
+                .map(|store| Box::new(store) as Box<dyn Store>)
+                .map_err(|error| error.to_string());
+        }
         JsonlStore::open(Arc::new(StdFileSystem), self.data_dir.clone())
             .map(|store| Box::new(store) as Box<dyn Store>)
             .map_err(|error| error.to_string())
@@ -576,6 +596,7 @@ async fn up(args: UpArgs) -> Result<(), String> {
         workers: args.workers,
         pool_size: args.pool,
         data_dir: (!args.storage.in_memory).then(|| args.storage.data_dir.clone()),
+        database_url: args.storage.store.clone(),
         http: args.http,
         grpc: args.grpc,
         scheduler: SchedulerOptions {

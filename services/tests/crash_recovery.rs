@@ -9,6 +9,7 @@ use taskforge_proto::scheduler::{
     GetExecutionStatusRequest, GetFunctionRequest, ListExecutionsRequest,
 };
 
+use support::postgres::TestSchema;
 use support::processes::{TempDir, scheduler, scheduler_client, worker};
 use support::watch::{register, running, terminal, trigger};
 
@@ -188,4 +189,31 @@ async fn a_history_is_read_from_disk_after_a_scheduler_kill_9() {
     for (id, n) in &failed {
         assert_eq!(listed[id], format!("reason {n}"), "{id}");
     }
+}
+
+/// The same on the PostgreSQL store (`--store`): acknowledged executions and
+/// finished results survive a scheduler kill -9.
+#[tokio::test]
+async fn the_postgres_store_survives_a_scheduler_kill_9() {
+    let Some(schema) = TestSchema::create("kill9") else {
+        return;
+    };
+    let dir = TempDir::new("postgres-kill");
+    let store = ["--store", schema.url()];
+    let (mut first, addr) = scheduler(dir.path(), &store);
+    let mut client = scheduler_client(addr);
+    let _worker = worker(addr, "w", 2);
+    let echo = register(&mut client, "echo").await;
+    let done = trigger(&mut client, &echo, "\"kept\"").await;
+    assert_eq!(terminal(&mut client, &done).await.status, "COMPLETED");
+    first.kill_9();
+
+    let (_second, addr) = scheduler(dir.path(), &store);
+    let mut client = scheduler_client(addr);
+    let info = terminal(&mut client, &done).await;
+    assert_eq!(info.status, "COMPLETED");
+    assert_eq!(info.output.as_ref(), b"\"kept\"");
+    assert_eq!((info.worker_id.as_str(), info.attempt), ("w", 1));
+    // Nothing went to the data directory.
+    assert!(!dir.path().join("executions.jsonl").exists());
 }

@@ -32,6 +32,7 @@ mod jsonl;
 mod lines;
 mod live;
 mod memory;
+mod postgres;
 
 #[cfg(test)]
 pub(crate) mod crash_fs;
@@ -50,6 +51,7 @@ pub use fs::{AppendFile, FileSystem, StdFileSystem};
 pub use history::SEGMENT_BYTES;
 pub use jsonl::{COMPACTION_MIN_SLACK, COMPACTION_MIN_SLACK_BYTES, COMPACTION_RATIO, JsonlStore};
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 
 /// A registered function. Ids are chosen by the caller; a later record with the
 /// same id replaces the earlier one (keeping its place in registration order).
@@ -325,6 +327,19 @@ pub enum StoreError {
     /// `load` a second time.
     #[error("the store was already loaded")]
     AlreadyLoaded,
+    /// The database refused or failed an operation.
+    #[error("cannot {op} the database: {source}")]
+    Database {
+        op: &'static str,
+        #[source]
+        source: ::postgres::Error,
+    },
+    /// The database holds a row this version cannot read.
+    #[error("the database holds a row this version cannot read: {0}")]
+    BadRow(String),
+    /// The database's schema could not be brought up to date.
+    #[error("cannot migrate the database's schema: {0}")]
+    Migration(String),
     /// A history record read back is not the one its location promised.
     #[error("{}: the history record at byte {offset} is not execution {id}: {problem}", path.display())]
     Misplaced {

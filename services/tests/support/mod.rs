@@ -4,5 +4,6 @@
 pub mod cluster;
 pub mod fake_scheduler;
 pub mod http;
+pub mod postgres;
 pub mod processes;
 pub mod watch;
