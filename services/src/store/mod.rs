@@ -51,7 +51,7 @@ pub use fs::{AppendFile, FileSystem, StdFileSystem};
 pub use history::SEGMENT_BYTES;
 pub use jsonl::{COMPACTION_MIN_SLACK, COMPACTION_MIN_SLACK_BYTES, COMPACTION_RATIO, JsonlStore};
 pub use memory::MemoryStore;
-pub use postgres::PostgresStore;
+pub use postgres::{Fence, LeaseAnswer, LeaseDb, PostgresStore, migrate as migrate_postgres};
 
 /// A registered function. Ids are chosen by the caller; a later record with the
 /// same id replaces the earlier one (keeping its place in registration order).
@@ -334,6 +334,9 @@ pub enum StoreError {
         #[source]
         source: ::postgres::Error,
     },
+    /// Another scheduler took the lease over: this one's writes are refused.
+    #[error("the scheduler lease moved on from epoch {epoch}: another scheduler leads now")]
+    Fenced { epoch: u64 },
     /// The database holds a row this version cannot read.
     #[error("the database holds a row this version cannot read: {0}")]
     BadRow(String),

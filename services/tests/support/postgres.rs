@@ -74,6 +74,15 @@ impl TestSchema {
         self.config.clone()
     }
 
+    /// Runs `work` with a connection to the schema, off the runtime.
+    pub fn with_client<T: Send>(&self, work: impl FnOnce(&mut Client) -> T + Send) -> T {
+        let config = self.config();
+        off_runtime(move || {
+            let mut client = config.connect(NoTls).expect("connect to the test schema");
+            work(&mut client)
+        })
+    }
+
     /// The same, as a URL for `--store`.
     pub fn url(&self) -> &str {
         &self.url
@@ -85,8 +94,15 @@ impl Drop for TestSchema {
         let (Some(mut admin), name) = (self.admin.take(), &self.name) else {
             return;
         };
+        let config = self.config.clone();
         off_runtime(move || {
-            let _ = admin.batch_execute(&format!("DROP SCHEMA {name} CASCADE"));
+            let drop_schema = format!("DROP SCHEMA {name} CASCADE");
+            if admin.batch_execute(&drop_schema).is_err() {
+                // The server restarted under the test: a new connection.
+                if let Ok(mut again) = config.connect(NoTls) {
+                    let _ = again.batch_execute(&drop_schema);
+                }
+            }
         });
     }
 }

@@ -1,0 +1,329 @@
+//! The store on PostgreSQL, for deployments that outgrow one machine.
+//!
+//! The same records as the JSON Lines store, as rows: a function per row of
+//! `taskforge_functions`; an execution per row of `taskforge_executions`,
+//! updated as it starts and finishes, deleted when retention forgets it. A
+//! finished execution's row is its history record: its location is its id.
+//! The schema is created and migrated by the store itself when it connects
+//! (refinery, with the versioned SQL files in `services/migrations/`).
+//!
+//! The durability rules are the JSON Lines store's: appends wait in memory,
+//! and [`Store::sync`] writes them all in one transaction; after its commit
+//! they are durable, and not before (the scheduler acknowledges nothing
+//! earlier). A failed transaction leaves nothing half-written: the records
+//! stay buffered and the next sync writes them again.
+//!
+//! The client is the synchronous `postgres` crate (tokio-postgres underneath,
+//! chosen over sqlx for its small footprint and plain SQL): the store runs on
+//! the committer's thread, which blocks by design. That client runs a runtime
+//! of its own, so it must never be used on a thread inside tokio's: the store
+//! connects in [`Store::load`] (a start loads on a thread of its own), and the
+//! history is read on a thread of its own too.
+
+use std::fmt;
+use std::sync::Arc;
+
+use postgres::{Client, Config, NoTls};
+use taskforge_core::ExecutionId;
+
+use super::{
+    Filed, HistoryReader, Location, Record, Recovered, RecoveredExecution, Store, StoreError,
+};
+use batch::{Statements, Written};
+use history::PostgresHistory;
+use rows::{execution_of, from_db, function_of, idempotency_of, status_of};
+
+mod batch;
+mod history;
+mod lease;
+mod rows;
+
+pub use lease::{LeaseAnswer, LeaseDb};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// A [`Store`] on a PostgreSQL database; see the module documentation.
+pub struct PostgresStore {
+    config: Config,
+    /// Opened by `load`; dropped after an error, opened again by the next
+    /// sync.
+    connection: Option<Connection>,
+    buffered: Vec<Record>,
+    filed: Vec<(ExecutionId, Location)>,
+    loaded: bool,
+    fence: Option<Fence>,
+}
+
+/// The lease epoch a leading scheduler writes under, and whom to tell when
+/// the database says another scheduler holds the lease now.
+pub struct Fence {
+    pub epoch: u64,
+    pub on_fenced: Box<dyn Fn() + Send>,
+}
+
+impl fmt::Debug for Fence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fence")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Connection {
+    client: Client,
+    statements: Statements,
+}
+
+impl PostgresStore {
+    /// A store on the database `config` names. Nothing connects until
+    /// [`Store::load`], which also brings the schema up to date.
+    pub fn new(config: Config) -> PostgresStore {
+        PostgresStore {
+            config,
+            connection: None,
+            buffered: Vec::new(),
+            filed: Vec::new(),
+            loaded: false,
+            fence: None,
+        }
+    }
+
+    /// A store on `url` (`postgres://user@host:port/database`).
+    pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let config: Config = url.parse().map_err(|source| StoreError::Database {
+            op: "parse the address of",
+            source,
+        })?;
+        Ok(PostgresStore::new(config))
+    }
+
+    /// Every transaction this store commits first checks that `fence.epoch`
+    /// still holds the scheduler lease (and holds the lease row until it
+    /// commits); when it does not, nothing is written, the sync fails with
+    /// [`StoreError::Fenced`], and so does every later one.
+    pub fn fenced_by(mut self, fence: Fence) -> PostgresStore {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// The open connection, opening one if an error dropped the last.
+    fn connection(&mut self) -> Result<&mut Connection, StoreError> {
+        if !self.loaded {
+            return Err(StoreError::NotLoaded);
+        }
+        match self.connection {
+            Some(ref mut connection) => Ok(connection),
+            None => Ok(self.connection.insert(Connection::open(&self.config)?)),
+        }
+    }
+
+    /// One transaction with every buffered record.
+    fn write_buffered(&mut self) -> Result<Vec<ExecutionId>, StoreError> {
+        let epoch = self.fence.as_ref().map(|fence| fence.epoch as i64);
+        let records = std::mem::take(&mut self.buffered);
+        let written = (|| {
+            let connection = self.connection()?;
+            let mut tx = connection
+                .client
+                .transaction()
+                .map_err(db("begin a transaction on"))?;
+            let written = batch::write(&mut tx, &connection.statements, epoch, &records)
+                .map_err(db("write to"))?;
+            match written {
+                Written::Fenced => Err(StoreError::Fenced {
+                    epoch: epoch.unwrap_or_default() as u64,
+                }),
+                Written::Finished(ids) => {
+                    tx.commit().map_err(db("commit to"))?;
+                    Ok(ids)
+                }
+            }
+        })();
+        if written.is_err() {
+            self.buffered = records;
+        }
+        written
+    }
+}
+
+/// Brings the schema of the database at `url` up to date. Several
+/// schedulers may start at once: an advisory lock lets one migrate at a
+/// time, and the others find nothing left to do.
+pub fn migrate(url: &str) -> Result<(), StoreError> {
+    let config: Config = url.parse().map_err(db("parse the address of"))?;
+    let mut client = config.connect(NoTls).map_err(db("connect to"))?;
+    migrate_on(&mut client)
+}
+
+/// The advisory lock key of migrations ("TFmig" in ASCII).
+const MIGRATION_LOCK: i64 = 0x54_46_6d_69_67;
+
+fn migrate_on(client: &mut Client) -> Result<(), StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(db("lock the schema of"))?;
+    let migrated = embedded::migrations::runner()
+        .run(client)
+        .map(drop)
+        .map_err(|error| StoreError::Migration(error.to_string()));
+    // Session locks end with the session anyway; unlocking is tidiness.
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    migrated
+}
+
+/// How long the store's connection may sit inside a transaction without a
+/// statement: a scheduler paused mid-commit (stopped, swapped out) would
+/// otherwise hold the lease row and keep a standby from taking over.
+const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = 2000";
+
+impl Connection {
+    /// Connects and brings the schema up to date.
+    fn open(config: &Config) -> Result<Connection, StoreError> {
+        let mut client = config.connect(NoTls).map_err(db("connect to"))?;
+        client
+            .batch_execute(IDLE_IN_TRANSACTION)
+            .map_err(db("configure the session on"))?;
+        migrate_on(&mut client)?;
+        let statements = Statements::prepare(&mut client).map_err(db("prepare statements on"))?;
+        Ok(Connection { client, statements })
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("loaded", &self.loaded)
+            .field("buffered", &self.buffered.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn db(op: &'static str) -> impl FnOnce(postgres::Error) -> StoreError {
+    move |source| StoreError::Database { op, source }
+}
+
+/// Where a row's history record is: the row itself, found by its id.
+const IN_ITS_ROW: Location = Location {
+    segment: 0,
+    offset: 0,
+    len: 0,
+};
+
+impl Store for PostgresStore {
+    fn load(&mut self) -> Result<Recovered, StoreError> {
+        if self.loaded {
+            return Err(StoreError::AlreadyLoaded);
+        }
+        let connection = self.connection.insert(Connection::open(&self.config)?);
+        let client = &mut connection.client;
+        let functions = client
+            .query("SELECT * FROM taskforge_functions ORDER BY seq", &[])
+            .map_err(db("read the functions from"))?
+            .iter()
+            .map(function_of)
+            .collect();
+        let executions = client
+            .query(
+                "SELECT * FROM taskforge_executions WHERE status IS NULL ORDER BY seq",
+                &[],
+            )
+            .map_err(db("read the unfinished executions from"))?
+            .iter()
+            .map(|row| RecoveredExecution {
+                record: execution_of(row),
+                attempts_started: row.get::<_, i32>("attempts_started") as u32,
+            })
+            .collect();
+        let mut names: std::collections::BTreeMap<String, Arc<str>> = Default::default();
+        let mut history = Vec::new();
+        let rows = client
+            .query(
+                "SELECT id, function_id, status, attempt, finished_at_us, idempotency_key, \
+                 request_digest FROM taskforge_executions WHERE status IS NOT NULL \
+                 ORDER BY finished_at_us, seq",
+                &[],
+            )
+            .map_err(db("read the finished executions from"))?;
+        for row in &rows {
+            let function: String = row.get("function_id");
+            let function_id = names
+                .entry(function)
+                .or_insert_with_key(|name| Arc::from(name.as_str()))
+                .clone();
+            history.push(Filed {
+                id: from_db(row.get("id")),
+                function_id,
+                status: status_of(row)?,
+                attempt: row.get::<_, Option<i32>>("attempt").unwrap_or(0) as u32,
+                finished_at_us: row.get::<_, Option<i64>>("finished_at_us").unwrap_or(0) as u64,
+                idempotency: idempotency_of(row),
+                location: IN_ITS_ROW,
+            });
+        }
+        self.loaded = true;
+        Ok(Recovered {
+            functions,
+            executions,
+            history,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn append(&mut self, record: &Record) -> Result<(), StoreError> {
+        if !self.loaded {
+            return Err(StoreError::NotLoaded);
+        }
+        self.buffered.push(record.clone());
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if !self.loaded {
+            return Err(StoreError::NotLoaded);
+        }
+        if self.buffered.is_empty() {
+            return Ok(());
+        }
+        match self.write_buffered() {
+            Ok(finished) => {
+                self.filed
+                    .extend(finished.into_iter().map(|id| (id, IN_ITS_ROW)));
+                Ok(())
+            }
+            Err(error) => {
+                match &error {
+                    // Deposed: this store never writes again.
+                    StoreError::Fenced { .. } => {
+                        if let Some(fence) = &self.fence {
+                            (fence.on_fenced)();
+                        }
+                        self.buffered.clear();
+                        self.loaded = false;
+                    }
+                    // The connection may be broken (the server restarted):
+                    // the next sync opens another and writes it all again.
+                    _ => self.connection = None,
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn take_filed(&mut self) -> Vec<(ExecutionId, Location)> {
+        std::mem::take(&mut self.filed)
+    }
+
+    fn history(&self) -> Arc<dyn HistoryReader> {
+        Arc::new(PostgresHistory::new(self.config.clone()))
+    }
+
+    fn wants_compaction(&self) -> bool {
+        false
+    }
+
+    fn compact(&mut self) -> Result<(), StoreError> {
+        self.sync()
+    }
+}
