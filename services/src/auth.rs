@@ -10,11 +10,11 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::net::LeaderChannel;
 use subtle::ConstantTimeEq;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use taskforge_proto::scheduler::scheduler_service_client::SchedulerServiceClient;
@@ -278,14 +278,17 @@ impl Interceptor for Credentials {
 }
 
 /// A channel whose requests carry credentials.
-pub type AuthChannel = InterceptedService<Channel, Credentials>;
+pub type AuthChannel = InterceptedService<LeaderChannel, Credentials>;
 
 /// A client of the scheduler's API.
 pub type SchedulerClient = SchedulerServiceClient<AuthChannel>;
 
 /// A client of the scheduler's API on `channel`, presenting `credentials`.
-pub fn scheduler_client(channel: Channel, credentials: Credentials) -> SchedulerClient {
-    SchedulerServiceClient::with_interceptor(channel, credentials)
+pub fn scheduler_client(
+    channel: impl Into<LeaderChannel>,
+    credentials: Credentials,
+) -> SchedulerClient {
+    SchedulerServiceClient::with_interceptor(channel.into(), credentials)
 }
 
 #[cfg(test)]

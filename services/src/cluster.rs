@@ -17,9 +17,10 @@ use tokio::task::JoinHandle;
 use crate::clock::{WallClock, system_clock};
 use crate::gateway::{self, GatewayConfig};
 use crate::net::{self, ChannelConfig};
-use crate::scheduler::{SchedulerError, SchedulerOptions, SchedulerService};
-use crate::store::{JsonlStore, MemoryStore, PostgresStore, StdFileSystem, Store, StoreError};
+use crate::scheduler::{Candidate, SchedulerError, SchedulerOptions, SchedulerService};
+use crate::store::{JsonlStore, MemoryStore, StdFileSystem, Store, StoreError};
 use crate::worker::{self, WorkerConfig};
+use taskforge_core::lease::LeaseConfig;
 
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -100,21 +101,46 @@ impl Cluster {
         let grpc_addr = local_addr(&grpc, config.grpc)?;
         let http_addr = local_addr(&http, config.http)?;
 
-        let store: Box<dyn Store> = match (&config.database_url, &config.data_dir) {
-            // It connects (and migrates) in `load`, on the loading thread.
-            (Some(url), _) => Box::new(PostgresStore::open(url)?),
-            (None, Some(dir)) => Box::new(JsonlStore::open(Arc::new(StdFileSystem), dir.clone())?),
-            (None, None) => Box::new(MemoryStore::new()),
-        };
-        let scheduler =
-            SchedulerService::load_on_own_thread(config.scheduler.clone(), store, clock.clone())?;
         let (stop_scheduler, scheduler_stop) = watch::channel(false);
-        let scheduler = tokio::spawn(async move {
-            let incoming = net::tcp_incoming(grpc);
-            if let Err(error) = scheduler.serve(incoming, stopped(scheduler_stop)).await {
-                tracing::error!(%error, "scheduler stopped");
+        let incoming = net::tcp_incoming(grpc);
+        let scheduler = match &config.database_url {
+            // On a shared database the scheduler leads under the lease, as
+            // one of possibly several (`taskforge scheduler --store`).
+            Some(url) => {
+                let candidate = Candidate {
+                    options: config.scheduler.clone(),
+                    database_url: url.clone(),
+                    advertise: format!("http://{grpc_addr}"),
+                    holder: format!("taskforge up on {grpc_addr}"),
+                    lease: LeaseConfig::default(),
+                };
+                let clock = clock.clone();
+                tokio::spawn(async move {
+                    let served = candidate
+                        .serve(clock, incoming, stopped(scheduler_stop))
+                        .await;
+                    if let Err(error) = served {
+                        tracing::error!(%error, "scheduler stopped");
+                    }
+                })
             }
-        });
+            None => {
+                let store: Box<dyn Store> = match &config.data_dir {
+                    Some(dir) => Box::new(JsonlStore::open(Arc::new(StdFileSystem), dir.clone())?),
+                    None => Box::new(MemoryStore::new()),
+                };
+                let scheduler = SchedulerService::load_on_own_thread(
+                    config.scheduler.clone(),
+                    store,
+                    clock.clone(),
+                )?;
+                tokio::spawn(async move {
+                    if let Err(error) = scheduler.serve(incoming, stopped(scheduler_stop)).await {
+                        tracing::error!(%error, "scheduler stopped");
+                    }
+                })
+            }
+        };
 
         let address = format!("http://{grpc_addr}");
         let (stop_edge, edge_stop) = watch::channel(false);

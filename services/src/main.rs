@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 use taskforge_core::Policy;
+use taskforge_core::lease::LeaseConfig;
 use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
 use taskforge_services::auth::{
     self, ApiTokenArgs, Credentials, Tls, Token, WorkerTokenArgs, check_exposure,
@@ -26,7 +27,7 @@ use taskforge_services::runtime::process::{Interpreter, Language, ProcessConfig,
 use taskforge_services::runtime::wasm::{WasmConfig, WasmRuntime};
 use taskforge_services::runtime::{Runtime, Runtimes};
 use taskforge_services::sandbox;
-use taskforge_services::scheduler::{SchedulerOptions, SchedulerService, StoreRunner};
+use taskforge_services::scheduler::{Candidate, SchedulerOptions, SchedulerService, StoreRunner};
 use taskforge_services::store::{JsonlStore, MemoryStore, PostgresStore, StdFileSystem, Store};
 use taskforge_services::tls::{ClientTlsArgs, ServerTlsArgs};
 use taskforge_services::worker::{self, WorkerConfig};
@@ -274,6 +275,40 @@ struct SchedulerArgs {
     /// Listen beyond loopback without TLS or tokens (warns at start).
     #[arg(long, env = "TASKFORGE_INSECURE")]
     insecure: bool,
+    /// With --store: the URL clients and workers reach this scheduler at,
+    /// which standbys hand them while it leads (default: http[s]://the
+    /// --grpc address; give it when listening on all interfaces).
+    #[arg(
+        long,
+        env = "TASKFORGE_ADVERTISE",
+        value_name = "URL",
+        requires = "store"
+    )]
+    advertise: Option<String>,
+    /// With --store: how long a leader's lease lasts unrenewed; a standby
+    /// takes over a dead leader's work after about this long.
+    #[arg(long, env = "TASKFORGE_LEASE", default_value = "4s", value_parser = lease_duration)]
+    lease: Duration,
+}
+
+/// A lease of 1 s to 1 h; the renewal and retry intervals follow from it.
+fn lease_duration(text: &str) -> Result<Duration, String> {
+    let lease = duration(text)?;
+    match (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&lease) {
+        true => Ok(lease),
+        false => Err(format!("a lease of {text} is outside 1s..=1h")),
+    }
+}
+
+/// The lease timings for a lease of `duration`: renewed at a quarter of it,
+/// standbys asking at an eighth, a leader stopping an eighth early.
+fn lease_config(duration: Duration) -> LeaseConfig {
+    LeaseConfig {
+        duration,
+        renew_every: duration / 4,
+        retry_every: duration / 8,
+        margin: duration / 8,
+    }
 }
 
 #[derive(Args, Debug)]
@@ -342,7 +377,8 @@ struct SchedulerTuning {
 
 #[derive(Args, Debug)]
 struct WorkerArgs {
-    /// Scheduler to connect to.
+    /// Scheduler to connect to; with standbys, all of them (URL,URL,...):
+    /// the worker finds the leader and follows it.
     #[arg(
         long,
         env = "TASKFORGE_SCHEDULER",
@@ -375,7 +411,8 @@ struct GatewayArgs {
     /// HTTP address to listen on.
     #[arg(long, env = "TASKFORGE_HTTP", default_value = "127.0.0.1:3000")]
     http: SocketAddr,
-    /// Scheduler to send requests to.
+    /// Scheduler to send requests to; with standbys, all of them
+    /// (URL,URL,...): requests go to whichever leads.
     #[arg(
         long,
         env = "TASKFORGE_SCHEDULER",
@@ -665,27 +702,65 @@ async fn scheduler(args: SchedulerArgs) -> Result<(), String> {
         require_worker_certificates: args.tls.client_ca.is_some(),
         ..args.tuning.options()
     };
+    if let Some(database_url) = args.storage.store.clone() {
+        return elected_scheduler(args, options, database_url).await;
+    }
     let store = args.storage.open()?;
     let service = SchedulerService::load_on_own_thread(options, store, system_clock())
         .map_err(|error| error.to_string())?;
-    let listener = TcpListener::bind(args.grpc)
-        .await
-        .map_err(|error| format!("could not listen on {}: {error}", args.grpc))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|error| format!("could not listen on {}: {error}", args.grpc))?;
-    // On stdout, so a supervisor (or a test) asking for port 0 learns the port.
-    println!("scheduler listening on {addr}");
+    let (listener, _) = listen(args.grpc).await?;
     service
         .serve(net::tcp_incoming(listener), terminated())
         .await
         .map_err(|error| error.to_string())
 }
 
+/// Binds the scheduler's gRPC address and says where it listens.
+async fn listen(grpc: SocketAddr) -> Result<(TcpListener, SocketAddr), String> {
+    let listener = TcpListener::bind(grpc)
+        .await
+        .map_err(|error| format!("could not listen on {grpc}: {error}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| format!("could not listen on {grpc}: {error}"))?;
+    // On stdout, so a supervisor (or a test) asking for port 0 learns the port.
+    println!("scheduler listening on {addr}");
+    Ok((listener, addr))
+}
+
+/// One of any number of schedulers on one database: it serves as a standby
+/// and leads while it holds the lease.
+async fn elected_scheduler(
+    args: SchedulerArgs,
+    options: SchedulerOptions,
+    database_url: String,
+) -> Result<(), String> {
+    let (listener, addr) = listen(args.grpc).await?;
+    let scheme = match options.tls {
+        Some(_) => "https",
+        None => "http",
+    };
+    let advertise = args
+        .advertise
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let holder = format!("{advertise} (pid {})", std::process::id());
+    let candidate = Candidate {
+        options,
+        database_url,
+        advertise,
+        holder,
+        lease: lease_config(args.lease),
+    };
+    candidate
+        .serve(system_clock(), net::tcp_incoming(listener), terminated())
+        .await
+        .map_err(|error| error.to_string())
+}
+
 async fn run_worker(args: WorkerArgs) -> Result<(), String> {
-    let tls = args.tls.config(&args.scheduler)?;
-    let channel = net::connect_lazy_tls(&args.scheduler, &ChannelConfig::default(), tls)
-        .map_err(|e| e.to_string())?;
+    let channel = net::connect_schedulers(&args.scheduler, &ChannelConfig::default(), |url| {
+        args.tls.config(url)
+    })?;
     let id = args
         .id
         .unwrap_or_else(|| format!("worker-{}", std::process::id()));
@@ -706,12 +781,9 @@ async fn run_worker(args: WorkerArgs) -> Result<(), String> {
 }
 
 async fn run_gateway(args: GatewayArgs) -> Result<(), String> {
-    let channel = net::connect_lazy_tls(
-        &args.scheduler,
-        &ChannelConfig::default(),
-        args.tls.config(&args.scheduler)?,
-    )
-    .map_err(|e| e.to_string())?;
+    let channel = net::connect_schedulers(&args.scheduler, &ChannelConfig::default(), |url| {
+        args.tls.config(url)
+    })?;
     let api_token = args.api_token.token()?;
     let https = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(gateway::https::server_config(cert, key)?),

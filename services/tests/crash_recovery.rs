@@ -11,6 +11,7 @@ use taskforge_proto::scheduler::{
 
 use support::postgres::TestSchema;
 use support::processes::{TempDir, scheduler, scheduler_client, worker};
+use support::standby::until_leading;
 use support::watch::{register, running, terminal, trigger};
 
 #[tokio::test]
@@ -199,8 +200,9 @@ async fn the_postgres_store_survives_a_scheduler_kill_9() {
         return;
     };
     let dir = TempDir::new("postgres-kill");
-    let store = ["--store", schema.url()];
+    let store = ["--store", schema.url(), "--lease", "2s"];
     let (mut first, addr) = scheduler(dir.path(), &store);
+    until_leading(addr).await;
     let mut client = scheduler_client(addr);
     let _worker = worker(addr, "w", 2);
     let echo = register(&mut client, "echo").await;
@@ -208,7 +210,9 @@ async fn the_postgres_store_survives_a_scheduler_kill_9() {
     assert_eq!(terminal(&mut client, &done).await.status, "COMPLETED");
     first.kill_9();
 
+    // It leads once the dead one's lease has expired.
     let (_second, addr) = scheduler(dir.path(), &store);
+    until_leading(addr).await;
     let mut client = scheduler_client(addr);
     let info = terminal(&mut client, &done).await;
     assert_eq!(info.status, "COMPLETED");

@@ -32,7 +32,8 @@ type Client = SchedulerClient;
 /// How the client commands reach the scheduler and print what they get.
 #[derive(Args, Clone, Debug)]
 pub struct Connection {
-    /// The scheduler's gRPC address.
+    /// The scheduler's gRPC address; with standbys, all of them
+    /// (URL,URL,...): calls go to whichever leads.
     #[arg(
         long,
         env = "TASKFORGE_SCHEDULER",
@@ -135,9 +136,10 @@ impl Printed {
 }
 
 fn connect(connection: &Connection) -> Result<Client, String> {
-    let tls = connection.tls.config(&connection.scheduler)?;
-    let channel = net::connect_lazy_tls(&connection.scheduler, &ChannelConfig::default(), tls)
-        .map_err(|e| e.to_string())?;
+    let channel =
+        net::connect_schedulers(&connection.scheduler, &ChannelConfig::default(), |url| {
+            connection.tls.config(url)
+        })?;
     let credentials = Credentials::new(connection.api_token.as_ref());
     Ok(auth::scheduler_client(channel, credentials)
         .max_decoding_message_size(net::FROM_SCHEDULER_LIMIT))

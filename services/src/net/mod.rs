@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
+mod leader;
+
+pub use leader::LeaderChannel;
+
 /// Largest message a worker or the gateway reads from the scheduler. The
 /// scheduler is a trusted peer that enforces its own, smaller limit (its
 /// largest payload, output or code plus 64 KiB); this only has to be above
@@ -90,6 +94,28 @@ pub fn connect_lazy_tls(
             .map_err(|e| invalid(e.to_string()))?;
     }
     Ok(config.apply(endpoint).connect_lazy())
+}
+
+/// A channel to whichever of the schedulers in `addresses` (comma-separated:
+/// `http://a:50051,http://b:50051`) leads, each dialed lazily with the TLS
+/// settings `tls` gives for its address.
+pub fn connect_schedulers(
+    addresses: &str,
+    config: &ChannelConfig,
+    tls: impl Fn(&str) -> Result<Option<tonic::transport::ClientTlsConfig>, String>,
+) -> Result<LeaderChannel, String> {
+    let mut schedulers = Vec::new();
+    for address in addresses.split(',').map(str::trim) {
+        if address.is_empty() {
+            return Err(format!(
+                "{addresses:?} has an empty scheduler address: give URL[,URL...]"
+            ));
+        }
+        let channel =
+            connect_lazy_tls(address, config, tls(address)?).map_err(|error| error.to_string())?;
+        schedulers.push((address.to_string(), channel));
+    }
+    Ok(LeaderChannel::new(schedulers))
 }
 
 /// Accepted connections of a real listener, as the scheduler's `serve` takes

@@ -21,15 +21,14 @@ use taskforge_proto::scheduler::{
 };
 
 use super::actor::{Command, Listing, Reply, Watch};
-use super::filed::History;
 use super::paging::Page;
+use super::route::{Leading, Route};
 
 /// Sends commands to the actor and awaits its replies; reads what the actor
 /// says is in the history.
 #[derive(Clone, Debug)]
 pub(crate) struct Api {
-    commands: mpsc::Sender<Command>,
-    history: History,
+    route: Route,
     /// What one response may carry (see `paging.rs`).
     response_budget: usize,
 }
@@ -39,41 +38,48 @@ fn gone() -> Status {
 }
 
 impl Api {
-    pub(crate) fn new(
-        commands: mpsc::Sender<Command>,
-        history: History,
-        response_budget: usize,
-    ) -> Api {
+    pub(crate) fn new(route: Route, response_budget: usize) -> Api {
         Api {
-            commands,
-            history,
+            route,
             response_budget,
         }
     }
 
     async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, Status> {
+        self.ask_leading(command).await.map(|(answer, _)| answer)
+    }
+
+    /// [`ask`](Self::ask), also returning the term that answered, whose
+    /// history holds what the answer says is filed.
+    async fn ask_leading<T>(
+        &self,
+        command: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<(T, Leading), Status> {
+        let leading = self.route.leading()?;
         let (reply, answer) = oneshot::channel();
-        self.commands
+        leading
+            .commands
             .send(command(reply))
             .await
             .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let answer = answer.await.map_err(|_| gone())??;
+        Ok((answer, leading))
     }
 }
 
 type InfoStream = Pin<Box<dyn Stream<Item = Result<ExecutionInfo, Status>> + Send>>;
 
 impl Api {
-    async fn stream(&self, watch: Watch) -> Result<WatchStream, Status> {
+    async fn stream(&self, (watch, term): (Watch, Leading)) -> Result<WatchStream, Status> {
         let first = match watch.filed {
-            Some(location) => Some(self.history.read(watch.id, location).await?),
+            Some(location) => Some(term.history.read(watch.id, location).await?),
             None => None,
         };
         Ok(WatchStream {
             id: watch.id,
             first,
             updates: watch.updates,
-            commands: self.commands.clone(),
+            commands: term.commands,
             // A filed execution's watch holds nothing in the actor: there
             // is nothing to report when it is dropped.
             ended: watch.filed.is_some(),
@@ -82,8 +88,11 @@ impl Api {
 
     /// A page of the listing: the filed executions read, cut to the
     /// response budget, with the cursor to go on from.
-    async fn page(&self, listing: Listing) -> Result<ListExecutionsResponse, Status> {
-        let infos = self.history.resolve(listing.found).await?;
+    async fn page(
+        &self,
+        (listing, term): (Listing, Leading),
+    ) -> Result<ListExecutionsResponse, Status> {
+        let infos = term.history.resolve(listing.found).await?;
         let page = Page::fill(infos, usize::MAX, self.response_budget);
         let cursor = if page.more {
             page.items.last().map(|info| info.execution_id.clone())
@@ -173,9 +182,11 @@ impl SchedulerService for Api {
         request: Request<GetExecutionStatusRequest>,
     ) -> Result<Response<GetExecutionStatusResponse>, Status> {
         let id = request.into_inner().execution_id;
-        let found = self.ask(|reply| Command::Status { id, reply }).await?;
+        let (found, term) = self
+            .ask_leading(|reply| Command::Status { id, reply })
+            .await?;
         let info = match found {
-            Some(found) => self.history.resolve_one(found).await?,
+            Some(found) => term.history.resolve_one(found).await?,
             None => None,
         };
         // The seed answers an unknown id with a NOT_FOUND status string, not an
@@ -203,7 +214,9 @@ impl SchedulerService for Api {
         request: Request<WatchExecutionRequest>,
     ) -> Result<Response<InfoStream>, Status> {
         let id = request.into_inner().execution_id;
-        let watch = self.ask(|reply| Command::Watch { id, reply }).await?;
+        let watch = self
+            .ask_leading(|reply| Command::Watch { id, reply })
+            .await?;
         Ok(Response::new(Box::pin(self.stream(watch).await?)))
     }
 
@@ -215,7 +228,7 @@ impl SchedulerService for Api {
     ) -> Result<Response<InfoStream>, Status> {
         let request = request.into_inner();
         let watch = self
-            .ask(|reply| Command::TriggerAndWatch { request, reply })
+            .ask_leading(|reply| Command::TriggerAndWatch { request, reply })
             .await?;
         Ok(Response::new(Box::pin(self.stream(watch).await?)))
     }
@@ -256,7 +269,7 @@ impl SchedulerService for Api {
     ) -> Result<Response<ListExecutionsResponse>, Status> {
         let request = request.into_inner();
         let listing = self
-            .ask(|reply| Command::ListExecutions { request, reply })
+            .ask_leading(|reply| Command::ListExecutions { request, reply })
             .await?;
         Ok(Response::new(self.page(listing).await?))
     }

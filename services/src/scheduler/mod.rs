@@ -12,10 +12,12 @@ mod actor;
 mod api;
 mod committer;
 mod convert;
+mod elected;
 mod filed;
 mod idempotency;
 mod observer;
 mod paging;
+mod route;
 mod streams;
 mod watchers;
 
@@ -38,7 +40,9 @@ use crate::clock::WallClock;
 use crate::languages::Languages;
 use crate::store::{HistoryReader, Store};
 pub use committer::StoreRunner;
+pub use elected::Candidate;
 pub use observer::{SchedulerEvent, SchedulerObserver};
+pub use route::LEADER_HEADER;
 use std::sync::Arc;
 
 /// Everything the scheduler service can be tuned with.
@@ -227,56 +231,88 @@ impl SchedulerService {
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // Before anything runs: a bad certificate or key ends here.
+        let server = server_builder(&self.options)?;
+        let options = self.options.clone();
+        let (leading, actor) = self.start();
+        // On shutdown the actor first ends every worker stream and watch (they
+        // would keep the server's graceful close waiting forever), then the
+        // server stops.
+        let (stopped, mut stop) = tokio::sync::watch::channel(false);
+        let notify = leading.commands.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = notify.send(actor::Command::Shutdown).await;
+            let _ = stopped.send(true);
+        });
+        let route = route::Route::Fixed(leading);
+        let served = serve_routes(server, &options, route, incoming, async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await;
+        // Every command sender is gone with the server: the actor flushes and ends.
+        let _ = actor.await;
+        served
+    }
+
+    /// Runs the actor; returns the way to reach it.
+    fn start(self) -> (route::Leading, tokio::task::JoinHandle<()>) {
         let SchedulerService {
             actor,
             commands,
             history,
             options,
         } = self;
-        // Before anything runs: a bad certificate or key ends here.
-        let mut server = tonic::transport::Server::builder();
-        if let Some(tls) = options.tls.clone() {
-            server = server.tls_config(tls).map_err(SchedulerError::Tls)?;
-        }
         let actor = tokio::spawn(actor.run());
-        // On shutdown the actor first ends every worker stream and watch (they
-        // would keep the server's graceful close waiting forever), then the
-        // server stops.
-        let (stopped, mut stop) = tokio::sync::watch::channel(false);
-        let notify = commands.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = notify.send(actor::Command::Shutdown).await;
-            let _ = stopped.send(true);
-        });
-        let limit = options.message_limit();
         let history = filed::History::new(history, options.store_runner);
-        let api = api::Api::new(commands.clone(), history, options.response_budget());
-        let api = SchedulerServiceServer::new(api)
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
-        let api = InterceptedService::new(api, Gate::new(Role::Api, options.api_token.clone()));
-        let workers = WorkerServiceServer::new(streams::WorkerStreams::new(commands))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
-        let workers = InterceptedService::new(
-            workers,
-            Gate::new(Role::Worker, options.worker_token.clone())
-                .requiring_certificate(options.require_worker_certificates),
-        );
-        let served = server
-            .http2_keepalive_interval(Some(options.keepalive_interval))
-            .http2_keepalive_timeout(Some(options.keepalive_timeout))
-            .tcp_nodelay(true)
-            .add_service(api)
-            .add_service(workers)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            })
-            .await;
-        // Every command sender is gone with the server: the actor flushes and ends.
-        let _ = actor.await;
-        served?;
-        Ok(())
+        (route::Leading { commands, history }, actor)
     }
+}
+
+/// The gRPC server, with TLS when the options ask for it.
+fn server_builder(options: &SchedulerOptions) -> Result<tonic::transport::Server, SchedulerError> {
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        server = server.tls_config(tls).map_err(SchedulerError::Tls)?;
+    }
+    Ok(server)
+}
+
+/// Serves both gRPC services, each call going where `route` says, until
+/// `stop` resolves.
+async fn serve_routes<S, IO, E>(
+    server: tonic::transport::Server,
+    options: &SchedulerOptions,
+    route: route::Route,
+    incoming: S,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), SchedulerError>
+where
+    S: Stream<Item = Result<IO, E>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limit = options.message_limit();
+    let api = api::Api::new(route.clone(), options.response_budget());
+    let api = SchedulerServiceServer::new(api)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let api = InterceptedService::new(api, Gate::new(Role::Api, options.api_token.clone()));
+    let workers = WorkerServiceServer::new(streams::WorkerStreams::new(route))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let workers = InterceptedService::new(
+        workers,
+        Gate::new(Role::Worker, options.worker_token.clone())
+            .requiring_certificate(options.require_worker_certificates),
+    );
+    server
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
+        .tcp_nodelay(true)
+        .add_service(api)
+        .add_service(workers)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await?;
+    Ok(())
 }

@@ -16,6 +16,7 @@ use taskforge_proto::worker::worker_service_server::WorkerService;
 use taskforge_proto::worker::{SchedulerMessage, WorkerMessage};
 
 use super::actor::Command;
+use super::route::Route;
 
 /// Longest worker id accepted in a hello.
 const MAX_WORKER_ID: usize = 128;
@@ -40,12 +41,12 @@ fn check_worker_id(id: &str) -> Result<(), Status> {
 
 #[derive(Clone, Debug)]
 pub(crate) struct WorkerStreams {
-    commands: mpsc::Sender<Command>,
+    route: Route,
 }
 
 impl WorkerStreams {
-    pub(crate) fn new(commands: mpsc::Sender<Command>) -> WorkerStreams {
-        WorkerStreams { commands }
+    pub(crate) fn new(route: Route) -> WorkerStreams {
+        WorkerStreams { route }
     }
 }
 
@@ -59,6 +60,8 @@ impl WorkerService for WorkerStreams {
         &self,
         request: Request<Streaming<WorkerMessage>>,
     ) -> Result<Response<Self::WorkerStreamStream>, Status> {
+        // A standby sends the worker on before it says anything.
+        let commands = self.route.leading()?.commands;
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(WorkerMessage {
@@ -74,7 +77,7 @@ impl WorkerService for WorkerStreams {
         let (outbox, messages) = mpsc::unbounded_channel();
         let (reply, session) = oneshot::channel();
         let gone = || Status::unavailable("the scheduler is shutting down");
-        self.commands
+        commands
             .send(Command::WorkerJoined {
                 hello,
                 outbox,
@@ -84,7 +87,6 @@ impl WorkerService for WorkerStreams {
             .map_err(|_| gone())?;
         let session = session.await.map_err(|_| gone())??;
 
-        let commands = self.commands.clone();
         tokio::spawn(async move {
             loop {
                 match inbound.message().await {

@@ -34,7 +34,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use crate::net::LeaderChannel;
 
 use crate::runtime::Runtimes;
 use tracing::{debug, info, warn};
@@ -165,7 +165,7 @@ pub enum WorkerError {
 /// cannot work.
 pub async fn run<F>(
     config: WorkerConfig,
-    channel: Channel,
+    channel: impl Into<LeaderChannel>,
     clock: WallClock,
     shutdown: F,
 ) -> Result<(), WorkerError>
@@ -173,6 +173,7 @@ where
     F: Future<Output = ()> + Send,
 {
     config.validate()?;
+    let channel = channel.into();
     let timebase = Timebase::start();
     let mut shutdown = Shutdown::new(shutdown);
     let mut backoff = Backoff::new(config.reconnect_initial, config.reconnect_max, config.seed);
@@ -225,7 +226,24 @@ where
                     }
                 }
             }
-            Err(session::OpenFailure { reason, refused }) => {
+            Err(session::OpenFailure {
+                reason,
+                not_leader: true,
+                ..
+            }) => {
+                // Not a failure of the scheduler: try where it pointed,
+                // soon, without growing the backoff.
+                debug!(worker = %config.id, %reason, "a standby answered");
+                let wait = config.reconnect_initial;
+                tokio::select! {
+                    biased;
+                    () = shutdown.wait() => return Ok(()),
+                    () = tokio::time::sleep(wait) => continue,
+                }
+            }
+            Err(session::OpenFailure {
+                reason, refused, ..
+            }) => {
                 failed_dials = failed_dials.saturating_add(1);
                 if refused {
                     // Not a network blip: say so on every attempt.

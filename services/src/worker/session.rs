@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::net::LeaderChannel;
 use bytes::Bytes;
 use taskforge_core::pool::{PoolConfig, PoolOutput, WorkerPool};
 use taskforge_core::{ExecutionId, Outcome};
@@ -29,7 +30,6 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::AbortHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 use super::definitions::Definitions;
@@ -62,14 +62,21 @@ pub(super) struct OpenFailure {
     pub(super) reason: String,
     /// The scheduler answered, and said no (a missing or wrong token).
     pub(super) refused: bool,
+    /// A standby answered: the channel moved on towards the leader, worth
+    /// trying again soon.
+    pub(super) not_leader: bool,
 }
 
 /// Opens a `WorkerStream` and queues the hello on it.
 pub(super) async fn open(
     config: &WorkerConfig,
-    channel: Channel,
+    channel: LeaderChannel,
 ) -> Result<Connection, OpenFailure> {
-    let failure = |reason: String, refused: bool| OpenFailure { reason, refused };
+    let failure = |reason: String, refused: bool| OpenFailure {
+        reason,
+        refused,
+        not_leader: false,
+    };
     let (outgoing, queue) = mpsc::channel(outgoing_capacity(config.pool_size));
     outgoing
         .try_send(wire::hello(
@@ -90,13 +97,17 @@ pub(super) async fn open(
             ),
             false,
         )),
-        Ok(Err(status)) => Err(failure(
-            describe(&status),
-            matches!(
-                status.code(),
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-            ),
-        )),
+        Ok(Err(status)) => Err(OpenFailure {
+            not_leader: status.code() == tonic::Code::Unavailable
+                && status.message().starts_with("not the leader"),
+            ..failure(
+                describe(&status),
+                matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ),
+            )
+        }),
         Ok(Ok(response)) => Ok(Connection {
             outgoing,
             incoming: response.into_inner(),

@@ -6,4 +6,5 @@ pub mod fake_scheduler;
 pub mod http;
 pub mod postgres;
 pub mod processes;
+pub mod standby;
 pub mod watch;

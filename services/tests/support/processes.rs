@@ -42,6 +42,12 @@ impl Drop for TempDir {
 pub struct Process(Child);
 
 impl Process {
+    /// Sends `signal` (SIGSTOP to pause it, SIGCONT to let it go on).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the process");
+    }
+
     /// Kills the process the hard way, as a crash would.
     pub fn kill_9(&mut self) {
         let _ = self.0.kill();
@@ -96,11 +102,25 @@ pub fn scheduler(data_dir: &Path, extra: &[&str]) -> (Process, SocketAddr) {
 
 /// Starts `taskforge worker` against the scheduler at `addr`.
 pub fn worker(addr: SocketAddr, id: &str, pool: u32) -> Process {
+    worker_of(&[addr], id, pool)
+}
+
+/// `schedulers` as a `--scheduler` list.
+pub fn scheduler_list(schedulers: &[SocketAddr]) -> String {
+    let urls: Vec<String> = schedulers
+        .iter()
+        .map(|addr| format!("http://{addr}"))
+        .collect();
+    urls.join(",")
+}
+
+/// Starts `taskforge worker` against whichever of `schedulers` leads.
+pub fn worker_of(schedulers: &[SocketAddr], id: &str, pool: u32) -> Process {
     let child = taskforge()
         .args([
             "worker",
             "--scheduler",
-            &format!("http://{addr}"),
+            &scheduler_list(schedulers),
             "--id",
             id,
         ])
