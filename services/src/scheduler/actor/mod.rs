@@ -11,6 +11,7 @@
 //! terminal state is shown to nobody — watchers, status queries, listings —
 //! before its record is durable. Until then clients see the state it had before.
 
+mod durability;
 mod listings;
 mod outputs;
 mod watch;
@@ -293,6 +294,8 @@ pub(crate) struct Actor {
     /// Terminal states whose batch failed to sync: shown to nobody until a
     /// later sync succeeds (the store's next sync rewrites what failed).
     stalled: Vec<ExecutionId>,
+    /// Commits that failed in a row (logged once per outage).
+    failed_commits: u64,
     functions: BTreeMap<String, RegisteredFunction>,
     meta: FxHashMap<ExecutionId, Meta>,
     keys: IdempotencyKeys,
@@ -358,6 +361,7 @@ impl Actor {
             waiting: VecDeque::new(),
             unpublished: FxHashMap::default(),
             stalled: Vec::new(),
+            failed_commits: 0,
             functions: BTreeMap::new(),
             meta: FxHashMap::default(),
             keys: IdempotencyKeys::default(),
@@ -832,29 +836,6 @@ impl Actor {
         Ok(Triggered { id, fresh: true })
     }
 
-    /// The store failed before `id`'s acceptance was durable, so the client
-    /// was told UNAVAILABLE: the execution must not run on as if accepted.
-    /// It ends FAILED (aborted on its worker if it started) and its key is
-    /// freed, so the client's retry makes a new execution. One that already
-    /// finished did run: it keeps its result and its key (a retry returns
-    /// it), and the store's next good sync makes its records durable.
-    fn abandon(&mut self, id: ExecutionId, failure: &str) {
-        let now = self.now();
-        let error = format!(
-            "not run: the store failed before its acceptance was durable ({failure}); \
-             the trigger was answered UNAVAILABLE"
-        );
-        if self.core.fail(now, id, error).is_err() {
-            return;
-        }
-        if let Some(meta) = self.meta.get_mut(&id) {
-            meta.abandoned = true;
-            if let Some(key) = meta.idempotency_key.take() {
-                self.keys.release(&key, id);
-            }
-        }
-    }
-
     fn cancel(&mut self, id: &str) -> Result<(), Status> {
         let id = parse_execution_id(id)?;
         if self.unpublished.contains_key(&id) {
@@ -868,122 +849,6 @@ impl Actor {
             Err(error @ CancelError::NotFound(_)) => Err(Status::not_found(error.to_string())),
             Err(error @ CancelError::AlreadyFinished { .. }) => {
                 Err(Status::failed_precondition(error.to_string()))
-            }
-        }
-    }
-
-    /// Settles an acceptance whose batch was written: Ok if it is durable;
-    /// if the write failed, the execution is abandoned and the client told
-    /// UNAVAILABLE (it may retry, with the same idempotency key).
-    fn accepted(&mut self, trigger: Triggered, failure: Option<&str>) -> Result<(), Status> {
-        let id = trigger.id;
-        match failure {
-            Some(failure) if trigger.fresh => self.abandon(id, failure),
-            // A retry in a batch that failed: the execution it found stands
-            // (or not) by its own batch; this answer cannot promise either.
-            Some(failure) => {
-                return Err(Status::unavailable(format!("the store failed: {failure}")));
-            }
-            None => {}
-        }
-        if self.meta.get(&id).is_some_and(|meta| meta.abandoned) {
-            return Err(Status::unavailable(
-                "the store failed before this execution's acceptance was durable; \
-                 it was not run: trigger it again",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Sends the batch gathered this turn to the committer.
-    fn flush(&mut self) {
-        let expects_batch = self
-            .waiting
-            .back()
-            .is_some_and(|&(seq, _)| seq == self.committer.next_seq());
-        if !self.log.is_empty() || expects_batch {
-            self.committer.submit(std::mem::take(&mut self.log));
-        }
-    }
-
-    fn on_commit(&mut self, commit: Commit) {
-        let (through, failure, filed) = match commit {
-            Commit::Durable { through, filed } => (through, None, filed),
-            Commit::Failed { through, error } => {
-                tracing::error!(%error, "the store failed to make records durable");
-                (through, Some(error), Vec::new())
-            }
-        };
-        if failure.is_none() {
-            for id in std::mem::take(&mut self.stalled) {
-                self.unpublished.remove(&id);
-                self.notify(id);
-            }
-        }
-        while self.waiting.front().is_some_and(|&(seq, _)| seq <= through) {
-            let Some((_, what)) = self.waiting.pop_front() else {
-                break;
-            };
-            let failed = || {
-                let error = failure.clone().unwrap_or_default();
-                Status::unavailable(format!("the store failed: {error}"))
-            };
-            match what {
-                Durable::Accepted { reply, trigger } => {
-                    let answer = self
-                        .accepted(trigger, failure.as_deref())
-                        .map(|()| trigger.id.to_string());
-                    let _ = reply.send(answer);
-                }
-                Durable::AcceptedWatched { reply, trigger } => {
-                    // Its terminal state, if any, is published by a later
-                    // entry: the record comes after the acceptance in the log.
-                    let answer = self
-                        .accepted(trigger, failure.as_deref())
-                        .and_then(|()| self.follow(trigger.id));
-                    let _ = reply.send(answer);
-                }
-                Durable::Registered { reply, function_id } => {
-                    let _ = reply.send(match failure {
-                        None => Ok(function_id),
-                        Some(_) => Err(failed()),
-                    });
-                }
-                Durable::FunctionDeleted { reply } => {
-                    let _ = reply.send(match failure {
-                        None => Ok(()),
-                        Some(_) => Err(failed()),
-                    });
-                }
-                Durable::Cancelled { reply } => {
-                    let _ = reply.send(match failure {
-                        None => Ok(ExecStatus::Cancelled.as_str().to_string()),
-                        Some(_) => Err(failed()),
-                    });
-                }
-                Durable::Finished { id } if failure.is_some() => self.stalled.push(id),
-                Durable::Finished { id } => {
-                    self.unpublished.remove(&id);
-                    self.notify(id);
-                }
-            }
-        }
-        // Published above (their ends were in these batches), so now only
-        // their summaries stay in memory.
-        for (id, location) in filed {
-            self.filed(id, location);
-        }
-    }
-
-    /// `id`'s end is in the history at `location`: memory keeps only where.
-    fn filed(&mut self, id: ExecutionId, location: Location) {
-        let Some(entry) = self.listed.get_mut(&id) else {
-            return; // forgotten by retention already
-        };
-        *entry = Some(location);
-        if let Some(meta) = self.meta.remove(&id) {
-            if let Some(key) = meta.idempotency_key {
-                self.filed_keys.insert(id, key);
             }
         }
     }
