@@ -69,14 +69,17 @@ impl TestSchema {
         })
     }
 
-    /// Connections to the schema alone.
-    pub fn config(&self) -> Config {
-        self.config.clone()
+    /// Connections to the schema alone (the store takes the asynchronous
+    /// client's configuration).
+    pub fn config(&self) -> tokio_postgres::Config {
+        let mut config: tokio_postgres::Config = self.url.parse().expect("the schema's URL parses");
+        config.connect_timeout(Duration::from_secs(5));
+        config
     }
 
     /// Runs `work` with a connection to the schema, off the runtime.
     pub fn with_client<T: Send>(&self, work: impl FnOnce(&mut Client) -> T + Send) -> T {
-        let config = self.config();
+        let config = self.config.clone();
         off_runtime(move || {
             let mut client = config.connect(NoTls).expect("connect to the test schema");
             work(&mut client)

@@ -1,4 +1,5 @@
-//! One sync's records as a few multi-row statements.
+//! One sync's records as one pipelined transaction of a few multi-row
+//! statements.
 //!
 //! A statement per record costs a round trip per record: a group commit of
 //! 64 executions (an acceptance, a start and an end each) would wait on ~200
@@ -9,11 +10,21 @@
 //! come in, so gathering them changes nothing an execution can observe.
 //! Functions are rare and order-sensitive among themselves (a registration
 //! and a deletion of one id): they keep a statement each, in order.
+//!
+//! The transaction (BEGIN, the fence, the statements, COMMIT) is sent as a
+//! pipeline without waiting for any answer in between: one round trip per
+//! group commit. The fence is a function that raises when the epoch no
+//! longer holds the lease (migration V3), so a fenced transaction aborts
+//! and its COMMIT rolls back.
 
 use std::collections::BTreeMap;
 
-use postgres::{Client, Statement, Transaction};
+use std::future::Future;
+use std::pin::Pin;
+
 use taskforge_core::{ExecutionId, Terminal};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 use super::rows::{from_db, millis, to_db};
 use crate::store::{FunctionRecord, Record};
@@ -30,34 +41,30 @@ pub(super) struct Statements {
 }
 
 impl Statements {
-    pub(super) fn prepare(client: &mut Client) -> Result<Statements, postgres::Error> {
+    pub(super) async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
         Ok(Statements {
-            // FOR SHARE holds the lease row until this transaction ends: a
-            // scheduler taking the lease over waits for the commit, and once
-            // it has taken it, this finds no row.
-            fence: client
-                .prepare("SELECT 1 FROM taskforge_lease WHERE id = 1 AND epoch = $1 FOR SHARE")?,
+            fence: client.prepare("SELECT taskforge_fence($1)").await?,
             upsert_function: client.prepare(
                 "INSERT INTO taskforge_functions (function_id, name, language, code, timeout_ms, \
                  max_attempts, max_memory_bytes, created_at_us) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (function_id) DO UPDATE SET name = $2, language = $3, code = $4, \
                  timeout_ms = $5, max_attempts = $6, max_memory_bytes = $7, created_at_us = $8",
-            )?,
+            ).await?,
             delete_function: client
-                .prepare("DELETE FROM taskforge_functions WHERE function_id = $1")?,
+                .prepare("DELETE FROM taskforge_functions WHERE function_id = $1").await?,
             accept: client.prepare(
                 "INSERT INTO taskforge_executions (id, function_id, payload, max_attempts, \
                  timeout_ms, schedule_to_start_ms, created_at_us, idempotency_key, request_digest) \
                  SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bytea[], $4::int[], \
                  $5::bigint[], $6::bigint[], $7::bigint[], $8::text[], $9::bigint[]) \
                  ON CONFLICT (id) DO NOTHING",
-            )?,
+            ).await?,
             start: client.prepare(
                 "UPDATE taskforge_executions AS e SET attempts_started = s.attempt \
                  FROM UNNEST($1::bigint[], $2::int[]) AS s(id, attempt) \
                  WHERE e.id = s.id AND e.status IS NULL AND e.attempts_started < s.attempt",
-            )?,
+            ).await?,
             finish: client.prepare(
                 "UPDATE taskforge_executions AS e SET payload = '', status = f.status, \
                  attempt = f.attempt, worker_id = f.worker_id, started_at_us = f.started_at_us, \
@@ -68,9 +75,9 @@ impl Statements {
                  AS f(id, status, attempt, worker_id, started_at_us, finished_at_us, error, \
                  output, logs) \
                  WHERE e.id = f.id AND e.status IS NULL",
-            )?,
+            ).await?,
             forget: client
-                .prepare("DELETE FROM taskforge_executions WHERE id = ANY($1::bigint[])")?,
+                .prepare("DELETE FROM taskforge_executions WHERE id = ANY($1::bigint[])").await?,
         })
     }
 }
@@ -81,33 +88,58 @@ pub(super) enum Written {
     Finished(Vec<ExecutionId>),
 }
 
-/// Writes `records` in `tx`, first checking that `epoch` (when given) still
-/// holds the lease.
-pub(super) fn write(
-    tx: &mut Transaction<'_>,
+/// The SQLSTATE `taskforge_fence` raises (migration V3).
+const FENCED: &str = "TF001";
+
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>>;
+
+/// Writes `records` in one transaction, first checking that `epoch` (when
+/// given) still holds the lease. Everything is sent at once, as a pipeline
+/// (BEGIN, the fence, the writes, COMMIT), so a group commit costs one
+/// round trip whatever its size: a failed statement aborts the transaction
+/// and its COMMIT rolls back, so the writes count only if every answer is
+/// a success.
+pub(super) async fn write(
+    client: &Client,
     statements: &Statements,
     epoch: Option<i64>,
     records: &[Record],
-) -> Result<Written, postgres::Error> {
-    if let Some(epoch) = epoch
-        && tx.query_opt(&statements.fence, &[&epoch])?.is_none()
-    {
-        return Ok(Written::Fenced);
-    }
+) -> Result<Written, tokio_postgres::Error> {
     let columns = Columns::gather(records);
+    let (start_ids, start_attempts): (Vec<i64>, Vec<i32>) = columns.started.iter().unzip();
+    let mut pipeline: Vec<Pending<'_>> = vec![Box::pin(client.batch_execute("BEGIN"))];
+    if records.iter().all(promises_nothing) {
+        // Nobody waits on these: no need to wait for the WAL to reach the
+        // disk. The next commit that does wait flushes them too (the WAL is
+        // written in order), and a crash before then loses only records
+        // whose loss a start repairs anyway (see `promises_nothing`).
+        pipeline.push(Box::pin(
+            client.batch_execute("SET LOCAL synchronous_commit TO OFF"),
+        ));
+    }
+    let fenced_at = epoch.map(|epoch| {
+        pipeline.push(Box::pin(async move {
+            client.execute(&statements.fence, &[&epoch]).await.map(drop)
+        }));
+        pipeline.len() - 1
+    });
     for change in &columns.functions {
-        match change {
-            FunctionChange::Upsert(function) => upsert_function(tx, statements, function)?,
-            FunctionChange::Delete(function_id) => {
-                tx.execute(&statements.delete_function, &[function_id])?;
+        pipeline.push(match *change {
+            FunctionChange::Upsert(function) => {
+                Box::pin(upsert_function(client, statements, function))
             }
-        }
+            FunctionChange::Delete(function_id) => Box::pin(async move {
+                client
+                    .execute(&statements.delete_function, &[&function_id])
+                    .await
+                    .map(drop)
+            }),
+        });
     }
     let accepted = &columns.accepted;
     if !accepted.id.is_empty() {
-        tx.execute(
-            &statements.accept,
-            &[
+        pipeline.push(Box::pin(async move {
+            let params: [&(dyn ToSql + Sync); 9] = [
                 &accepted.id,
                 &accepted.function_id,
                 &accepted.payload,
@@ -117,18 +149,23 @@ pub(super) fn write(
                 &accepted.created_at_us,
                 &accepted.idempotency_key,
                 &accepted.request_digest,
-            ],
-        )?;
+            ];
+            client.execute(&statements.accept, &params).await.map(drop)
+        }));
     }
-    if !columns.started.is_empty() {
-        let (ids, attempts): (Vec<i64>, Vec<i32>) = columns.started.iter().unzip();
-        tx.execute(&statements.start, &[&ids, &attempts])?;
+    if !start_ids.is_empty() {
+        let (ids, attempts) = (&start_ids, &start_attempts);
+        pipeline.push(Box::pin(async move {
+            client
+                .execute(&statements.start, &[ids, attempts])
+                .await
+                .map(drop)
+        }));
     }
     let finished = &columns.finished;
     if !finished.id.is_empty() {
-        tx.execute(
-            &statements.finish,
-            &[
+        pipeline.push(Box::pin(async move {
+            let params: [&(dyn ToSql + Sync); 9] = [
                 &finished.id,
                 &finished.status,
                 &finished.attempt,
@@ -138,11 +175,30 @@ pub(super) fn write(
                 &finished.error,
                 &finished.output,
                 &finished.logs,
-            ],
-        )?;
+            ];
+            client.execute(&statements.finish, &params).await.map(drop)
+        }));
     }
     if !columns.evicted.is_empty() {
-        tx.execute(&statements.forget, &[&columns.evicted])?;
+        let evicted = &columns.evicted;
+        pipeline.push(Box::pin(async move {
+            client
+                .execute(&statements.forget, &[evicted])
+                .await
+                .map(drop)
+        }));
+    }
+    pipeline.push(Box::pin(client.batch_execute("COMMIT")));
+    // Polled in order the first time, so sent in order.
+    let answers = futures_util::future::join_all(pipeline).await;
+    if let Some(fence) = fenced_at
+        && let Err(error) = &answers[fence]
+        && error.code().is_some_and(|code| code.code() == FENCED)
+    {
+        return Ok(Written::Fenced);
+    }
+    for answer in answers {
+        answer?;
     }
     // Every end in the batch is in its row once this commits: written now,
     // or by an earlier commit whose answer was lost (the batch is being
@@ -152,24 +208,33 @@ pub(super) fn write(
     ))
 }
 
-fn upsert_function(
-    tx: &mut Transaction<'_>,
+/// Whether no reply waits for this record: a start (lost, the execution
+/// counts one attempt fewer after a crash, as if the worker had never
+/// begun it) or a forgetting (a start applies retention again).
+fn promises_nothing(record: &Record) -> bool {
+    matches!(record, Record::Started { .. } | Record::Evicted { .. })
+}
+
+async fn upsert_function(
+    client: &Client,
     statements: &Statements,
     function: &FunctionRecord,
-) -> Result<(), postgres::Error> {
-    tx.execute(
-        &statements.upsert_function,
-        &[
-            &function.function_id,
-            &function.name,
-            &function.language,
-            &function.code.as_ref(),
-            &(function.timeout_ms as i64),
-            &(function.max_attempts as i32),
-            &(function.max_memory_bytes as i64),
-            &(function.created_at_us as i64),
-        ],
-    )?;
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            &statements.upsert_function,
+            &[
+                &function.function_id,
+                &function.name,
+                &function.language,
+                &function.code.as_ref(),
+                &(function.timeout_ms as i64),
+                &(function.max_attempts as i32),
+                &(function.max_memory_bytes as i64),
+                &(function.created_at_us as i64),
+            ],
+        )
+        .await?;
     Ok(())
 }
 

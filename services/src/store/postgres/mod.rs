@@ -13,12 +13,14 @@
 //! earlier). A failed transaction leaves nothing half-written: the records
 //! stay buffered and the next sync writes them again.
 //!
-//! The client is the synchronous `postgres` crate (tokio-postgres underneath,
-//! chosen over sqlx for its small footprint and plain SQL): the store runs on
-//! the committer's thread, which blocks by design. That client runs a runtime
-//! of its own, so it must never be used on a thread inside tokio's: the store
-//! connects in [`Store::load`] (a start loads on a thread of its own), and the
-//! history is read on a thread of its own too.
+//! The client is tokio-postgres (chosen over sqlx for its small footprint,
+//! plain SQL and pipelining): syncs send each transaction as one pipeline
+//! (see `batch.rs`) on a runtime the store owns, since the store runs on the
+//! committer's thread, which blocks by design. Loading and history reads use
+//! its synchronous wrapper, `postgres`. Both run runtimes of their own, so
+//! neither may be used on a thread inside tokio's: the store loads on a
+//! thread of its own, writes on the committer's, and the history is read on
+//! a thread of its own too.
 
 use std::fmt;
 use std::sync::Arc;
@@ -46,10 +48,10 @@ mod embedded {
 
 /// A [`Store`] on a PostgreSQL database; see the module documentation.
 pub struct PostgresStore {
-    config: Config,
-    /// Opened by `load`; dropped after an error, opened again by the next
-    /// sync.
-    connection: Option<Connection>,
+    config: tokio_postgres::Config,
+    /// Opened by the first sync; dropped after an error, opened again by
+    /// the next.
+    writer: Option<Writer>,
     buffered: Vec<Record>,
     filed: Vec<(ExecutionId, Location)>,
     loaded: bool,
@@ -71,18 +73,23 @@ impl fmt::Debug for Fence {
     }
 }
 
-struct Connection {
-    client: Client,
+/// The connection syncs write on, with a runtime of its own to drive it:
+/// the store runs on the committer's thread, outside tokio's, and a group
+/// commit is a pipeline of statements sent at once (see `batch.rs`), which
+/// the asynchronous client does and the synchronous one cannot.
+struct Writer {
+    client: tokio_postgres::Client,
     statements: Statements,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl PostgresStore {
     /// A store on the database `config` names. Nothing connects until
     /// [`Store::load`], which also brings the schema up to date.
-    pub fn new(config: Config) -> PostgresStore {
+    pub fn new(config: tokio_postgres::Config) -> PostgresStore {
         PostgresStore {
             config,
-            connection: None,
+            writer: None,
             buffered: Vec::new(),
             filed: Vec::new(),
             loaded: false,
@@ -92,7 +99,7 @@ impl PostgresStore {
 
     /// A store on `url` (`postgres://user@host:port/database`).
     pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
-        let config: Config = url.parse().map_err(|source| StoreError::Database {
+        let config = url.parse().map_err(|source| StoreError::Database {
             op: "parse the address of",
             source,
         })?;
@@ -109,13 +116,13 @@ impl PostgresStore {
     }
 
     /// The open connection, opening one if an error dropped the last.
-    fn connection(&mut self) -> Result<&mut Connection, StoreError> {
+    fn writer(&mut self) -> Result<&mut Writer, StoreError> {
         if !self.loaded {
             return Err(StoreError::NotLoaded);
         }
-        match self.connection {
-            Some(ref mut connection) => Ok(connection),
-            None => Ok(self.connection.insert(Connection::open(&self.config)?)),
+        match self.writer {
+            Some(ref mut writer) => Ok(writer),
+            None => Ok(self.writer.insert(Writer::open(&self.config)?)),
         }
     }
 
@@ -123,24 +130,22 @@ impl PostgresStore {
     fn write_buffered(&mut self) -> Result<Vec<ExecutionId>, StoreError> {
         let epoch = self.fence.as_ref().map(|fence| fence.epoch as i64);
         let records = std::mem::take(&mut self.buffered);
-        let written = (|| {
-            let connection = self.connection()?;
-            let mut tx = connection
-                .client
-                .transaction()
-                .map_err(db("begin a transaction on"))?;
-            let written = batch::write(&mut tx, &connection.statements, epoch, &records)
+        let written = self.writer().and_then(|writer| {
+            let Writer {
+                client,
+                statements,
+                runtime,
+            } = writer;
+            let written = runtime
+                .block_on(batch::write(client, statements, epoch, &records))
                 .map_err(db("write to"))?;
             match written {
                 Written::Fenced => Err(StoreError::Fenced {
                     epoch: epoch.unwrap_or_default() as u64,
                 }),
-                Written::Finished(ids) => {
-                    tx.commit().map_err(db("commit to"))?;
-                    Ok(ids)
-                }
+                Written::Finished(ids) => Ok(ids),
             }
-        })();
+        });
         if written.is_err() {
             self.buffered = records;
         }
@@ -178,16 +183,39 @@ fn migrate_on(client: &mut Client) -> Result<(), StoreError> {
 /// otherwise hold the lease row and keep a standby from taking over.
 const IDLE_IN_TRANSACTION: &str = "SET idle_in_transaction_session_timeout = 2000";
 
-impl Connection {
-    /// Connects and brings the schema up to date.
-    fn open(config: &Config) -> Result<Connection, StoreError> {
-        let mut client = config.connect(NoTls).map_err(db("connect to"))?;
-        client
-            .batch_execute(IDLE_IN_TRANSACTION)
-            .map_err(db("configure the session on"))?;
-        migrate_on(&mut client)?;
-        let statements = Statements::prepare(&mut client).map_err(db("prepare statements on"))?;
-        Ok(Connection { client, statements })
+impl Writer {
+    fn open(config: &tokio_postgres::Config) -> Result<Writer, StoreError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| StoreError::Io {
+                op: "start the connection runtime of",
+                path: "the database".into(),
+                source,
+            })?;
+        let (client, statements) = runtime.block_on(async {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(db("connect to"))?;
+            tokio::spawn(async move {
+                // Its end shows as an error on the next statement.
+                let _ = connection.await;
+            });
+            client
+                .batch_execute(IDLE_IN_TRANSACTION)
+                .await
+                .map_err(db("configure the session on"))?;
+            let statements = Statements::prepare(&client)
+                .await
+                .map_err(db("prepare statements on"))?;
+            Ok::<_, StoreError>((client, statements))
+        })?;
+        Ok(Writer {
+            client,
+            statements,
+            runtime,
+        })
     }
 }
 
@@ -216,8 +244,10 @@ impl Store for PostgresStore {
         if self.loaded {
             return Err(StoreError::AlreadyLoaded);
         }
-        let connection = self.connection.insert(Connection::open(&self.config)?);
-        let client = &mut connection.client;
+        let mut client = Config::from(self.config.clone())
+            .connect(NoTls)
+            .map_err(db("connect to"))?;
+        migrate_on(&mut client)?;
         let functions = client
             .query("SELECT * FROM taskforge_functions ORDER BY seq", &[])
             .map_err(db("read the functions from"))?
@@ -304,7 +334,7 @@ impl Store for PostgresStore {
                     }
                     // The connection may be broken (the server restarted):
                     // the next sync opens another and writes it all again.
-                    _ => self.connection = None,
+                    _ => self.writer = None,
                 }
                 Err(error)
             }
@@ -316,7 +346,7 @@ impl Store for PostgresStore {
     }
 
     fn history(&self) -> Arc<dyn HistoryReader> {
-        Arc::new(PostgresHistory::new(self.config.clone()))
+        Arc::new(PostgresHistory::new(self.config.clone().into()))
     }
 
     fn wants_compaction(&self) -> bool {
