@@ -11,7 +11,7 @@ use taskforge_proto::scheduler::{
 
 use support::postgres::TestSchema;
 use support::processes::{TempDir, scheduler, scheduler_client, worker};
-use support::standby::until_leading;
+use support::standby::{settled, until_leading};
 use support::watch::{register, running, terminal, trigger};
 
 #[tokio::test]
@@ -200,21 +200,21 @@ async fn the_postgres_store_survives_a_scheduler_kill_9() {
         return;
     };
     let dir = TempDir::new("postgres-kill");
-    let store = ["--store", schema.url(), "--lease", "2s"];
+    let store = ["--store", schema.url(), "--lease", "3s"];
     let (mut first, addr) = scheduler(dir.path(), &store);
     until_leading(addr).await;
     let mut client = scheduler_client(addr);
     let _worker = worker(addr, "w", 2);
     let echo = register(&mut client, "echo").await;
     let done = trigger(&mut client, &echo, "\"kept\"").await;
-    assert_eq!(terminal(&mut client, &done).await.status, "COMPLETED");
+    assert_eq!(settled(&mut client, &done).await.status, "COMPLETED");
     first.kill_9();
 
     // It leads once the dead one's lease has expired.
     let (_second, addr) = scheduler(dir.path(), &store);
     until_leading(addr).await;
     let mut client = scheduler_client(addr);
-    let info = terminal(&mut client, &done).await;
+    let info = settled(&mut client, &done).await;
     assert_eq!(info.status, "COMPLETED");
     assert_eq!(info.output.as_ref(), b"\"kept\"");
     assert_eq!((info.worker_id.as_str(), info.attempt), ("w", 1));

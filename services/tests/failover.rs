@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use nix::sys::signal::Signal;
 use support::postgres::TestSchema;
 use support::processes::{TempDir, scheduler, scheduler_client, worker_of};
-use support::standby::{Triggering, leader_client, until, until_leading};
-use support::watch::{register, terminal, trigger};
+use support::standby::{Triggering, leader_client, settled, until, until_leading};
+use support::watch::{register, trigger};
 
 /// Every execution row in the schema: id → status (NULL while unfinished).
 fn rows(schema: &TestSchema) -> BTreeMap<String, Option<String>> {
@@ -66,7 +66,7 @@ async fn a_standby_takes_over_a_killed_leader_and_every_acknowledged_execution_c
     let acknowledged = load.stop().await;
 
     for id in &acknowledged {
-        let info = terminal(&mut client, id).await;
+        let info = settled(&mut client, id).await;
         assert_eq!(info.status, "COMPLETED", "{info:?}");
     }
     // One row per execution: a second terminal state would need a second
@@ -87,7 +87,7 @@ async fn a_paused_leader_commits_nothing_after_the_takeover_and_steps_down() {
         return;
     };
     let (dir_a, dir_b) = (TempDir::new("paused-a"), TempDir::new("paused-b"));
-    let store = ["--store", schema.url(), "--lease", "2s"];
+    let store = ["--store", schema.url(), "--lease", "3s"];
     let (leader, a) = scheduler(dir_a.path(), &store);
     until_leading(a).await;
     let (_standby, b) = scheduler(dir_b.path(), &store);
@@ -97,7 +97,7 @@ async fn a_paused_leader_commits_nothing_after_the_takeover_and_steps_down() {
     let mut acknowledged = Vec::new();
     for n in 0..10 {
         let id = trigger(&mut client, &echo, &n.to_string()).await;
-        assert_eq!(terminal(&mut client, &id).await.status, "COMPLETED");
+        assert_eq!(settled(&mut client, &id).await.status, "COMPLETED");
         acknowledged.push(id);
     }
 
@@ -130,7 +130,7 @@ async fn a_paused_leader_commits_nothing_after_the_takeover_and_steps_down() {
     assert!(answer.contains("not the leader"), "{answer}");
     // Its workers come over to the new leader, which runs everything.
     for id in &acknowledged {
-        let info = terminal(&mut on_b, id).await;
+        let info = settled(&mut on_b, id).await;
         assert_eq!(info.status, "COMPLETED", "{info:?}");
     }
     // Nothing but what was acknowledged is in the database: the paused

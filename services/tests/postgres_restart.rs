@@ -14,8 +14,8 @@ use std::process::Command;
 
 use support::postgres::TestSchema;
 use support::processes::{TempDir, scheduler, worker};
-use support::standby::{Triggering, leader_client, until_leading};
-use support::watch::{register, terminal};
+use support::standby::{Triggering, leader_client, settled, until_leading};
+use support::watch::register;
 
 #[tokio::test]
 async fn a_database_restart_under_load_loses_nothing_acknowledged() {
@@ -55,7 +55,7 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     let acknowledged = load.stop().await;
 
     for id in &acknowledged {
-        let info = terminal(&mut client, id).await;
+        let info = settled(&mut client, id).await;
         assert_eq!(info.status, "COMPLETED", "{info:?}");
     }
     let rows: BTreeMap<String, Option<String>> = schema.with_client(|client| {

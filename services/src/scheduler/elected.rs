@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::server::Connected;
 
@@ -98,7 +98,7 @@ impl Candidate {
             clock,
             origin: tokio::time::Instant::now(),
             terms,
-            fenced: Arc::new(Notify::new()),
+            fenced: Arc::new(watch::channel(0).0),
             led: None,
             loading: None,
             leader: None,
@@ -123,8 +123,10 @@ struct Driver {
     clock: WallClock,
     origin: tokio::time::Instant,
     terms: watch::Sender<Term>,
-    /// Woken by the store when a write was refused for a stale epoch.
-    fenced: Arc<Notify>,
+    /// The epoch of the last store whose write was refused for it (a
+    /// term's store may report long after the term ended: the lease acts
+    /// only on its current term's epoch).
+    fenced: Arc<watch::Sender<u64>>,
     led: Option<Led>,
     /// The store of the term `.0`, loading.
     loading: Option<(u64, Loading)>,
@@ -147,6 +149,7 @@ impl Driver {
         // The connection travels with the request that uses it.
         let mut idle = Some(db);
         let mut asking: Option<(RequestId, Asking)> = None;
+        let mut fenced = self.fenced.subscribe();
         tokio::pin!(shutdown);
         loop {
             while let Some(event) = lease.poll_event() {
@@ -167,7 +170,6 @@ impl Driver {
                 }
             }
             let wake = self.origin + lease.poll_timeout().elapsed().min(FAR);
-            let fenced = self.fenced.clone();
             tokio::select! {
                 () = &mut shutdown => break,
                 (db, answer) = settle(asking.as_mut().map(|(_, task)| task)) => {
@@ -184,10 +186,9 @@ impl Driver {
                         None => lease.failed(now, request),
                     }
                 }
-                () = fenced.notified() => {
-                    if let Some(led) = &self.led {
-                        lease.fenced(self.now(), led.epoch);
-                    }
+                Ok(()) = fenced.changed() => {
+                    let epoch = *fenced.borrow_and_update();
+                    lease.fenced(self.now(), epoch);
                 }
                 loaded = settle(self.loading.as_mut().map(|(_, task)| task)) => {
                     let Some((epoch, _)) = self.loading.take() else { continue };
@@ -256,7 +257,9 @@ impl Driver {
         let store = PostgresStore::open(&self.candidate.database_url).map(|store| {
             store.fenced_by(Fence {
                 epoch,
-                on_fenced: Box::new(move || fenced.notify_one()),
+                on_fenced: Box::new(move || {
+                    fenced.send_replace(epoch);
+                }),
             })
         });
         let options = self.candidate.options.clone();

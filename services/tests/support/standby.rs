@@ -6,14 +6,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use taskforge_proto::scheduler::{GetClusterStatsRequest, TriggerExecutionRequest};
+use taskforge_proto::common::ExecutionInfo;
+use taskforge_proto::scheduler::{
+    GetClusterStatsRequest, TriggerExecutionRequest, WatchExecutionRequest,
+};
 use taskforge_services::auth::{self, Credentials};
 use taskforge_services::net::{self, ChannelConfig};
 use tokio::sync::watch;
 use tonic::Code;
 
 use super::processes::{scheduler_client, scheduler_list};
-use super::watch::{Client, GUARD};
+use super::watch::{Client, GUARD, is_terminal};
 
 /// A client of whichever of `schedulers` leads.
 pub fn leader_client(schedulers: &[SocketAddr]) -> Client {
@@ -133,5 +136,32 @@ impl Triggering {
         self.task.await.expect("the triggering task");
         let kept = self.acknowledged.lock().unwrap();
         kept.clone()
+    }
+}
+
+/// The execution's terminal state, following it across changes of leader:
+/// a watch that a stepping-down leader ends, or a standby refuses, is
+/// opened again (every 20 ms) until one reports the end.
+pub async fn settled(client: &mut Client, id: &str) -> ExecutionInfo {
+    let started = Instant::now();
+    loop {
+        let request = WatchExecutionRequest {
+            execution_id: id.to_string(),
+        };
+        let mut last = None;
+        if let Ok(response) = client.watch_execution(request).await {
+            let mut stream = response.into_inner();
+            while let Ok(Some(info)) = stream.message().await {
+                if is_terminal(&info) {
+                    return info;
+                }
+                last = Some(info);
+            }
+        }
+        assert!(
+            started.elapsed() < GUARD,
+            "execution {id}: no terminal state after {GUARD:?}; last {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
