@@ -2,8 +2,10 @@
 //! connecting (each running some runtimes, or all), draining, leaving, going
 //! silent and reconnecting under the same id; submits in either of two
 //! runtimes; results that are late, duplicated, from a stale attempt or from the
-//! wrong worker; cancels; and clock advances. After every step the harness checks
-//! the scheduler against a shadow it keeps from the scheduler's outputs alone.
+//! wrong worker; cancels; workers coming back listing attempts they still hold
+//! (their own, stale ones, others' and unknown ones), to be adopted or aborted;
+//! and clock advances. After every step the harness checks the scheduler
+//! against a shadow it keeps from the scheduler's outputs alone.
 
 mod support;
 
@@ -14,8 +16,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use support::*;
 use taskforge_core::scheduler::{
-    Backoff, Capabilities, ConnectError, Output, ResultDisposition, Retention, Scheduler,
-    SchedulerConfig, SubmitError,
+    AbortReason, Backoff, Capabilities, ConnectError, Output, ResultDisposition, Retention,
+    Scheduler, SchedulerConfig, SubmitError,
 };
 use taskforge_core::{ExecutionId, Instant, Outcome, Policy, SessionId, Status, Terminal};
 
@@ -25,6 +27,14 @@ enum Op {
         name: u8,
         pool: u32,
         runs: Runs,
+    },
+    /// Connects listing as held the attempts of these dispatches (indexes
+    /// into every dispatch so far), and one unknown to the scheduler.
+    Return {
+        name: u8,
+        pool: u32,
+        held: Vec<usize>,
+        unknown: bool,
     },
     Disconnect {
         pick: usize,
@@ -116,6 +126,8 @@ enum Twist {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => (0u8..4, 1u32..4, runs()).prop_map(|(name, pool, runs)| Op::Connect { name, pool, runs }),
+        2 => (0u8..4, 1u32..4, proptest::collection::vec(any::<usize>(), 0..4), any::<bool>())
+            .prop_map(|(name, pool, held, unknown)| Op::Return { name, pool, held, unknown }),
         1 => any::<usize>().prop_map(|pick| Op::Disconnect { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Drain { pick }),
         2 => any::<usize>().prop_map(|pick| Op::Heartbeat { pick }),
@@ -170,6 +182,8 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
                     },
                     quarantine_after,
                     takeover_after: Duration::from_millis(takeover_ms),
+                    // Nothing is restored here: adoption on reconnect only.
+                    adoption_window: Duration::from_secs(3),
                 }
             },
         )
@@ -178,8 +192,12 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
 /// A live session as the harness sees it from the outputs.
 #[derive(Debug)]
 struct ShadowWorker {
+    name: u8,
     capabilities: Capabilities,
     capacity: u32,
+    /// Attempts it came back holding (adopted or refused): these may take
+    /// it over capacity, dispatches never do.
+    brought: u32,
     draining: bool,
     quarantined: bool,
     in_flight: BTreeSet<(ExecutionId, u32)>,
@@ -190,7 +208,7 @@ impl ShadowWorker {
         if self.draining || self.quarantined {
             0
         } else {
-            self.capacity - self.in_flight.len() as u32
+            self.capacity.saturating_sub(self.in_flight.len() as u32)
         }
     }
 
@@ -227,6 +245,9 @@ struct Harness {
     avoid: BTreeMap<ExecutionId, SessionId>,
     /// Lost attempts whose session still holds the slot until it answers.
     lingering: BTreeSet<(ExecutionId, u32)>,
+    /// Attempts a returning worker listed that were not adopted: aborted,
+    /// they hold a slot on that session until it answers.
+    refused: BTreeSet<(SessionId, ExecutionId, u32)>,
 }
 
 impl Harness {
@@ -249,6 +270,7 @@ impl Harness {
             evicted: BTreeSet::new(),
             avoid: BTreeMap::new(),
             lingering: BTreeSet::new(),
+            refused: BTreeSet::new(),
         }
     }
 
@@ -271,52 +293,25 @@ impl Harness {
 
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match *op {
-            Op::Connect { name, pool, runs } => {
-                let session = SessionId(self.next_session);
-                self.next_session += 1;
-                self.sessions.push(session);
-                let id = worker(&format!("w{name}"));
-                let takeover_after = self.s.config().takeover_after;
-                let holder = self
-                    .s
-                    .workers()
-                    .find(|view| *view.id == id)
-                    .map(|view| (view.session, view.last_heard));
-                let capabilities = runs.capabilities();
-                match self
-                    .s
-                    .worker_connected(self.now, session, id, pool, capabilities.clone())
-                {
-                    Ok(()) => {
-                        if let Some((_, last_heard)) = holder {
-                            prop_assert!(
-                                last_heard + takeover_after <= self.now,
-                                "a live id was taken over"
-                            );
-                        }
-                    }
-                    Err(ConnectError::IdInUse { session: old, .. }) => {
-                        let (held_by, last_heard) = holder.expect("refused for a free id");
-                        prop_assert_eq!(old, held_by);
-                        prop_assert!(last_heard + takeover_after > self.now);
-                        return self.check();
-                    }
-                    Err(other) => return Err(TestCaseError::fail(other.to_string())),
+            Op::Connect { name, pool, runs } => self.connect(name, pool, runs, &[])?,
+            Op::Return {
+                name,
+                pool,
+                ref held,
+                unknown,
+            } => {
+                let mut holding: Vec<_> = held
+                    .iter()
+                    .filter(|_| !self.sent.is_empty())
+                    .map(|pick| {
+                        let (_, execution, attempt) = self.sent[pick % self.sent.len()];
+                        (execution, attempt)
+                    })
+                    .collect();
+                if unknown {
+                    holding.push((ExecutionId(1_000_000), 1));
                 }
-                // In the shadow before the outputs are read, so dispatches to
-                // it are checked like any other; a replaced session is
-                // reported lost before any dispatch.
-                self.live.insert(
-                    session,
-                    ShadowWorker {
-                        capabilities,
-                        capacity: pool + self.prefetch,
-                        draining: false,
-                        quarantined: false,
-                        in_flight: BTreeSet::new(),
-                    },
-                );
-                self.absorb()?;
+                self.connect(name, pool, Runs::Any, &holding)?;
             }
             Op::Disconnect { pick } => {
                 if let Some(session) = self.pick_session(pick) {
@@ -412,6 +407,137 @@ impl Harness {
         self.check()
     }
 
+    /// Connects worker `w{name}` as a new session, holding `holding`.
+    fn connect(
+        &mut self,
+        name: u8,
+        pool: u32,
+        runs: Runs,
+        holding: &[(ExecutionId, u32)],
+    ) -> Result<(), TestCaseError> {
+        let session = SessionId(self.next_session);
+        self.next_session += 1;
+        self.sessions.push(session);
+        let id = worker(&format!("w{name}"));
+        let takeover_after = self.s.config().takeover_after;
+        let holder = self
+            .s
+            .workers()
+            .find(|view| *view.id == id)
+            .map(|view| (view.session, view.last_heard));
+        let capabilities = runs.capabilities();
+        let expected = self.adoptable(name, holding);
+        match self.s.worker_connected_holding(
+            self.now,
+            session,
+            id,
+            pool,
+            capabilities.clone(),
+            holding,
+        ) {
+            Ok(()) => {
+                if let Some((_, last_heard)) = holder {
+                    prop_assert!(
+                        last_heard + takeover_after <= self.now,
+                        "a live id was taken over"
+                    );
+                }
+            }
+            Err(ConnectError::IdInUse { session: old, .. }) => {
+                let (held_by, last_heard) = holder.expect("refused for a free id");
+                prop_assert_eq!(old, held_by);
+                prop_assert!(last_heard + takeover_after > self.now);
+                return Ok(());
+            }
+            Err(other) => return Err(TestCaseError::fail(other.to_string())),
+        }
+        // In the shadow before the outputs are read, so dispatches to
+        // it are checked like any other; a replaced session is
+        // reported lost before any dispatch.
+        self.live.insert(
+            session,
+            ShadowWorker {
+                name,
+                capabilities,
+                capacity: pool + self.prefetch,
+                brought: 0,
+                draining: false,
+                quarantined: false,
+                in_flight: BTreeSet::new(),
+            },
+        );
+        let outputs = drain(&mut self.s);
+        self.check_adoption(session, holding, &expected, &outputs)?;
+        self.absorb_outputs(outputs)
+    }
+
+    /// Which of `holding` worker `w{name}` may keep, by the shadow: the
+    /// latest attempt of an unfinished execution that waits for its retry
+    /// (lost, not timed out by the scheduler), or that runs on the worker's
+    /// own session about to be replaced.
+    fn adoptable(&self, name: u8, holding: &[(ExecutionId, u32)]) -> BTreeSet<(ExecutionId, u32)> {
+        holding
+            .iter()
+            .copied()
+            .filter(|&(execution, attempt)| {
+                if self.terminal.contains_key(&execution)
+                    || self.starts.get(&execution) != Some(&attempt)
+                {
+                    return false;
+                }
+                let waiting =
+                    self.waiting.contains_key(&execution) && !self.avoid.contains_key(&execution);
+                let on_own_session = self.s.execution(execution).is_some_and(|view| {
+                    view.status == Status::Running
+                        && view
+                            .session
+                            .is_some_and(|s| self.live.get(&s).is_some_and(|w| w.name == name))
+                });
+                waiting || on_own_session
+            })
+            .collect()
+    }
+
+    /// Every attempt listed got exactly one answer: adopted if the shadow
+    /// says it may be kept (and it was not refused a connection), else
+    /// aborted.
+    fn check_adoption(
+        &self,
+        session: SessionId,
+        holding: &[(ExecutionId, u32)],
+        expected: &BTreeSet<(ExecutionId, u32)>,
+        outputs: &[Output],
+    ) -> Result<(), TestCaseError> {
+        let mut answered = BTreeMap::new();
+        for output in outputs {
+            let (to, key, adopted) = match *output {
+                Output::Adopted {
+                    session,
+                    execution,
+                    attempt,
+                } => (session, (execution, attempt), true),
+                Output::Abort {
+                    session,
+                    execution,
+                    attempt,
+                    reason: AbortReason::NotAdopted,
+                } => (session, (execution, attempt), false),
+                _ => continue,
+            };
+            prop_assert_eq!(to, session, "answered on another session");
+            prop_assert!(
+                answered.insert(key, adopted).is_none(),
+                "{key:?} answered twice"
+            );
+        }
+        let listed: BTreeSet<_> = holding.iter().copied().collect();
+        prop_assert_eq!(answered.keys().copied().collect::<BTreeSet<_>>(), listed);
+        for (key, adopted) in answered {
+            prop_assert_eq!(adopted, expected.contains(&key), "adoption of {:?}", key);
+        }
+        Ok(())
+    }
+
     fn report(
         &mut self,
         session: SessionId,
@@ -453,7 +579,11 @@ impl Harness {
                 .unwrap()
                 .in_flight
                 .remove(&(execution, attempt));
-            self.lingering.remove(&(execution, attempt));
+            // A refused copy answering leaves the session the attempt was
+            // dispatched to still holding it.
+            if !self.refused.remove(&(session, execution, attempt)) {
+                self.lingering.remove(&(execution, attempt));
+            }
         }
         self.absorb()
     }
@@ -495,8 +625,45 @@ impl Harness {
 
     /// Applies the scheduler's outputs to the shadow, checking each.
     fn absorb(&mut self) -> Result<(), TestCaseError> {
-        for output in drain(&mut self.s) {
+        let outputs = drain(&mut self.s);
+        self.absorb_outputs(outputs)
+    }
+
+    fn absorb_outputs(&mut self, outputs: Vec<Output>) -> Result<(), TestCaseError> {
+        for output in outputs {
             match output {
+                Output::Adopted {
+                    session,
+                    execution,
+                    attempt,
+                } => {
+                    prop_assert!(!self.terminal.contains_key(&execution));
+                    prop_assert_eq!(self.starts.get(&execution), Some(&attempt));
+                    // Moved over from the worker's own old session, if it
+                    // ran there.
+                    let name = self.live[&session].name;
+                    for (&s, w) in self.live.iter_mut() {
+                        if s != session && w.name == name {
+                            w.in_flight.remove(&(execution, attempt));
+                        }
+                    }
+                    self.waiting.remove(&execution);
+                    self.avoid.remove(&execution);
+                    let w = self.live.get_mut(&session).unwrap();
+                    prop_assert!(w.in_flight.insert((execution, attempt)));
+                    w.brought += 1;
+                }
+                Output::Abort {
+                    session,
+                    execution,
+                    attempt,
+                    reason: AbortReason::NotAdopted,
+                } => {
+                    let w = self.live.get_mut(&session).unwrap();
+                    prop_assert!(w.in_flight.insert((execution, attempt)));
+                    w.brought += 1;
+                    self.refused.insert((session, execution, attempt));
+                }
                 Output::Dispatch(d) => {
                     let starts = self.starts.entry(d.execution).or_default();
                     *starts += 1;
@@ -535,7 +702,10 @@ impl Harness {
                     let holder = self
                         .live
                         .iter()
-                        .find(|(_, w)| w.in_flight.contains(&(execution, lost_attempt)))
+                        .find(|(s, w)| {
+                            w.in_flight.contains(&(execution, lost_attempt))
+                                && !self.refused.contains(&(**s, execution, lost_attempt))
+                        })
                         .map(|(s, _)| *s);
                     if let Some(session) = holder {
                         self.avoid.insert(execution, session);
@@ -652,19 +822,26 @@ impl Harness {
             };
             counted[view.status as usize] += 1;
             prop_assert!(view.attempt <= policy.max_attempts);
+            // Not counting attempts a returning worker was refused.
             let holders: Vec<_> = self
                 .live
                 .iter()
-                .filter(|(_, w)| w.in_flight.contains(&(id, view.attempt)))
+                .filter(|(s, w)| {
+                    w.in_flight.contains(&(id, view.attempt))
+                        && !self.refused.contains(&(**s, id, view.attempt))
+                })
                 .map(|(s, _)| *s)
                 .collect();
             match view.status {
                 Status::Pending => {
-                    // Only a timed-out attempt may still hold a slot.
-                    let only_lingering = self.live.values().all(|w| {
-                        w.in_flight
-                            .iter()
-                            .all(|e| e.0 != id || self.lingering.contains(e))
+                    // Only a timed-out attempt (or one a returning worker
+                    // was refused) may still hold a slot.
+                    let only_lingering = self.live.iter().all(|(&s, w)| {
+                        w.in_flight.iter().all(|e| {
+                            e.0 != id
+                                || self.lingering.contains(e)
+                                || self.refused.contains(&(s, e.0, e.1))
+                        })
                     });
                     prop_assert!(only_lingering);
                 }
@@ -699,7 +876,7 @@ impl Harness {
             let w = &self.live[&view.session];
             prop_assert_eq!(view.capabilities, &w.capabilities);
             prop_assert_eq!(view.in_flight as usize, w.in_flight.len());
-            prop_assert!(view.in_flight <= w.capacity, "over capacity");
+            prop_assert!(view.in_flight <= w.capacity.max(w.brought), "over capacity");
             prop_assert_eq!(view.draining, w.draining);
             prop_assert_eq!(view.quarantined, w.quarantined);
         }

@@ -32,6 +32,8 @@ fn config() -> SchedulerConfig {
         },
         quarantine_after: 2,
         takeover_after: Duration::from_millis(500),
+        // Restored attempts retry at once unless a test gives them a window.
+        adoption_window: Duration::ZERO,
     }
 }
 

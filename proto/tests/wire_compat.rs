@@ -655,6 +655,7 @@ fn worker_hello() {
         pool_size: 0,
         caches_functions: false,
         runtimes: vec![],
+        holding: vec![],
     };
     check(
         Enc::new().string(1, "w-1").done(),
@@ -664,10 +665,14 @@ fn worker_hello() {
             pool_size: 16,
             caches_functions: true,
             runtimes: vec!["wasm".into()],
+            holding: vec![worker::HeldAttempt {
+                execution_id: "e-1".into(),
+                attempt: 2,
+            }],
             ..ours.clone()
         },
         seed::WORKER_HELLO,
-        &[2, 3, 4],
+        &[2, 3, 4, 5],
     );
 }
 
@@ -728,6 +733,7 @@ fn worker_message_hello() {
             pool_size: 0,
             caches_functions: false,
             runtimes: vec![],
+            holding: vec![],
         })),
     };
     assert_eq!(
@@ -749,6 +755,7 @@ fn worker_message_hello() {
             pool_size: 8,
             caches_functions: false,
             runtimes: vec![],
+            holding: vec![],
         })),
     };
     let read = read_seed(&extended.encode_to_vec(), seed::WORKER_MESSAGE);
@@ -1288,6 +1295,7 @@ fn seed_worker_reaches_our_worker_stream_server() {
                     pool_size: 0,
                     caches_functions: false,
                     runtimes: vec![],
+                    holding: vec![],
                 })),
             },
             worker::WorkerMessage {
@@ -1487,6 +1495,7 @@ fn our_worker_client_talks_to_a_seed_scheduler() {
                 pool_size: 4,
                 caches_functions: false,
                 runtimes: vec![],
+                holding: vec![],
             })),
         },
         worker::WorkerMessage {

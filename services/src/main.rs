@@ -477,6 +477,9 @@ impl SchedulerTuning {
                 // Heartbeats come every second by default: a session silent
                 // for half the timeout has missed several.
                 takeover_after: self.heartbeat_timeout / 2,
+                // A worker that has not reconnected by then would be
+                // declared lost anyway.
+                adoption_window: self.heartbeat_timeout,
             },
             default_policy: Policy {
                 max_attempts: self.max_attempts,

@@ -105,6 +105,7 @@ async fn fake_worker(c: &Running, id: &str, pool_size: u32) -> Result<FakeWorker
         pool_size,
         caches_functions: true,
         runtimes: vec![],
+        holding: vec![],
     };
     outbound
         .send(WorkerMessage {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,7 +20,9 @@ use taskforge_proto::worker::worker_service_server::{WorkerService, WorkerServic
 use taskforge_proto::worker::{
     CancelRequest, ForgetFunction, SchedulerMessage, WorkerHeartbeat, WorkerHello, WorkerMessage,
 };
-use taskforge_services::worker::{self, WallClock, WorkerConfig, WorkerError};
+use taskforge_services::worker::{
+    self, TaskEvent, TaskObserver, WallClock, WorkerConfig, WorkerError,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -44,12 +46,16 @@ enum Event {
     Message { session: usize, message: Message },
     /// The worker's side of stream `session` ended (closed or reset).
     Closed { session: usize },
+    /// The worker dialed while the fake was refusing streams.
+    Refused,
 }
 
 #[derive(Debug)]
 struct FakeScheduler {
     events: mpsc::UnboundedSender<Event>,
     sessions: AtomicUsize,
+    /// While set, every new stream is refused as by an unreachable scheduler.
+    refusing: Arc<AtomicBool>,
 }
 
 #[tonic::async_trait]
@@ -60,6 +66,12 @@ impl WorkerService for FakeScheduler {
         &self,
         request: Request<Streaming<WorkerMessage>>,
     ) -> Result<Response<Self::WorkerStreamStream>, Status> {
+        if self.refusing.load(Ordering::SeqCst) {
+            let _ = self.events.send(Event::Refused);
+            return Err(Status::unavailable(
+                "the fake scheduler is refusing streams",
+            ));
+        }
         let session = self.sessions.fetch_add(1, Ordering::SeqCst);
         let (to_worker, outgoing) = mpsc::unbounded_channel();
         let _ = self.events.send(Event::Opened { session, to_worker });
@@ -127,6 +139,7 @@ struct Harness {
     heartbeats: Vec<WorkerHeartbeat>,
     shutdown: Option<oneshot::Sender<()>>,
     worker: JoinHandle<Result<(), WorkerError>>,
+    refusing: Arc<AtomicBool>,
 }
 
 impl Harness {
@@ -134,9 +147,11 @@ impl Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (events_tx, events) = mpsc::unbounded_channel();
+        let refusing = Arc::new(AtomicBool::new(false));
         let fake = FakeScheduler {
             events: events_tx,
             sessions: AtomicUsize::new(0),
+            refusing: Arc::clone(&refusing),
         };
         tokio::spawn(async move {
             Server::builder()
@@ -148,7 +163,10 @@ impl Harness {
         let channel = Endpoint::from_shared(format!("http://{address}"))
             .unwrap()
             .connect_lazy();
-        Harness::with_channel(config, channel, events)
+        Harness {
+            refusing,
+            ..Harness::with_channel(config, channel, events)
+        }
     }
 
     fn with_channel(
@@ -166,6 +184,7 @@ impl Harness {
             heartbeats: Vec::new(),
             shutdown: Some(shutdown),
             worker,
+            refusing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -193,6 +212,7 @@ impl Harness {
                 }
                 Event::Message { session, .. } | Event::Closed { session }
                     if Some(session) == previous => {}
+                Event::Refused => {}
                 other => panic!("expected a new session and its hello, got {other:?}"),
             }
         }
@@ -288,6 +308,11 @@ impl Harness {
             let (closed, _) = mpsc::unbounded_channel();
             (session, closed)
         });
+    }
+
+    /// Refuses (`true`) or accepts new streams from now on.
+    fn refuse_streams(&self, refuse: bool) {
+        self.refusing.store(refuse, Ordering::SeqCst);
     }
 
     fn shut_down(&mut self) {
@@ -539,28 +564,62 @@ async fn requests_that_cannot_run_get_a_failed_result() {
 }
 
 #[tokio::test]
-async fn reconnects_after_the_scheduler_drops_the_stream() {
-    let mut harness = Harness::start(config(2)).await;
+async fn work_goes_on_across_a_lost_stream_and_the_next_hello_lists_it() {
+    let (tasks_tx, mut tasks) = mpsc::unbounded_channel();
+    let config = WorkerConfig {
+        observer: Some(TaskObserver::new(move |event| {
+            let _ = tasks_tx.send(event);
+        })),
+        ..config(2)
+    };
+    let mut harness = Harness::start(config).await;
     harness.hello().await;
     harness.execute(request(40, 1, "sleep", HOUR_MS, 0));
-    harness.heartbeat_where(|h| h.running_tasks == 1).await;
+    harness.execute(request(41, 3, "sleep", "50", 0));
+    harness.heartbeat_where(|h| h.running_tasks == 2).await;
 
-    // The scheduler ends the stream: the worker dials again, says hello with a
-    // fresh pool, and never reports the old session's execution.
+    // The scheduler ends the stream and cannot be reached for a while: the
+    // tasks run on, and 41 ends with nobody to tell.
+    harness.refuse_streams(true);
     harness.end_stream();
+    let ended = TaskEvent::Ended {
+        execution: taskforge_core::ExecutionId::parse(&id(41)).unwrap(),
+        attempt: 3,
+    };
+    loop {
+        let event = tokio::time::timeout(EVENT_LIMIT, tasks.recv()).await;
+        if event.expect("41 did not end in time") == Some(ended) {
+            break;
+        }
+    }
+
+    // Reachable again: the hello lists both attempts, 41's result follows
+    // it, and 40 still runs.
+    harness.refuse_streams(false);
     let hello = harness.hello().await;
     assert_eq!((hello.worker_id.as_str(), hello.pool_size), ("w-test", 2));
+    let held: BTreeMap<String, u32> = hello
+        .holding
+        .iter()
+        .map(|held| (held.execution_id.clone(), held.attempt))
+        .collect();
+    assert_eq!(held, BTreeMap::from([(id(40), 1), (id(41), 3)]));
+    assert_result(&harness.result().await, 41, 3, Outcome::Succeeded);
     let heartbeat = harness.heartbeat_where(|_| true).await;
-    assert_eq!((heartbeat.running_tasks, heartbeat.queued_tasks), (0, 0));
-    harness.execute(request(41, 1, "echo", "1", 0));
-    assert_result(&harness.result().await, 41, 1, Outcome::Succeeded);
+    assert_eq!((heartbeat.running_tasks, heartbeat.queued_tasks), (1, 0));
 
-    // The stream fails with an error status: the same.
+    // This scheduler does not want 40 (it cancels what it does not adopt).
+    harness.cancel(40, 1);
+    assert_result(&harness.result().await, 40, 1, Outcome::Cancelled);
+
+    // The stream fails with an error status: the worker is back, holding
+    // nothing, and serving.
     let (_, to_worker) = harness.session.as_ref().unwrap();
     to_worker
         .send(Err(Status::unavailable("going away")))
         .unwrap();
-    harness.hello().await;
+    let hello = harness.hello().await;
+    assert_eq!(hello.holding, []);
     harness.execute(request(42, 1, "echo", "2", 0));
     assert_result(&harness.result().await, 42, 1, Outcome::Succeeded);
 }

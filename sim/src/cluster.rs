@@ -169,6 +169,7 @@ fn scheduler_options(shape: &Shape, seed: Seed, incarnation: u32) -> SchedulerOp
             },
             quarantine_after: QUARANTINE_AFTER,
             takeover_after: TAKEOVER_AFTER,
+            adoption_window: HEARTBEAT_TIMEOUT,
         },
         default_policy: default_policy(),
         // A restarted scheduler draws other ids (the actor also mixes in what

@@ -148,6 +148,7 @@ fn hello(worker_id: &str, pool_size: u32) -> WorkerMessage {
             pool_size,
             caches_functions: true,
             runtimes: RUNTIMES.iter().map(|name| name.to_string()).collect(),
+            holding: vec![],
         })),
     }
 }

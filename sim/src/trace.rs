@@ -103,9 +103,13 @@ pub enum Decision {
         session: SessionId,
         execution: ExecutionId,
         attempt: u32,
-        /// The scheduler timed the attempt out (no result), rather than the
-        /// execution ending while it ran.
-        no_result: bool,
+        reason: AbortReason,
+    },
+    /// A reconnecting worker still held this attempt; it runs on there.
+    Adopted {
+        session: SessionId,
+        execution: ExecutionId,
+        attempt: u32,
     },
     Requeued {
         execution: ExecutionId,
@@ -261,11 +265,20 @@ impl fmt::Display for Decision {
                 session,
                 execution,
                 attempt,
-                no_result,
+                reason,
             } => {
-                let why = if *no_result { "no result" } else { "ended" };
+                let why = match reason {
+                    AbortReason::NoResult => "no result",
+                    AbortReason::Ended => "ended",
+                    AbortReason::NotAdopted => "not adopted",
+                };
                 write!(f, "abort {execution}/{attempt} on {session} ({why})")
             }
+            Decision::Adopted {
+                session,
+                execution,
+                attempt,
+            } => write!(f, "adopt {execution}/{attempt} on {session}"),
             Decision::Requeued {
                 execution,
                 lost_attempt,
@@ -349,7 +362,16 @@ impl Decision {
                 session,
                 execution,
                 attempt,
-                no_result: reason == AbortReason::NoResult,
+                reason,
+            },
+            &Output::Adopted {
+                session,
+                execution,
+                attempt,
+            } => Decision::Adopted {
+                session,
+                execution,
+                attempt,
             },
             &Output::Requeued {
                 execution,

@@ -31,6 +31,12 @@ pub struct SchedulerConfig {
     /// otherwise replace each other back and forth). Above the workers'
     /// heartbeat interval, below `heartbeat_timeout`.
     pub takeover_after: Duration,
+    /// How long an execution restored with a started attempt waits for a
+    /// reconnecting worker to report that attempt still running (and adopt
+    /// it) before it is retried. About the heartbeat timeout: a worker that
+    /// has not reconnected by then would have been declared lost anyway.
+    /// Zero retries at once.
+    pub adoption_window: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -44,6 +50,7 @@ impl Default for SchedulerConfig {
             retention: Retention::default(),
             quarantine_after: 3,
             takeover_after: Duration::from_millis(2500),
+            adoption_window: Duration::from_secs(5),
         }
     }
 }

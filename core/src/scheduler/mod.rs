@@ -25,8 +25,14 @@
 //! - a second live connection under a worker id that is still heard from is
 //!   refused, so two processes cannot take the id from each other in turn;
 //! - a result counts only for the current attempt on the session it was sent to;
+//! - an attempt a reconnecting worker reports it still holds is adopted, not
+//!   run again, if it is still the execution's latest and runs nowhere else;
+//!   attempts recorded as started before a restart wait an adoption window
+//!   for their worker to report them, then are retried as lost (see
+//!   [`adoption`]);
 //! - a terminal state, once reached, never changes.
 
+mod adoption;
 mod config;
 mod output;
 mod queue;
@@ -93,8 +99,9 @@ pub enum CancelError {
 /// How far a restored execution had got before the scheduler restarted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Prior {
-    /// Accepted but not finished; `attempts_started` were dispatched, all of which
-    /// are lost with the restart.
+    /// Accepted but not finished; `attempts_started` were dispatched. The
+    /// latest of them may still run on a worker that reconnects (see
+    /// [`adoption`]); the earlier ones are lost.
     Pending { attempts_started: u32 },
     /// Ended in `status` (terminal) on its `attempt`-th start, at
     /// `finished_at` (on the caller's clock, so retention by age counts from
@@ -147,6 +154,10 @@ enum Place {
         session: SessionId,
         deadline: Instant,
     },
+    /// Restored with an attempt started before the restart that may still
+    /// run on a worker that has not reconnected yet: not dispatched again
+    /// until the adoption window ends at `until`.
+    Orphaned { runtime: RuntimeId, until: Instant },
 }
 
 /// What the core keeps of a finished execution until retention forgets it:
@@ -165,7 +176,8 @@ impl Place {
         match *self {
             Place::Queued { runtime, .. }
             | Place::Backoff { runtime, .. }
-            | Place::Running { runtime, .. } => runtime,
+            | Place::Running { runtime, .. }
+            | Place::Orphaned { runtime, .. } => runtime,
         }
     }
 }
@@ -174,7 +186,23 @@ impl Execution {
     fn status(&self) -> Status {
         match &self.place {
             Place::Queued { .. } | Place::Backoff { .. } => Status::Pending,
-            Place::Running { .. } => Status::Running,
+            // Most likely still running where it was: shown as such until
+            // adopted or given up.
+            Place::Running { .. } | Place::Orphaned { .. } => Status::Running,
+        }
+    }
+
+    /// A new execution, `attempts_started` attempts in, all counted lost.
+    fn new(submission: Submission, attempts_started: u32, place: Place) -> Execution {
+        Execution {
+            function: submission.function,
+            runtime: submission.runtime,
+            payload: submission.payload,
+            policy: submission.policy,
+            attempt: attempts_started,
+            lost: attempts_started,
+            start_deadline: None,
+            place,
         }
     }
 }
@@ -185,6 +213,7 @@ enum Timer {
     ScheduleToStart(ExecutionId),
     Attempt(ExecutionId),
     Backoff(ExecutionId),
+    Orphaned(ExecutionId),
 }
 
 #[derive(Debug)]
@@ -237,9 +266,9 @@ impl Scheduler {
 
     // ----- inputs -----------------------------------------------------------
 
-    /// A worker opened a stream as `session`, able to run `capabilities`. A
-    /// worker already connected under the same id loses its old session (and
-    /// the work on it) first.
+    /// A worker opened a stream as `session`, able to run `capabilities`,
+    /// holding nothing from before. A worker already connected under the same
+    /// id loses its old session (and the work on it) first.
     pub fn worker_connected(
         &mut self,
         now: Instant,
@@ -248,12 +277,33 @@ impl Scheduler {
         pool_size: u32,
         capabilities: Capabilities,
     ) -> Result<(), ConnectError> {
+        self.worker_connected_holding(now, session, id, pool_size, capabilities, &[])
+    }
+
+    /// A worker opened a stream as `session`, able to run `capabilities`,
+    /// still holding the attempts `holding` (execution, attempt) from an
+    /// earlier stream, to this scheduler or another. Each is adopted if it is
+    /// its execution's latest attempt and runs on no other session: it runs
+    /// on here, as it is ([`Output::Adopted`]). Every other one is aborted
+    /// ([`AbortReason::NotAdopted`]), its slot counted busy until the worker
+    /// reports it. A worker already connected under the same id loses its
+    /// old session first, but the attempts this one holds move over.
+    pub fn worker_connected_holding(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        id: WorkerId,
+        pool_size: u32,
+        capabilities: Capabilities,
+        holding: &[(ExecutionId, u32)],
+    ) -> Result<(), ConnectError> {
         if pool_size == 0 {
             return Err(ConnectError::NoSlots);
         }
         if self.workers.contains(session) {
             return Err(ConnectError::SessionInUse(session));
         }
+        let mut moved = Vec::new();
         if let Some(old) = self.workers.session_of(&id) {
             let last_heard = self
                 .workers
@@ -266,6 +316,7 @@ impl Scheduler {
                     silent_for: now.saturating_duration_since(last_heard),
                 });
             }
+            moved = self.move_attempts(old, session, holding);
             self.lose(now, old, LossReason::Replaced);
         }
         let runs = match &capabilities {
@@ -288,7 +339,7 @@ impl Scheduler {
                 runs,
                 pool_size,
                 capacity: pool_size.saturating_add(self.config.prefetch),
-                in_flight: Vec::new(),
+                in_flight: moved,
                 draining: false,
                 connected_at: now,
                 last_heard: now,
@@ -298,6 +349,7 @@ impl Scheduler {
                 quarantined: false,
             },
         );
+        self.adopt(now, session, holding);
         self.pump(now);
         Ok(())
     }
@@ -341,51 +393,6 @@ impl Scheduler {
         }
         self.enqueue(now, submission, 0);
         self.pump(now);
-        Ok(())
-    }
-
-    /// Puts back an execution recorded before a restart. Pending ones queue
-    /// again (the queue limit does not apply: they were accepted already).
-    pub fn restore(
-        &mut self,
-        now: Instant,
-        submission: Submission,
-        prior: Prior,
-    ) -> Result<(), SubmitError> {
-        self.admit(&submission)?;
-        let id = submission.id;
-        match prior {
-            Prior::Pending { attempts_started } => {
-                self.enqueue(now, submission, attempts_started);
-                let max_attempts = self.executions[&id].policy.max_attempts;
-                if attempts_started >= max_attempts {
-                    let error = format!(
-                        "lost {attempts_started} attempts, the last to a scheduler restart"
-                    );
-                    self.finish(now, id, failed(error));
-                }
-                self.pump(now);
-            }
-            Prior::Finished {
-                status,
-                attempt,
-                finished_at,
-            } => {
-                if !status.is_terminal() {
-                    return Err(SubmitError::InvalidPolicy(
-                        "a finished execution's status must be terminal",
-                    ));
-                }
-                self.by_status[status as usize] += 1;
-                let done = Done {
-                    function: submission.function,
-                    status,
-                    attempt,
-                };
-                self.done.insert(id, done);
-                self.retain(now, finished_at.min(now), id);
-            }
-        }
         Ok(())
     }
 
@@ -460,7 +467,7 @@ impl Scheduler {
                 attempt: exec.attempt,
                 reason: AbortReason::Ended,
             }),
-            Place::Queued { .. } | Place::Backoff { .. } => {}
+            Place::Queued { .. } | Place::Backoff { .. } | Place::Orphaned { .. } => {}
         }
         self.finish(now, execution, terminal);
         Ok(status)
@@ -487,6 +494,7 @@ impl Scheduler {
                         self.queue_front(id, runtime, avoid);
                     }
                 }
+                Timer::Orphaned(id) => self.expire_orphan(now, id, at),
             }
         }
         self.evict(now);
@@ -618,23 +626,14 @@ impl Scheduler {
         }
         let runtime = self.runtimes.acquire(&submission.runtime);
         let ticket = self.ready.push_back(runtime, id);
-        self.executions.insert(
-            id,
-            Execution {
-                function: submission.function,
-                runtime: submission.runtime,
-                payload: submission.payload,
-                policy: submission.policy,
-                attempt: attempts_started,
-                lost: attempts_started,
-                start_deadline,
-                place: Place::Queued {
-                    runtime,
-                    ticket,
-                    avoid: None,
-                },
-            },
-        );
+        let place = Place::Queued {
+            runtime,
+            ticket,
+            avoid: None,
+        };
+        let mut execution = Execution::new(submission, attempts_started, place);
+        execution.start_deadline = start_deadline;
+        self.executions.insert(id, execution);
         self.by_status[Status::Pending as usize] += 1;
     }
 
@@ -736,6 +735,7 @@ impl Scheduler {
             } => self.ready.remove(runtime, ticket),
             Place::Backoff { until, .. } => self.deadlines.remove(until, Timer::Backoff(id)),
             Place::Running { deadline, .. } => self.deadlines.remove(deadline, Timer::Attempt(id)),
+            Place::Orphaned { until, .. } => self.deadlines.remove(until, Timer::Orphaned(id)),
         }
         if let Some(at) = exec.start_deadline {
             self.deadlines.remove(at, Timer::ScheduleToStart(id));
@@ -827,10 +827,10 @@ impl Scheduler {
         }
     }
 
-    /// The running attempt `attempt` of `id` will never report: put the
-    /// execution back in line after a backoff (its retry avoiding `avoid`),
-    /// or fail it with `why(lost)` once it has used up its attempts. The
-    /// attempt's deadline must already be disarmed.
+    /// The running (or orphaned) attempt `attempt` of `id` will never
+    /// report: put the execution back in line after a backoff (its retry
+    /// avoiding `avoid`), or fail it with `why(lost)` once it has used up its
+    /// attempts. The attempt's deadline must already be disarmed.
     fn requeue_lost(
         &mut self,
         now: Instant,
@@ -842,9 +842,10 @@ impl Scheduler {
         let Some(exec) = self.executions.get_mut(&id) else {
             return;
         };
-        let Place::Running { runtime, .. } = exec.place else {
+        if exec.status() != Status::Running {
             return;
-        };
+        }
+        let runtime = exec.place.runtime();
         exec.lost += 1;
         if exec.lost >= exec.policy.max_attempts {
             let error = why(exec.lost);

@@ -25,6 +25,13 @@ pub enum Output {
         attempt: u32,
         reason: AbortReason,
     },
+    /// A reconnecting worker still held this attempt and runs it on, on
+    /// `session`: nothing is sent, the execution is RUNNING there.
+    Adopted {
+        session: SessionId,
+        execution: ExecutionId,
+        attempt: u32,
+    },
     /// An attempt was lost with its worker; the execution is PENDING again and
     /// becomes eligible to run at `retry_at`.
     Requeued {
@@ -79,6 +86,9 @@ pub enum AbortReason {
     Ended,
     /// No result came by its timeout plus grace: a lost attempt, retried.
     NoResult,
+    /// A reconnecting worker holds it, but it is no longer wanted there (an
+    /// older attempt, an execution that ended or runs elsewhere).
+    NotAdopted,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

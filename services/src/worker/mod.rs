@@ -2,11 +2,13 @@
 //! built-in [`functions`](crate::functions) as tokio tasks.
 //!
 //! [`run`] keeps one `WorkerStream` session open at a time. Each session starts
-//! with a `WorkerHello` (id and pool size) and a fresh pool; the scheduler sends
-//! `Execute` and `Cancel`, the worker answers with one `ExecutionResult` per
-//! attempt it was given and a `WorkerHeartbeat` every `heartbeat_interval`.
-//! When the stream ends or fails, every running task is aborted (the scheduler
-//! treats that work as lost and runs it again under a new attempt), and the worker
+//! with a `WorkerHello` (id, pool size, and the attempts the worker still
+//! holds); the scheduler sends `Execute` and `Cancel`, the worker answers with
+//! one `ExecutionResult` per attempt it was given and a `WorkerHeartbeat` every
+//! `heartbeat_interval`. When the stream ends or fails, the work goes on (see
+//! [`work`]): tasks keep running and their results wait for the next stream,
+//! whose hello lists them so that the scheduler — the same one, or a standby
+//! that took over — adopts them rather than running them again. The worker
 //! dials again after a capped exponential backoff with jitter. The backoff starts
 //! over after a session that got past its hello (the scheduler sent something,
 //! or the session lasted until its first heartbeat), so a scheduler that keeps
@@ -27,6 +29,7 @@ mod definitions;
 mod observer;
 mod session;
 mod wire;
+mod work;
 
 use crate::auth::Token;
 use std::future::Future;
@@ -41,6 +44,7 @@ use tracing::{debug, info, warn};
 
 use self::backoff::Backoff;
 use self::session::{Session, SessionEnd};
+use self::work::Work;
 
 pub use self::observer::{TaskEvent, TaskObserver};
 pub use self::wire::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
@@ -178,14 +182,16 @@ where
     let mut shutdown = Shutdown::new(shutdown);
     let mut backoff = Backoff::new(config.reconnect_initial, config.reconnect_max, config.seed);
     let mut failed_dials: u32 = 0;
+    // What the worker holds outlives each stream; dropped (its tasks
+    // aborted) when the worker returns.
+    let mut work = Work::new(&config, Arc::clone(&clock), timebase);
     loop {
+        let holding = work.holding();
+        let dial = session::open(&config, channel.clone(), holding);
         let opened = tokio::select! {
             biased;
-            () = shutdown.wait() => {
-                info!(worker = %config.id, "shut down while not connected to the scheduler");
-                return Ok(());
-            }
-            opened = session::open(&config, channel.clone()) => opened,
+            () = shutdown.wait() => return shut_down_unconnected(&config, &work),
+            opened = work.unconnected(dial) => opened,
         };
         match opened {
             Ok(connection) => {
@@ -196,29 +202,29 @@ where
                     "connected to the scheduler"
                 );
                 failed_dials = 0;
-                let session = Session::new(&config, Arc::clone(&clock), timebase, connection);
+                let session = Session::new(&config, timebase, &mut work, connection);
                 match session.run(&mut shutdown).await {
                     SessionEnd::Closed => {
                         info!(worker = %config.id, "drained; stream closed");
                         return Ok(());
                     }
                     SessionEnd::Lost {
-                        reason, aborted, ..
+                        reason, running, ..
                     } if shutdown.requested() => {
                         warn!(
-                            worker = %config.id, %reason, aborted,
+                            worker = %config.id, %reason, aborted = running,
                             "lost the scheduler stream while draining; shutting down"
                         );
                         return Ok(());
                     }
                     SessionEnd::Lost {
                         reason,
-                        aborted,
+                        running,
                         settled,
                     } => {
                         warn!(
-                            worker = %config.id, %reason, aborted,
-                            "lost the scheduler stream; reconnecting"
+                            worker = %config.id, %reason, running,
+                            "lost the scheduler stream; reconnecting (what runs goes on)"
                         );
                         if settled {
                             backoff.reset();
@@ -237,8 +243,8 @@ where
                 let wait = config.reconnect_initial;
                 tokio::select! {
                     biased;
-                    () = shutdown.wait() => return Ok(()),
-                    () = tokio::time::sleep(wait) => continue,
+                    () = shutdown.wait() => return shut_down_unconnected(&config, &work),
+                    () = work.unconnected(tokio::time::sleep(wait)) => continue,
                 }
             }
             Err(session::OpenFailure {
@@ -258,13 +264,21 @@ where
         let delay = backoff.next_delay();
         tokio::select! {
             biased;
-            () = shutdown.wait() => {
-                info!(worker = %config.id, "shut down while not connected to the scheduler");
-                return Ok(());
-            }
-            () = tokio::time::sleep(delay) => {}
+            () = shutdown.wait() => return shut_down_unconnected(&config, &work),
+            () = work.unconnected(tokio::time::sleep(delay)) => {}
         }
     }
+}
+
+/// Shutdown with no stream open: nobody can be told of what still runs, so
+/// it is abandoned (the scheduler runs it again when it gives up on it).
+fn shut_down_unconnected(config: &WorkerConfig, work: &Work) -> Result<(), WorkerError> {
+    info!(
+        worker = %config.id,
+        abandoned = work.holding().len(),
+        "shut down while not connected to the scheduler"
+    );
+    Ok(())
 }
 
 /// Converts between tokio's clock and the core's [`Instant`]s (time since the

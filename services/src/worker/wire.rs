@@ -11,7 +11,7 @@ use taskforge_core::pool::{Assignment, Report};
 use taskforge_proto::common::{ExecutionRequest, ExecutionResult, Outcome};
 use taskforge_proto::worker::worker_message::Message;
 use taskforge_proto::worker::{
-    CancelRequest, WorkerDraining, WorkerHeartbeat, WorkerHello, WorkerMessage,
+    CancelRequest, HeldAttempt, WorkerDraining, WorkerHeartbeat, WorkerHello, WorkerMessage,
 };
 
 use super::definitions::{Definition, Definitions};
@@ -87,12 +87,27 @@ pub(super) fn cancel_target(cancel: &CancelRequest) -> Option<(ExecutionId, u32)
     ExecutionId::parse(&cancel.execution_id).map(|execution| (execution, cancel.attempt))
 }
 
-pub(super) fn hello(worker_id: &str, pool_size: u32, runtimes: Vec<String>) -> WorkerMessage {
+/// The hello, listing the attempts (execution, attempt) the worker still
+/// holds from an earlier stream.
+pub(super) fn hello(
+    worker_id: &str,
+    pool_size: u32,
+    runtimes: Vec<String>,
+    holding: impl IntoIterator<Item = (ExecutionId, u32)>,
+) -> WorkerMessage {
+    let holding = holding
+        .into_iter()
+        .map(|(execution, attempt)| HeldAttempt {
+            execution_id: execution.to_string(),
+            attempt,
+        })
+        .collect();
     message(Message::Hello(WorkerHello {
         worker_id: worker_id.to_string(),
         pool_size,
         caches_functions: true,
         runtimes,
+        holding,
     }))
 }
 

@@ -50,6 +50,10 @@
 //!   is within what the run could take from it — [`QUARANTINE_AFTER`] per
 //!   black-hole session, plus one per loss of another session it was running
 //!   on, plus one per scheduler restart.
+//! - **Adoption**: an attempt a reconnecting worker reports still holding
+//!   is adopted only while it is its execution's latest dispatch and the
+//!   execution has not finished; it then counts as in flight on that session
+//!   (pool size, fencing and deadlines as for a dispatch).
 //! - **A live worker's id is not taken**: a real worker's session is never
 //!   lost as replaced while its link has stayed healthy since it joined —
 //!   its heartbeats, every [`HEARTBEAT_INTERVAL`], keep it heard from well
@@ -62,7 +66,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
-use taskforge_core::scheduler::{LossReason, ResultDisposition};
+use taskforge_core::scheduler::{AbortReason, LossReason, ResultDisposition};
 use taskforge_core::{ExecutionId, SessionId};
 use taskforge_services::worker::TaskEvent;
 
@@ -505,11 +509,27 @@ impl Oracle {
                 session,
                 execution,
                 attempt,
-                no_result: true,
+                reason: AbortReason::NoResult,
             } => self.aborted(at, session, execution, attempt),
+            // A reconnecting worker held an attempt not wanted any more: it
+            // holds the slot until the worker reports it.
+            &Decision::Abort {
+                session,
+                reason: AbortReason::NotAdopted,
+                ..
+            } => {
+                if let Some(s) = self.scheduler.sessions.get_mut(&session) {
+                    s.in_flight += 1;
+                }
+            }
             // The execution ended while this attempt ran (here only an
             // acceptance whose sync failed: clients never cancel).
             Decision::Abort { .. } => {}
+            &Decision::Adopted {
+                session,
+                execution,
+                attempt,
+            } => self.adopted(at, session, execution, attempt),
             Decision::Requeued { execution, .. } => {
                 self.scheduler.current.remove(execution);
             }
@@ -640,6 +660,45 @@ impl Oracle {
         exec.dispatches += 1;
         exec.highest_attempt = exec.highest_attempt.max(attempt);
         exec.black_holed |= black_hole;
+        for what in problems {
+            self.violation(at, Some(execution), what);
+        }
+    }
+
+    /// A reconnecting worker's attempt runs on, on `session`: it must be the
+    /// latest attempt of an execution that has not finished, and it is then
+    /// in flight there as if just dispatched.
+    fn adopted(&mut self, at: Duration, session: SessionId, execution: ExecutionId, attempt: u32) {
+        let shadow = &mut self.scheduler;
+        let mut problems = Vec::new();
+        match shadow.sessions.get_mut(&session) {
+            Some(s) => s.in_flight += 1,
+            None => problems.push(format!(
+                "adopted {execution}/{attempt} on {session}, which is not connected"
+            )),
+        }
+        if shadow.finished.contains(&execution) {
+            problems.push(format!("adopted {execution}/{attempt}, which had finished"));
+        }
+        shadow.current.insert(
+            execution,
+            Current {
+                session,
+                attempt,
+                dispatched_at: at,
+                overdue: false,
+            },
+        );
+        let highest = self
+            .executions
+            .entry(execution)
+            .or_default()
+            .highest_attempt;
+        if attempt != highest {
+            problems.push(format!(
+                "adopted {execution}/{attempt}, but its latest dispatch was attempt {highest}"
+            ));
+        }
         for what in problems {
             self.violation(at, Some(execution), what);
         }

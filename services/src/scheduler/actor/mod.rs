@@ -430,12 +430,17 @@ impl Actor {
             if let Some(claim) = &record.idempotency {
                 self.keys.claim(claim.key.clone(), id, claim.digest);
             }
+            // Running if its attempt may still run on a worker (orphaned).
+            let shown = self
+                .core
+                .execution(id)
+                .map_or(ExecStatus::Pending, |view| view.status);
             let meta = Meta {
                 created_at_us: record.created_at_us,
                 started_at_us: 0,
                 finished_at_us: 0,
                 worker_id: None,
-                shown: ExecStatus::Pending,
+                shown,
                 idempotency_key: record.idempotency.map(|claim| claim.key.into()),
                 abandoned: false,
                 logs: None,

@@ -29,6 +29,11 @@ impl Actor {
                         }
                     }
                 }
+                Output::Adopted {
+                    session,
+                    execution,
+                    attempt,
+                } => self.adopted(session, execution, attempt),
                 Output::Requeued { execution, .. } => {
                     if let Some(meta) = self.meta.get_mut(&execution) {
                         meta.shown = ExecStatus::Pending;
@@ -168,6 +173,18 @@ impl Actor {
                 outcome,
             );
         }
+    }
+
+    /// A reconnecting worker runs on an attempt it held: nothing to send,
+    /// nothing to record (the attempt's start is on file already).
+    fn adopted(&mut self, session: SessionId, execution: ExecutionId, attempt: u32) {
+        let worker_id = self.sessions.get(&session).map(|s| s.worker_id.clone());
+        tracing::debug!(%execution, attempt, %session, "adopted a running attempt");
+        if let Some(meta) = self.meta.get_mut(&execution) {
+            meta.worker_id = worker_id.or(meta.worker_id.take());
+            meta.shown = ExecStatus::Running;
+        }
+        self.notify(execution);
     }
 
     pub(super) fn finished(&mut self, id: ExecutionId, terminal: Terminal) {

@@ -44,6 +44,7 @@ async fn join(
         pool_size: 1,
         caches_functions: true,
         runtimes: vec!["builtin".into()],
+        holding: vec![],
     };
     commands
         .send(Command::WorkerJoined {

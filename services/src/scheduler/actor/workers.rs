@@ -3,6 +3,7 @@
 
 use taskforge_core::scheduler::Capabilities;
 use taskforge_proto::common::Outcome as WireOutcome;
+use taskforge_proto::worker::HeldAttempt;
 
 use super::*;
 
@@ -21,15 +22,17 @@ impl Actor {
             0 => self.options.default_pool_size,
             n => n.min(MAX_POOL_SIZE),
         };
+        let holding = held_attempts(&hello.holding)?;
         let worker_id: Arc<str> = hello.worker_id.into();
         let now = self.now();
         self.core
-            .worker_connected(
+            .worker_connected_holding(
                 now,
                 session,
                 WorkerId::new(worker_id.clone()),
                 pool_size,
                 capabilities(&hello.runtimes),
+                &holding,
             )
             .map_err(|error| match error {
                 ConnectError::IdInUse { .. } => Status::already_exists(error.to_string()),
@@ -37,7 +40,13 @@ impl Actor {
                     Status::invalid_argument(error.to_string())
                 }
             })?;
-        tracing::info!(worker = %worker_id, %session, pool_size, "worker joined");
+        tracing::info!(
+            worker = %worker_id,
+            %session,
+            pool_size,
+            holding = holding.len(),
+            "worker joined"
+        );
         self.observe(&SchedulerEvent::WorkerJoined {
             session,
             worker: &worker_id,
@@ -128,6 +137,36 @@ impl Actor {
             }
         }
     }
+}
+
+/// The most attempts a hello may list as held: far more than any pool holds.
+const MAX_HELD_ATTEMPTS: usize = 2 * MAX_POOL_SIZE as usize;
+
+/// The attempts a hello lists as still held, or why they cannot be read.
+fn held_attempts(listed: &[HeldAttempt]) -> Result<Vec<(ExecutionId, u32)>, Status> {
+    if listed.len() > MAX_HELD_ATTEMPTS {
+        return Err(Status::invalid_argument(format!(
+            "the hello lists {} held attempts; at most {MAX_HELD_ATTEMPTS} are allowed",
+            listed.len()
+        )));
+    }
+    listed
+        .iter()
+        .map(|held| {
+            let id = ExecutionId::parse(&held.execution_id).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "the hello lists a held attempt of {:?}, which is not an execution id",
+                    held.execution_id
+                ))
+            })?;
+            if held.attempt == 0 {
+                return Err(Status::invalid_argument(format!(
+                    "the hello lists attempt 0 of {id} as held; attempts count from 1"
+                )));
+            }
+            Ok((id, held.attempt))
+        })
+        .collect()
 }
 
 /// What a worker runs: the runtimes its hello names, or anything for a seed
