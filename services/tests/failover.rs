@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use nix::sys::signal::Signal;
 use support::postgres::TestSchema;
 use support::processes::{TempDir, scheduler, scheduler_client, worker_of};
-use support::standby::{Triggering, leader_client, settled, until, until_leading};
-use support::watch::{register, trigger};
+use support::standby::{Triggering, leader_client, settled, until, until_leading, until_worker};
+use support::watch::{register, running, trigger};
 
 /// Every execution row in the schema: id → status (NULL while unfinished).
 fn rows(schema: &TestSchema) -> BTreeMap<String, Option<String>> {
@@ -78,6 +78,52 @@ async fn a_standby_takes_over_a_killed_leader_and_every_acknowledged_execution_c
             Some(&Some("COMPLETED".to_string())),
             "execution {id}"
         );
+    }
+}
+
+#[tokio::test]
+async fn attempts_running_when_the_leader_dies_are_adopted_not_run_again() {
+    let Some(schema) = TestSchema::create("adoption") else {
+        return;
+    };
+    let (dir_a, dir_b) = (TempDir::new("adoption-a"), TempDir::new("adoption-b"));
+    let store = ["--store", schema.url(), "--lease", "3s"];
+    let (mut leader, a) = scheduler(dir_a.path(), &store);
+    until_leading(a).await;
+    let (_standby, b) = scheduler(dir_b.path(), &store);
+    let holder = worker_of(&[a, b], "w", 4);
+    let mut client = leader_client(&[a, b]);
+    let sleep = register(&mut client, "sleep").await;
+    // Long enough to outlive the takeover (a 3 s lease), so they are still
+    // running when their worker reaches the new leader.
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(trigger(&mut client, &sleep, "8000").await);
+    }
+    for id in &ids {
+        running(&mut client, id).await;
+    }
+    // The worker that holds them is held back; the new leader first meets
+    // an idle worker, which would get them at once were they re-queued.
+    holder.signal(Signal::SIGSTOP);
+    leader.kill_9();
+    until_leading(b).await;
+    let _idle = worker_of(&[b], "idle", 4);
+    until_worker(&mut client, "idle").await;
+    holder.signal(Signal::SIGCONT);
+    // Run again, an execution would end on attempt 2.
+    for id in &ids {
+        let info = settled(&mut client, id).await;
+        assert_eq!(
+            (info.status.as_str(), info.attempt),
+            ("COMPLETED", 1),
+            "{info:?}"
+        );
+        assert_eq!(info.worker_id, "w", "{info:?}");
+    }
+    let rows = rows(&schema);
+    for id in &ids {
+        assert_eq!(rows.get(id), Some(&Some("COMPLETED".to_string())));
     }
 }
 

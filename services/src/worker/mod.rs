@@ -238,8 +238,12 @@ where
                 ..
             }) => {
                 // Not a failure of the scheduler: try where it pointed,
-                // soon, without growing the backoff.
+                // soon. A scheduler answered, so the cluster is up: the
+                // backoff that refusals of a dead leader grew starts over
+                // (else it could keep the worker away for seconds after a
+                // takeover, past the new leader's adoption window).
                 debug!(worker = %config.id, %reason, "a standby answered");
+                backoff.reset();
                 let wait = config.reconnect_initial;
                 tokio::select! {
                     biased;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use taskforge_proto::common::ExecutionInfo;
 use taskforge_proto::scheduler::{
-    GetClusterStatsRequest, TriggerExecutionRequest, WatchExecutionRequest,
+    GetClusterStatsRequest, ListWorkersRequest, TriggerExecutionRequest, WatchExecutionRequest,
 };
 use taskforge_services::auth::{self, Credentials};
 use taskforge_services::net::{self, ChannelConfig};
@@ -65,6 +65,23 @@ pub async fn until(
 /// Waits until the scheduler at `addr` leads; returns how long that took.
 pub async fn until_leading(addr: SocketAddr) -> Duration {
     until(addr, "it to lead", Result::is_ok).await.1
+}
+
+/// Waits until the leader `client` reaches lists a worker named `id`
+/// (asking every 20 ms: a join is not watchable).
+pub async fn until_worker(client: &mut Client, id: &str) {
+    let started = Instant::now();
+    loop {
+        let listed = client.list_workers(ListWorkersRequest {}).await;
+        if listed.is_ok_and(|list| list.into_inner().workers.iter().any(|w| w.worker_id == id)) {
+            return;
+        }
+        assert!(
+            started.elapsed() < GUARD,
+            "worker {id} did not join within {GUARD:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Triggers `function` with `payload` in a loop, retrying whatever is not
