@@ -305,3 +305,80 @@ fn an_attempt_running_on_another_session_is_not_adopted() {
     assert_eq!(not_adopted(&out), [(S2, ExecutionId(1), 1)]);
     assert_eq!(s.execution(ExecutionId(1)).unwrap().session, Some(S1));
 }
+
+#[test]
+fn an_attempt_whose_start_record_was_lost_is_adopted() {
+    // The scheduler crashed before the start of attempt 1 was durable: it
+    // restored the execution as never started, but a worker runs it.
+    let mut s = Scheduler::new(config());
+    restored(&mut s, 1, policy(), 0);
+    connect_holding(&mut s, 10, S1, "a", &[(1, 1)]);
+    let out = drain(&mut s);
+    assert_eq!(adopted(&out), [(S1, ExecutionId(1), 1)]);
+    assert_eq!(dispatches(&out), [], "not started again as attempt 1");
+    let view = s.execution(ExecutionId(1)).unwrap();
+    assert_eq!((view.status, view.attempt), (Status::Running, 1));
+    let d = s.result(at_ms(20), S1, ExecutionId(1), 1, ok("kept"));
+    assert_eq!(d, ResultDisposition::Accepted);
+}
+
+#[test]
+fn a_number_taken_by_an_attempt_being_stopped_is_never_given_out_again() {
+    let mut s = Scheduler::new(config());
+    restored(&mut s, 1, policy(), 1);
+    connect_holding(&mut s, 10, S1, "a", &[(1, 1)]);
+    // Another worker holds attempt 2, dispatched before a crash lost its
+    // record; attempt 1 runs on: 2 is stopped.
+    connect_holding(&mut s, 20, S2, "b", &[(1, 2)]);
+    assert_eq!(not_adopted(&drain(&mut s)), [(S2, ExecutionId(1), 2)]);
+    // Attempt 1 is lost; the retry is attempt 3, so the report of the
+    // stopped attempt 2 cannot pass for it.
+    s.worker_disconnected(at_ms(30), S1);
+    s.handle_timeout(at_ms(200));
+    assert_eq!(dispatches(&drain(&mut s)), [(S2, ExecutionId(1), 3)]);
+    let d = s.result(at_ms(210), S2, ExecutionId(1), 2, ok("stopped"));
+    assert_eq!(d, ResultDisposition::Released);
+    let d = s.result(at_ms(220), S2, ExecutionId(1), 3, ok("done"));
+    assert_eq!(d, ResultDisposition::Accepted);
+    assert_eq!(status(&s, 1), Some(Status::Completed));
+}
+
+#[test]
+fn a_taken_last_number_fails_a_waiting_execution() {
+    let mut s = Scheduler::new(SchedulerConfig {
+        adoption_window: Duration::ZERO,
+        ..config()
+    });
+    let two = Policy {
+        max_attempts: 2,
+        ..policy()
+    };
+    s.submit(at_ms(0), submission(1, two)).unwrap();
+    // Timed out by the scheduler on S1, so it is not adoptable; a worker
+    // comes back holding attempt 2 of it: the last number is taken.
+    connect_holding(&mut s, 0, S1, "a", &[]);
+    drain(&mut s);
+    s.heartbeat(at_ms(14_000), S1, 1);
+    s.handle_timeout(at_ms(15_000));
+    drain(&mut s);
+    connect_holding(&mut s, 15_010, S2, "b", &[(1, 2)]);
+    let out = drain(&mut s);
+    assert_eq!(not_adopted(&out), [(S2, ExecutionId(1), 2)]);
+    let Terminal::Failed { error, .. } = terminal_of(&out, 1) else {
+        panic!("expected a failure: {out:?}");
+    };
+    assert!(error.contains("out of attempts"), "{error}");
+}
+
+fn terminal_of(outputs: &[Output], id: u64) -> Terminal {
+    outputs
+        .iter()
+        .find_map(|output| match output {
+            Output::Finished {
+                execution,
+                terminal,
+            } if *execution == ExecutionId(id) => Some(terminal.clone()),
+            _ => None,
+        })
+        .expect("the execution finished")
+}

@@ -29,11 +29,13 @@ enum Op {
         runs: Runs,
     },
     /// Connects listing as held the attempts of these dispatches (indexes
-    /// into every dispatch so far), and one unknown to the scheduler.
+    /// into every dispatch so far; `true`: the next attempt instead, as if
+    /// its dispatch's record had been lost), and one unknown to the
+    /// scheduler.
     Return {
         name: u8,
         pool: u32,
-        held: Vec<usize>,
+        held: Vec<(usize, bool)>,
         unknown: bool,
     },
     Disconnect {
@@ -126,7 +128,12 @@ enum Twist {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => (0u8..4, 1u32..4, runs()).prop_map(|(name, pool, runs)| Op::Connect { name, pool, runs }),
-        2 => (0u8..4, 1u32..4, proptest::collection::vec(any::<usize>(), 0..4), any::<bool>())
+        2 => (
+            0u8..4,
+            1u32..4,
+            proptest::collection::vec((any::<usize>(), proptest::bool::weighted(0.2)), 0..4),
+            any::<bool>(),
+        )
             .prop_map(|(name, pool, held, unknown)| Op::Return { name, pool, held, unknown }),
         1 => any::<usize>().prop_map(|pick| Op::Disconnect { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Drain { pick }),
@@ -237,7 +244,11 @@ struct Harness {
     /// Executions put back in line after a lost attempt: they queue ahead of
     /// everything submitted.
     requeued: BTreeSet<ExecutionId>,
+    /// The latest attempt number of each execution.
     starts: BTreeMap<ExecutionId, u32>,
+    /// The highest attempt number a worker was found holding and not
+    /// allowed to keep: never given out again.
+    taken: BTreeMap<ExecutionId, u32>,
     terminal: BTreeMap<ExecutionId, Terminal>,
     evicted: BTreeSet<ExecutionId>,
     /// Executions whose last attempt was lost while its session lives on (a
@@ -266,6 +277,7 @@ impl Harness {
             waiting: BTreeMap::new(),
             requeued: BTreeSet::new(),
             starts: BTreeMap::new(),
+            taken: BTreeMap::new(),
             terminal: BTreeMap::new(),
             evicted: BTreeSet::new(),
             avoid: BTreeMap::new(),
@@ -303,14 +315,17 @@ impl Harness {
                 let mut holding: Vec<_> = held
                     .iter()
                     .filter(|_| !self.sent.is_empty())
-                    .map(|pick| {
+                    .map(|&(pick, newer)| {
                         let (_, execution, attempt) = self.sent[pick % self.sent.len()];
-                        (execution, attempt)
+                        (execution, attempt + u32::from(newer))
                     })
                     .collect();
                 if unknown {
                     holding.push((ExecutionId(1_000_000), 1));
                 }
+                // A worker holds one attempt of an execution at most.
+                let mut seen = BTreeSet::new();
+                holding.retain(|&(execution, _)| seen.insert(execution));
                 self.connect(name, pool, Runs::Any, &holding)?;
             }
             Op::Disconnect { pick } => {
@@ -480,9 +495,15 @@ impl Harness {
             .iter()
             .copied()
             .filter(|&(execution, attempt)| {
-                if self.terminal.contains_key(&execution)
-                    || self.starts.get(&execution) != Some(&attempt)
-                {
+                let Some(policy) = self.policies.get(&execution) else {
+                    return false;
+                };
+                let latest = self.starts.get(&execution).copied().unwrap_or(0);
+                let taken = self.taken.get(&execution).copied().unwrap_or(0).max(latest);
+                let known = attempt == latest && attempt > 0;
+                // Newer than any number given out: its record was lost.
+                let unrecorded = attempt > taken && attempt <= policy.max_attempts;
+                if self.terminal.contains_key(&execution) || !(known || unrecorded) {
                     return false;
                 }
                 let waiting =
@@ -493,6 +514,9 @@ impl Harness {
                             .session
                             .is_some_and(|s| self.live.get(&s).is_some_and(|w| w.name == name))
                 });
+                // On its own old session, which this connection replaces: a
+                // known attempt moves over; a newer one is adopted once the
+                // old session's loss has put the execution back in line.
                 waiting || on_own_session
             })
             .collect()
@@ -638,7 +662,9 @@ impl Harness {
                     attempt,
                 } => {
                     prop_assert!(!self.terminal.contains_key(&execution));
-                    prop_assert_eq!(self.starts.get(&execution), Some(&attempt));
+                    let latest = self.starts.entry(execution).or_default();
+                    prop_assert!(attempt >= *latest, "adopted an old attempt");
+                    *latest = attempt;
                     // Moved over from the worker's own old session, if it
                     // ran there.
                     let name = self.live[&session].name;
@@ -663,11 +689,23 @@ impl Harness {
                     prop_assert!(w.in_flight.insert((execution, attempt)));
                     w.brought += 1;
                     self.refused.insert((session, execution, attempt));
+                    let live = self.policies.get(&execution).is_some_and(|policy| {
+                        attempt <= policy.max_attempts && !self.terminal.contains_key(&execution)
+                    });
+                    if live {
+                        let taken = self.taken.entry(execution).or_default();
+                        *taken = (*taken).max(attempt);
+                    }
                 }
                 Output::Dispatch(d) => {
+                    let taken = self.taken.get(&d.execution).copied().unwrap_or(0);
                     let starts = self.starts.entry(d.execution).or_default();
-                    *starts += 1;
-                    prop_assert_eq!(d.attempt, *starts, "attempts count up by one");
+                    *starts = (*starts).max(taken) + 1;
+                    prop_assert_eq!(
+                        d.attempt,
+                        *starts,
+                        "attempt numbers count up, skipping taken ones"
+                    );
                     prop_assert!(d.attempt <= self.policies[&d.execution].max_attempts);
                     prop_assert!(
                         self.ready().any(|id| id == d.execution),

@@ -48,3 +48,14 @@ fn black_hole() {
 fn runtimes() {
     check(Scenario::Runtimes);
 }
+
+/// Seeds that once found a bug, run on every test run.
+#[test]
+fn regressions() {
+    // A crash lost the record of attempt 1's start; the worker came back
+    // still running it. It was refused, the same number given out again,
+    // and the report of the attempt being stopped taken for the new one's:
+    // the execution ended FAILED "cancelled".
+    let outcome = taskforge_sim::run(Scenario::Random, taskforge_sim::Seed(5039));
+    assert!(outcome.passed(), "{}", outcome.report());
+}

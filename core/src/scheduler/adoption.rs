@@ -17,9 +17,17 @@
 //! attempt counts lost and the execution is retried (or fails, out of
 //! attempts), as if its worker had been lost then.
 //!
+//! A listed attempt *newer* than the scheduler knows of an execution that is
+//! not running is adopted too: its start was dispatched but its record was
+//! lost (a crash before the record was durable), and the worker's word is
+//! the only account of it. The execution takes that attempt number, so the
+//! next attempt never reuses it (a reused number would let the report of the
+//! attempt being aborted pass for the new one's).
+//!
 //! An attempt that cannot be adopted (an older attempt, an execution that
-//! finished, was forgotten or runs elsewhere, or one the scheduler itself
-//! timed out and told the worker to stop) is aborted on the worker.
+//! finished, was forgotten or runs elsewhere, one beyond its `max_attempts`,
+//! or one the scheduler itself timed out and told the worker to stop) is
+//! aborted on the worker.
 //!
 //! [`SchedulerConfig::adoption_window`]: super::SchedulerConfig::adoption_window
 
@@ -180,6 +188,7 @@ impl Scheduler {
                 Adoptable::Yes => self.take_over(now, session, id, attempt),
                 Adoptable::AlreadyHere => {}
                 Adoptable::No => {
+                    self.take_number(now, id, attempt);
                     // The worker stops it and reports it: until then its slot
                     // is busy, as an aborted attempt's is.
                     self.workers
@@ -195,15 +204,40 @@ impl Scheduler {
         }
     }
 
+    /// A worker holds attempt `attempt` of `id`, which is not adopted: its
+    /// number is taken (see `Execution::taken`). A pending execution left
+    /// with no number to start its next attempt under fails.
+    fn take_number(&mut self, now: Instant, id: ExecutionId, attempt: u32) {
+        let Some(exec) = self.executions.get_mut(&id) else {
+            return;
+        };
+        let max_attempts = exec.policy.max_attempts;
+        if attempt <= exec.taken || attempt > max_attempts {
+            return;
+        }
+        exec.taken = attempt;
+        if exec.taken >= max_attempts && exec.status() == Status::Pending {
+            let error = format!(
+                "out of attempts: attempt {attempt} of {max_attempts} was started \
+                 (its record lost) and is being stopped"
+            );
+            self.finish(now, id, failed(error));
+        }
+    }
+
     fn adoptable(&self, session: SessionId, id: ExecutionId, attempt: u32) -> Adoptable {
         let Some(exec) = self.executions.get(&id) else {
             return Adoptable::No;
         };
-        if attempt == 0 || exec.attempt != attempt {
+        let known = exec.attempt == attempt;
+        // Not `taken`: a number taken by an attempt being stopped is never
+        // adopted again.
+        let record_lost = attempt > exec.taken && attempt <= exec.policy.max_attempts;
+        if attempt == 0 || !(known || record_lost) {
             return Adoptable::No;
         }
         match exec.place {
-            Place::Running { session: s, .. } if s == session => Adoptable::AlreadyHere,
+            Place::Running { session: s, .. } if s == session && known => Adoptable::AlreadyHere,
             Place::Running { .. } => Adoptable::No,
             // The scheduler gave up on it (no result by its deadline) and
             // told the worker to stop it: whatever it reports now is the
@@ -215,9 +249,9 @@ impl Scheduler {
         }
     }
 
-    /// Makes the held attempt `attempt` of `id` (orphaned, or lost and not
-    /// started again) run on `session`, as if it had been dispatched there
-    /// now: its timeout counts from now.
+    /// Makes the held attempt `attempt` of `id` (orphaned, lost and not
+    /// started again, or newer than the records tell) run on `session`, as if
+    /// it had been dispatched there now: its timeout counts from now.
     fn take_over(&mut self, now: Instant, session: SessionId, id: ExecutionId, attempt: u32) {
         let grace = self.config.timeout_grace;
         let Some(exec) = self.executions.get_mut(&id) else {
@@ -230,11 +264,22 @@ impl Scheduler {
             Place::Backoff { until, .. } => self.deadlines.remove(until, Timer::Backoff(id)),
             Place::Running { .. } => return,
         }
-        if exec.status() == Status::Pending {
+        if attempt > exec.attempt {
+            // Dispatched before its record was lost: the attempts before it
+            // ran and were lost.
+            exec.attempt = attempt;
+            exec.taken = exec.taken.max(attempt);
+            exec.lost = attempt - 1;
+        } else if exec.status() == Status::Pending {
             // It was counted lost when it went back in line; it was not.
             exec.lost = exec.lost.saturating_sub(1);
+        }
+        if exec.status() == Status::Pending {
             self.by_status[Status::Pending as usize] -= 1;
             self.by_status[Status::Running as usize] += 1;
+        }
+        if let Some(at) = exec.start_deadline.take() {
+            self.deadlines.remove(at, Timer::ScheduleToStart(id));
         }
         let deadline = now + exec.policy.timeout + grace;
         exec.place = Place::Running {

@@ -126,6 +126,12 @@ struct Execution {
     attempt: u32,
     /// Attempts lost with their worker.
     lost: u32,
+    /// The highest attempt number known to be in a worker's hands: at least
+    /// `attempt`, more when a returning worker held a newer one that was not
+    /// adopted (its start's record was lost). The next attempt is numbered
+    /// above it, so a number is never given out twice and the report of an
+    /// attempt being aborted cannot pass for a new one's.
+    taken: u32,
     /// Schedule-to-start deadline, armed until the first dispatch.
     start_deadline: Option<Instant>,
     place: Place,
@@ -201,6 +207,7 @@ impl Execution {
             policy: submission.policy,
             attempt: attempts_started,
             lost: attempts_started,
+            taken: attempts_started,
             start_deadline: None,
             place,
         }
@@ -697,7 +704,8 @@ impl Scheduler {
             return;
         };
         self.ready.remove(runtime, ticket);
-        exec.attempt += 1;
+        exec.attempt = exec.attempt.max(exec.taken) + 1;
+        exec.taken = exec.attempt;
         if let Some(at) = exec.start_deadline.take() {
             self.deadlines.remove(at, Timer::ScheduleToStart(id));
         }
@@ -847,7 +855,9 @@ impl Scheduler {
         }
         let runtime = exec.place.runtime();
         exec.lost += 1;
-        if exec.lost >= exec.policy.max_attempts {
+        // Out of attempts, or of attempt numbers (some were taken by
+        // attempts whose records were lost).
+        if exec.lost >= exec.policy.max_attempts || exec.taken >= exec.policy.max_attempts {
             let error = why(exec.lost);
             self.finish(now, id, failed(error));
             return;
