@@ -933,3 +933,34 @@ fn a_retry_leaves_the_session_it_timed_out_on_only_for_a_worker_that_runs_it() {
     s.handle_timeout(at_ms(11_100));
     assert_eq!(dispatches(&drain(&mut s)), [(S1, ExecutionId(1), 2)]);
 }
+
+#[test]
+fn a_forgotten_execution_leaves_no_trace_and_is_never_evicted() {
+    let mut s = Scheduler::new(config());
+    s.worker_connected(at_ms(0), S1, worker("w"), 2, Capabilities::Any)
+        .unwrap();
+    for id in 1..=3 {
+        s.submit(at_ms(0), submission(id, policy())).unwrap();
+    }
+    for id in 1..=3 {
+        s.result(at_ms(10), S1, ExecutionId(id), 1, ok("done"));
+    }
+    drain(&mut s);
+    assert!(s.forget(ExecutionId(1)));
+    assert!(s.forget(ExecutionId(3)));
+    assert!(!s.forget(ExecutionId(3)), "once");
+    assert!(!s.forget(ExecutionId(9)), "unknown");
+    assert_eq!(status(&s, 1), None);
+    assert_eq!(s.stats().completed, 1);
+    // Retention (60 s) evicts only what is still held.
+    s.handle_timeout(at_ms(70_000));
+    let evicted: Vec<_> = drain(&mut s)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Evicted { execution } => Some(execution),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evicted, [ExecutionId(2)]);
+    assert_eq!(s.stats().completed, 0);
+}

@@ -34,8 +34,10 @@
 
 mod adoption;
 mod config;
+mod expiry;
 mod output;
 mod queue;
+mod retention;
 mod runtimes;
 #[cfg(test)]
 mod tests;
@@ -764,35 +766,6 @@ impl Scheduler {
         self.retain(now, now, id);
     }
 
-    /// Remembers that `id` finished at `at` (now, or earlier for a restored
-    /// execution), keeping the retention order by finishing time.
-    fn retain(&mut self, now: Instant, at: Instant, id: ExecutionId) {
-        if self.finished.back().is_none_or(|&(last, _)| last <= at) {
-            self.finished.push_back((at, id));
-        } else {
-            // Only restores land here; they come nearly in order, so the
-            // insertion point is close to the back.
-            let index = self.finished.partition_point(|&(t, _)| t <= at);
-            self.finished.insert(index, (at, id));
-        }
-        self.evict(now);
-    }
-
-    /// Forgets terminal executions past their retention, oldest first.
-    fn evict(&mut self, now: Instant) {
-        let Retention { max_age, max_count } = self.config.retention;
-        while let Some(&(finished_at, id)) = self.finished.front() {
-            if self.finished.len() <= max_count && finished_at + max_age > now {
-                break;
-            }
-            self.finished.pop_front();
-            if let Some(done) = self.done.remove(&id) {
-                self.by_status[done.status as usize] -= 1;
-            }
-            self.outputs.push_back(Output::Evicted { execution: id });
-        }
-    }
-
     /// Ends a session and puts its unfinished attempts back in line.
     fn lose(&mut self, now: Instant, session: SessionId, reason: LossReason) {
         let Some(worker) = self.workers.remove(session) else {
@@ -899,98 +872,6 @@ impl Scheduler {
         self.outputs.push_back(Output::QuarantineLifted {
             session,
             worker: id,
-        });
-    }
-
-    fn check_liveness(&mut self, now: Instant, session: SessionId) {
-        let timeout = self.config.heartbeat_timeout;
-        let Some(worker) = self.workers.get(session) else {
-            return;
-        };
-        let due = worker.last_heard + timeout;
-        if due <= now {
-            self.lose(now, session, LossReason::HeartbeatTimeout);
-        } else {
-            // Heard from since the timer was armed: check again later.
-            self.workers
-                .update(session, |worker| worker.liveness_check = due);
-            self.deadlines.insert(due, Timer::Liveness(session));
-        }
-    }
-
-    fn expire_start(&mut self, now: Instant, id: ExecutionId) {
-        let Some(exec) = self.executions.get_mut(&id) else {
-            return;
-        };
-        let Some(limit) = exec.policy.schedule_to_start else {
-            return;
-        };
-        if exec.status() != Status::Pending {
-            return;
-        }
-        exec.start_deadline = None;
-        let runtime = &exec.runtime;
-        let capable = self.workers.running(exec.place.runtime());
-        let why = match capable {
-            0 => format!("no connected worker runs {runtime}"),
-            1 => format!("the only worker that runs {runtime} stayed busy"),
-            n => format!("all slots of {n} workers that run {runtime} stayed busy"),
-        };
-        self.finish(
-            now,
-            id,
-            failed(format!("not started within {limit:?}: {why}")),
-        );
-    }
-
-    fn expire_attempt(&mut self, now: Instant, id: ExecutionId, at: Instant) {
-        let Some(exec) = self.executions.get(&id) else {
-            return;
-        };
-        let Place::Running {
-            session, deadline, ..
-        } = exec.place
-        else {
-            return;
-        };
-        if deadline != at {
-            return;
-        }
-        // No result, not even the worker's own timeout report: the worker is
-        // stuck or ignoring us, and that is not the function's verdict. Tell it
-        // to stop (its slot stays busy until it answers), count a strike
-        // against the session, and run the execution again elsewhere.
-        let attempt = exec.attempt;
-        let (timeout, grace) = (exec.policy.timeout, self.config.timeout_grace);
-        self.outputs.push_back(Output::Abort {
-            session,
-            execution: id,
-            attempt,
-            reason: AbortReason::NoResult,
-        });
-        let quarantine_after = self.config.quarantine_after;
-        let newly_quarantined = self.workers.update(session, |worker| {
-            worker.timeouts_in_a_row += 1;
-            let strike_out = !worker.quarantined && worker.timeouts_in_a_row >= quarantine_after;
-            worker.quarantined |= strike_out;
-            strike_out.then(|| worker.id.clone())
-        });
-        let worker = self
-            .workers
-            .get(session)
-            .map_or_else(|| "a lost worker".to_string(), |w| w.id.to_string());
-        if let Some(Some(id)) = newly_quarantined {
-            self.outputs.push_back(Output::Quarantined {
-                session,
-                worker: id,
-            });
-        }
-        // The timer was popped: the deadline is disarmed already.
-        self.requeue_lost(now, id, attempt, Some(session), |lost| {
-            format!(
-                "timed out: no result within {timeout:?} (+{grace:?} grace), \
-                 {lost} attempts lost (last: {worker}, {session})"
-            )
         });
     }
 }
