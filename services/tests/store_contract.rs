@@ -11,8 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use taskforge_core::{ExecutionId, Policy, Status, Terminal};
 use taskforge_services::store::{
-    ExecutionRecord, FinishedExecution, FinishedRecord, FunctionRecord, IdempotencyKey, JsonlStore,
-    PostgresStore, Record, Recovered, RecoveredExecution, StdFileSystem, Store,
+    ExecutionRecord, Filed, FinishedExecution, FinishedRecord, FunctionRecord, HistoryQuery,
+    IdempotencyKey, JsonlStore, Location, PostgresStore, Record, Recovered, RecoveredExecution,
+    StatusCounts, StdFileSystem, Store,
 };
 
 use support::postgres::TestSchema;
@@ -91,6 +92,48 @@ fn finished(terminal: Terminal) -> FinishedRecord {
     }
 }
 
+/// The finished executions a reopened store holds, in id order: what it
+/// loaded, or, for a store that answers for its history itself, what its
+/// search lists (its load brings back only the executions with an
+/// idempotency key, whose retries must still be recognised).
+fn filed(store: &dyn Store, recovered: &Recovered) -> Vec<Filed> {
+    let reader = store.history();
+    let mut filed = match reader.search() {
+        None => recovered.history.clone(),
+        Some(search) => {
+            let all = HistoryQuery {
+                limit: 1_000,
+                ..HistoryQuery::default()
+            };
+            let listed: Vec<Filed> = search
+                .list(&all)
+                .expect("list the history")
+                .into_iter()
+                .map(|done| Filed {
+                    id: done.record.id,
+                    function_id: done.record.function_id.into(),
+                    status: done.finished.terminal.status(),
+                    attempt: done.finished.attempt,
+                    finished_at_us: done.finished.finished_at_us,
+                    idempotency: done.record.idempotency,
+                    location: Location::default(),
+                })
+                .collect();
+            let keyed: Vec<ExecutionId> = listed
+                .iter()
+                .filter(|f| f.idempotency.is_some())
+                .map(|f| f.id)
+                .collect();
+            let mut loaded: Vec<ExecutionId> = recovered.history.iter().map(|f| f.id).collect();
+            loaded.sort_unstable();
+            assert_eq!(loaded, keyed, "only the keyed ones are loaded");
+            listed
+        }
+    };
+    filed.sort_by_key(|f| f.id);
+    filed
+}
+
 fn loaded(store: &mut dyn Store) -> Recovered {
     let recovered = store.load().expect("load");
     assert_eq!(recovered.warnings, Vec::<String>::new());
@@ -149,9 +192,9 @@ fn what_was_synced_is_loaded_again_and_finished_executions_read_back_whole() {
             store.append(record).expect("append");
         }
         store.sync().expect("sync");
-        let mut filed: Vec<u64> = store.take_filed().iter().map(|(id, _)| id.0).collect();
-        filed.sort_unstable();
-        assert_eq!(filed, [1, 2, 3, 4]);
+        let mut filed_now: Vec<u64> = store.take_filed().iter().map(|(id, _)| id.0).collect();
+        filed_now.sort_unstable();
+        assert_eq!(filed_now, [1, 2, 3, 4]);
         drop(store);
 
         let mut store = stores.open();
@@ -175,8 +218,7 @@ fn what_was_synced_is_loaded_again_and_finished_executions_read_back_whole() {
                 },
             ]
         );
-        let mut history = recovered.history.clone();
-        history.sort_by_key(|filed| filed.id);
+        let history = filed(&*store, &recovered);
         assert_eq!(history.len(), 4);
         let reader = store.history();
         for (filed, end) in history.iter().zip(ends) {
@@ -230,7 +272,7 @@ fn what_was_not_synced_is_not_loaded() {
         let recovered = loaded(&mut *store);
         let ids: Vec<u64> = recovered.executions.iter().map(|e| e.record.id.0).collect();
         assert_eq!(ids, [1], "1 is still pending; 2 was never acknowledged");
-        assert!(recovered.history.is_empty());
+        assert!(filed(&*store, &recovered).is_empty());
     });
 }
 
@@ -268,8 +310,9 @@ fn records_that_change_nothing_change_nothing() {
         let mut store = stores.open();
         let recovered = loaded(&mut *store);
         assert!(recovered.executions.is_empty());
-        let [filed] = &recovered.history[..] else {
-            panic!("one filed execution: {:?}", recovered.history);
+        let history = filed(&*store, &recovered);
+        let [filed] = &history[..] else {
+            panic!("one filed execution: {history:?}");
         };
         let read = store
             .history()
@@ -301,4 +344,98 @@ fn migrations_apply_to_an_empty_database_and_again_change_nothing() {
     let mut store = PostgresStore::new(schema.config());
     let recovered = store.load().expect("connect and migrate again");
     assert_eq!(recovered.executions.len(), 1);
+}
+
+#[test]
+fn a_searchable_history_lists_in_id_order_filters_and_counts() {
+    let Some(schema) = TestSchema::create("search") else {
+        return;
+    };
+    let mut store = PostgresStore::new(schema.config());
+    loaded(&mut store);
+    // Ids on both sides of the sign bit of a BIGINT: id order is unsigned.
+    let ids = [3_u64, 1 << 62, (1 << 63) + 5, u64::MAX - 1];
+    let ends = [
+        Terminal::Completed {
+            output: Bytes::new(),
+        },
+        Terminal::Cancelled,
+        Terminal::Completed {
+            output: Bytes::new(),
+        },
+        Terminal::Failed {
+            error: "no".into(),
+            output: Bytes::new(),
+        },
+    ];
+    for (&id, end) in ids.iter().zip(ends) {
+        let mut record = ExecutionRecord {
+            id: ExecutionId(id),
+            ..execution(1, b"p")
+        };
+        if id == 3 {
+            record.function_id = "g".into();
+        }
+        store.append(&Record::Accepted(record)).expect("append");
+        store
+            .append(&Record::Finished {
+                id: ExecutionId(id),
+                finished: finished(end),
+            })
+            .expect("append");
+    }
+    // A live execution is not in the history.
+    store
+        .append(&Record::Accepted(execution(9, b"live")))
+        .expect("append");
+    store.sync().expect("sync");
+    let reader = store.history();
+    let search = reader.search().expect("PostgreSQL searches its history");
+    let list = |query: HistoryQuery| -> Vec<u64> {
+        let found = search.list(&query).expect("list");
+        found.iter().map(|done| done.record.id.0).collect()
+    };
+    let all = HistoryQuery {
+        limit: 10,
+        ..HistoryQuery::default()
+    };
+    assert_eq!(list(all.clone()), ids);
+    assert_eq!(
+        list(HistoryQuery {
+            limit: 2,
+            ..all.clone()
+        }),
+        ids[..2]
+    );
+    assert_eq!(
+        list(HistoryQuery {
+            after: Some(ExecutionId(1 << 62)),
+            ..all.clone()
+        }),
+        ids[2..]
+    );
+    assert_eq!(
+        list(HistoryQuery {
+            status: Some(Status::Completed),
+            ..all.clone()
+        }),
+        [3, (1 << 63) + 5]
+    );
+    assert_eq!(
+        list(HistoryQuery {
+            function_id: Some("f".into()),
+            status: Some(Status::Completed),
+            ..all.clone()
+        }),
+        [(1 << 63) + 5]
+    );
+    assert_eq!(
+        search.counts().expect("count"),
+        StatusCounts {
+            completed: 2,
+            failed: 1,
+            timed_out: 0,
+            cancelled: 1,
+        }
+    );
 }

@@ -8,7 +8,7 @@ use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
-use taskforge_core::ExecutionId;
+use taskforge_core::{ExecutionId, Status as ExecStatus};
 use taskforge_proto::common::{ExecutionInfo, Function};
 use taskforge_proto::scheduler::scheduler_service_server::SchedulerService;
 use taskforge_proto::scheduler::{
@@ -20,9 +20,10 @@ use taskforge_proto::scheduler::{
     TriggerExecutionResponse, WatchExecutionRequest,
 };
 
-use super::actor::{Command, Listing, Reply, Watch};
+use super::actor::{Command, Found, Listing, Reply, Watch};
 use super::paging::Page;
 use super::route::{Leading, Route};
+use crate::store::{HistoryQuery, Location};
 
 /// Sends commands to the actor and awaits its replies; reads what the actor
 /// says is in the history.
@@ -86,26 +87,75 @@ impl Api {
         })
     }
 
-    /// A page of the listing: the filed executions read, cut to the
+    /// A page of the listing: the filed executions read (and, where the
+    /// store answers for its history, its matches merged in), cut to the
     /// response budget, with the cursor to go on from.
     async fn page(
         &self,
+        request: &ListExecutionsRequest,
         (listing, term): (Listing, Leading),
     ) -> Result<ListExecutionsResponse, Status> {
-        let infos = term.history.resolve(listing.found).await?;
-        let page = Page::fill(infos, usize::MAX, self.response_budget);
-        let cursor = if page.more {
-            page.items.last().map(|info| info.execution_id.clone())
-        } else if listing.more_matches {
-            listing.last_found.map(|id| id.to_string())
+        let limit = listing.limit;
+        let mut infos = term.history.resolve(listing.found).await?;
+        // Where what the actor scanned ends: nothing beyond it is known.
+        let mut bound = if listing.more_matches {
+            listing.last_found
         } else {
-            listing.scan_stopped_at.map(|id| id.to_string())
+            listing.scan_stopped_at
+        };
+        if term.history.searchable() {
+            let query = HistoryQuery {
+                after: ExecutionId::parse(&request.after_execution_id),
+                status: ExecStatus::parse(&request.status).filter(|s| s.is_terminal()),
+                function_id: (!request.function_id.is_empty()).then(|| request.function_id.clone()),
+                limit,
+            };
+            // PENDING and RUNNING executions are all live, none filed.
+            let wanted = request.status.is_empty() || query.status.is_some();
+            let filed = match wanted {
+                true => term.history.list(query).await?,
+                false => Vec::new(),
+            };
+            if filed.len() == limit {
+                // The history may hold more beyond its last.
+                let last = filed
+                    .last()
+                    .and_then(|info| ExecutionId::parse(&info.execution_id));
+                bound = match (bound, last) {
+                    (Some(scanned), Some(last)) => Some(scanned.min(last)),
+                    (scanned, last) => scanned.or(last),
+                };
+            }
+            infos = merge_by_id(infos, filed);
+        }
+        if let Some(bound) = bound {
+            infos.retain(|info| {
+                ExecutionId::parse(&info.execution_id).is_some_and(|id| id <= bound)
+            });
+        }
+        let cut = infos.len() > limit;
+        infos.truncate(limit);
+        let page = Page::fill(infos, usize::MAX, self.response_budget);
+        let cursor = if page.more || cut {
+            page.items.last().map(|info| info.execution_id.clone())
+        } else {
+            bound.map(|id| id.to_string())
         };
         Ok(ListExecutionsResponse {
             executions: page.items,
             next_after_execution_id: cursor.unwrap_or_default(),
         })
     }
+}
+
+/// Two listings in id order as one, in id order; an execution in both
+/// (filed between the two reads) once.
+fn merge_by_id(a: Vec<ExecutionInfo>, b: Vec<ExecutionInfo>) -> Vec<ExecutionInfo> {
+    let key = |info: &ExecutionInfo| ExecutionId::parse(&info.execution_id);
+    let mut merged: Vec<ExecutionInfo> = a.into_iter().chain(b).collect();
+    merged.sort_by_key(key);
+    merged.dedup_by_key(|info| key(info));
+    merged
 }
 
 /// A watch's updates as a response stream. When the stream is dropped (the
@@ -268,10 +318,14 @@ impl SchedulerService for Api {
         request: Request<ListExecutionsRequest>,
     ) -> Result<Response<ListExecutionsResponse>, Status> {
         let request = request.into_inner();
+        let asked = request.clone();
         let listing = self
-            .ask_leading(|reply| Command::ListExecutions { request, reply })
+            .ask_leading(|reply| Command::ListExecutions {
+                request: asked,
+                reply,
+            })
             .await?;
-        Ok(Response::new(self.page(listing).await?))
+        Ok(Response::new(self.page(&request, listing).await?))
     }
 
     async fn cancel_execution(
@@ -279,7 +333,36 @@ impl SchedulerService for Api {
         request: Request<CancelExecutionRequest>,
     ) -> Result<Response<CancelExecutionResponse>, Status> {
         let id = request.into_inner().execution_id;
-        let status = self.ask(|reply| Command::Cancel { id, reply }).await?;
+        let asked = id.clone();
+        let leading = self.route.leading()?;
+        let status = match self.ask(|reply| Command::Cancel { id: asked, reply }).await {
+            // Not held: in a history the store answers for, it may have
+            // finished long ago.
+            Err(status)
+                if status.code() == tonic::Code::NotFound && leading.history.searchable() =>
+            {
+                let filed = match ExecutionId::parse(&id) {
+                    Some(parsed) => {
+                        leading
+                            .history
+                            .resolve_one(Found::Filed {
+                                id: parsed,
+                                location: Location::default(),
+                            })
+                            .await?
+                    }
+                    None => None,
+                };
+                return Err(match filed {
+                    Some(info) => Status::failed_precondition(format!(
+                        "execution {id} already finished as {}",
+                        info.status
+                    )),
+                    None => status,
+                });
+            }
+            answer => answer?,
+        };
         Ok(Response::new(CancelExecutionResponse { status }))
     }
 
@@ -295,7 +378,13 @@ impl SchedulerService for Api {
         &self,
         _request: Request<GetClusterStatsRequest>,
     ) -> Result<Response<ClusterStats>, Status> {
-        let stats = self.ask(|reply| Command::Stats { reply }).await?;
+        let (mut stats, term) = self.ask_leading(|reply| Command::Stats { reply }).await?;
+        // The history the store answers for is not in the actor's counts.
+        let filed = term.history.counts().await?;
+        stats.completed += filed.completed;
+        stats.failed += filed.failed;
+        stats.timed_out += filed.timed_out;
+        stats.cancelled += filed.cancelled;
         Ok(Response::new(stats))
     }
 }

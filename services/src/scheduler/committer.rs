@@ -36,6 +36,9 @@ pub(crate) enum Commit {
     Durable {
         through: u64,
         filed: Vec<(ExecutionId, Location)>,
+        /// Executions with idempotency keys that the store's own retention
+        /// forgot (see `Store::take_pruned`).
+        pruned: Vec<ExecutionId>,
     },
     /// The store failed; batches up to this sequence number may not be durable.
     Failed { through: u64, error: String },
@@ -123,6 +126,7 @@ fn commit_group(
         Ok(()) => Commit::Durable {
             through,
             filed: store.take_filed(),
+            pruned: store.take_pruned(),
         },
         Err(error) => Commit::Failed {
             through,

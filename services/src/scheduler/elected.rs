@@ -254,13 +254,16 @@ impl Driver {
     /// Loads the store for the term `epoch`, fenced by it.
     fn load(&self, epoch: u64) -> Loading {
         let fenced = self.fenced.clone();
+        let retention = self.candidate.options.core.retention;
         let store = PostgresStore::open(&self.candidate.database_url).map(|store| {
-            store.fenced_by(Fence {
-                epoch,
-                on_fenced: Box::new(move || {
-                    fenced.send_replace(epoch);
-                }),
-            })
+            store
+                .fenced_by(Fence {
+                    epoch,
+                    on_fenced: Box::new(move || {
+                        fenced.send_replace(epoch);
+                    }),
+                })
+                .retaining(retention)
         });
         let options = self.candidate.options.clone();
         let clock = self.clock.clone();

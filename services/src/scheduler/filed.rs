@@ -16,7 +16,7 @@ use taskforge_proto::common::ExecutionInfo;
 
 use super::actor::Found;
 use super::committer::StoreRunner;
-use crate::store::{FinishedExecution, HistoryReader, Location};
+use crate::store::{FinishedExecution, HistoryQuery, HistoryReader, Location, StatusCounts};
 
 #[derive(Clone, Debug)]
 pub(crate) struct History {
@@ -36,28 +36,69 @@ impl History {
         if found.iter().all(|f| matches!(f, Found::Live(_))) {
             return Ok(found.into_iter().filter_map(live).collect());
         }
-        let reader = Arc::clone(&self.reader);
-        let read_all = move || -> Result<Vec<ExecutionInfo>, Status> {
+        self.off_the_actor(move |reader| {
             let mut infos = Vec::with_capacity(found.len());
             for found in found {
                 match found {
                     Found::Live(info) => infos.push(info),
                     Found::Filed { id, location } => {
-                        infos.extend(read_one(&*reader, id, location)?);
+                        infos.extend(read_one(reader, id, location)?);
                     }
                 }
             }
             Ok(infos)
-        };
+        })
+        .await
+    }
+
+    /// Whether the store answers for the history itself (see
+    /// `HistorySearch`): then the actor holds none of it.
+    pub(crate) fn searchable(&self) -> bool {
+        self.reader.search().is_some()
+    }
+
+    /// A page of the store's own history search; empty for a store without
+    /// one (its history is in the actor's listing).
+    pub(crate) async fn list(&self, query: HistoryQuery) -> Result<Vec<ExecutionInfo>, Status> {
+        self.off_the_actor(move |reader| {
+            let Some(search) = reader.search() else {
+                return Ok(Vec::new());
+            };
+            let found = search.list(&query).map_err(|error| {
+                tracing::error!(%error, "cannot list the history");
+                Status::internal(format!("cannot list the history: {error}"))
+            })?;
+            Ok(found.into_iter().map(info_of).collect())
+        })
+        .await
+    }
+
+    /// Finished executions the store's own history holds, by status (zero
+    /// for a store without a search: the actor counts those).
+    pub(crate) async fn counts(&self) -> Result<StatusCounts, Status> {
+        self.off_the_actor(|reader| match reader.search() {
+            None => Ok(StatusCounts::default()),
+            Some(search) => search.counts().map_err(|error| {
+                tracing::error!(%error, "cannot count the history");
+                Status::internal(format!("cannot count the history: {error}"))
+            }),
+        })
+        .await
+    }
+
+    /// Runs a read of the history where reads belong (see the module).
+    async fn off_the_actor<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn HistoryReader) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let reader = Arc::clone(&self.reader);
         match self.runner {
-            StoreRunner::Thread => {
-                tokio::task::spawn_blocking(read_all)
-                    .await
-                    .map_err(|error| {
-                        Status::internal(format!("reading the history failed: {error}"))
-                    })?
-            }
-            StoreRunner::Task => read_all(),
+            StoreRunner::Thread => tokio::task::spawn_blocking(move || read(&*reader))
+                .await
+                .map_err(|error| {
+                    Status::internal(format!("reading the history failed: {error}"))
+                })?,
+            StoreRunner::Task => read(&*reader),
         }
     }
 

@@ -155,7 +155,7 @@ pub enum Record {
 /// a byte range in it. It never changes, so it can be read from anywhere
 /// without asking the store; once retention forgets the execution, the
 /// range may be gone (a read then finds nothing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Location {
     pub segment: u32,
     pub offset: u32,
@@ -195,6 +195,59 @@ pub trait HistoryReader: Send + Sync + fmt::Debug + 'static {
         id: ExecutionId,
         location: Location,
     ) -> Result<Option<FinishedExecution>, StoreError>;
+
+    /// The store's own search of its history, if it has one (see
+    /// [`HistorySearch`]).
+    fn search(&self) -> Option<&dyn HistorySearch> {
+        None
+    }
+}
+
+/// A history the store answers for by itself (PostgreSQL: SQL on indexes),
+/// so the scheduler keeps none of it in memory: a finished execution is
+/// forgotten once its end is durable, found again by its id
+/// ([`HistoryReader::read`], any [`Location`]), listed and counted here, and
+/// retention runs in the store (executions it forgets that have an
+/// idempotency key are reported by [`Store::take_pruned`]). Such a store's
+/// [`Recovered::history`] holds only the executions with an idempotency
+/// key, so that retries of them are still recognised.
+pub trait HistorySearch {
+    /// Finished executions matching `query`, in id order.
+    fn list(&self, query: &HistoryQuery) -> Result<Vec<FinishedExecution>, StoreError>;
+
+    /// How many finished executions the history holds, by status.
+    fn counts(&self) -> Result<StatusCounts, StoreError>;
+}
+
+/// A page of the history: finished executions with ids after `after`, of
+/// `function_id` and in `status` when given, at most `limit`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub after: Option<ExecutionId>,
+    pub status: Option<Status>,
+    pub function_id: Option<String>,
+    pub limit: usize,
+}
+
+/// Finished executions by terminal status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatusCounts {
+    pub completed: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub cancelled: u64,
+}
+
+impl StatusCounts {
+    pub fn add(&mut self, status: Status, n: u64) {
+        match status {
+            Status::Completed => self.completed += n,
+            Status::Failed => self.failed += n,
+            Status::TimedOut => self.timed_out += n,
+            Status::Cancelled => self.cancelled += n,
+            Status::Pending | Status::Running => {}
+        }
+    }
 }
 
 /// An unfinished execution read back at start (finished ones are in
@@ -244,6 +297,13 @@ pub trait Store: Send + 'static {
     /// once.
     fn take_filed(&mut self) -> Vec<(ExecutionId, Location)>;
 
+    /// Executions with an idempotency key that the store's own retention
+    /// removed since the last call (only a store with a [`HistorySearch`]
+    /// runs retention itself); each is handed out once.
+    fn take_pruned(&mut self) -> Vec<ExecutionId> {
+        Vec::new()
+    }
+
     /// A reader of the history, for use from any thread.
     fn history(&self) -> Arc<dyn HistoryReader>;
 
@@ -274,6 +334,10 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
     fn take_filed(&mut self) -> Vec<(ExecutionId, Location)> {
         (**self).take_filed()
+    }
+
+    fn take_pruned(&mut self) -> Vec<ExecutionId> {
+        (**self).take_pruned()
     }
 
     fn history(&self) -> Arc<dyn HistoryReader> {

@@ -77,7 +77,17 @@ impl Actor {
 
     pub(super) fn on_commit(&mut self, commit: Commit) {
         let (through, failure, filed) = match commit {
-            Commit::Durable { through, filed } => {
+            Commit::Durable {
+                through,
+                filed,
+                pruned,
+            } => {
+                // Forgotten by the store's own retention: their keys go.
+                for id in pruned {
+                    if let Some(key) = self.filed_keys.remove(&id) {
+                        self.keys.release(&key, id);
+                    }
+                }
                 if self.failed_commits > 0 {
                     tracing::warn!(
                         failed_commits = self.failed_commits,
@@ -160,8 +170,19 @@ impl Actor {
         }
     }
 
-    /// `id`'s end is in the history at `location`: memory keeps only where.
+    /// `id`'s end is in the history at `location`: memory keeps only where
+    /// (or nothing, when the store answers for its history; an idempotency
+    /// key stays until the store's retention forgets the execution).
     pub(super) fn filed(&mut self, id: ExecutionId, location: Location) {
+        if self.history_in_store {
+            self.listed.remove(&id);
+            if let Some(key) = self.meta.remove(&id).and_then(|meta| meta.idempotency_key) {
+                self.filed_keys.insert(id, key);
+            }
+            self.watchers.remove(id);
+            self.core.forget(id);
+            return;
+        }
         let Some(entry) = self.listed.get_mut(&id) else {
             return; // forgotten by retention already
         };

@@ -20,6 +20,8 @@ pub(crate) struct Listing {
     pub(crate) last_found: Option<ExecutionId>,
     /// The scan reached its bound here, with executions left beyond it.
     pub(crate) scan_stopped_at: Option<ExecutionId>,
+    /// The most a page may show.
+    pub(crate) limit: usize,
 }
 
 /// Most executions one listing looks at (see `list_executions`).
@@ -52,12 +54,18 @@ impl Actor {
 
     /// The execution as clients may see it now, or where to read it.
     pub(super) fn find(&self, id: ExecutionId) -> Option<Found> {
-        match self.listed.get(&id)? {
-            Some(location) => Some(Found::Filed {
+        match self.listed.get(&id) {
+            Some(Some(location)) => Some(Found::Filed {
                 id,
                 location: *location,
             }),
-            None => self.info(id).map(Found::Live),
+            Some(None) => self.info(id).map(Found::Live),
+            // Not held: if the store keeps the history, it may be there.
+            None if self.history_in_store => Some(Found::Filed {
+                id,
+                location: Location::default(),
+            }),
+            None => None,
         }
     }
 
@@ -172,6 +180,7 @@ impl Actor {
             more_matches,
             last_found,
             scan_stopped_at,
+            limit,
         })
     }
 

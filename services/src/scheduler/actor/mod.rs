@@ -310,6 +310,10 @@ pub(crate) struct Actor {
     /// Idempotency keys of filed executions, to free when retention forgets
     /// them.
     filed_keys: FxHashMap<ExecutionId, Box<str>>,
+    /// The store answers for the history itself (`HistorySearch`): a filed
+    /// execution is forgotten here at once (its key aside), and anything
+    /// not held here may be in the history.
+    history_in_store: bool,
     sessions: BTreeMap<SessionId, Session>,
     next_session: u64,
     watchers: Watchers,
@@ -337,6 +341,7 @@ impl Actor {
         recovered: Recovered,
     ) -> std::io::Result<Actor> {
         let (reports, commits) = mpsc::unbounded_channel();
+        let history_in_store = store.history().search().is_some();
         let committer = Committer::start(store, options.store_runner, reports)?;
         // Mix what was recovered into the id seed, so a restart with the same
         // configured seed does not replay the ids of the previous run.
@@ -368,6 +373,7 @@ impl Actor {
             accepted_by_runtime: BTreeMap::new(),
             listed: BTreeMap::new(),
             filed_keys: FxHashMap::default(),
+            history_in_store,
             sessions: BTreeMap::new(),
             next_session: 1,
             watchers,
@@ -459,6 +465,14 @@ impl Actor {
         let mut filed_entries = Vec::with_capacity(finished);
         for filed in recovered.history {
             let id = filed.id;
+            if self.history_in_store {
+                // The store holds it; only a key to recognise retries is kept.
+                if let Some(claim) = filed.idempotency {
+                    self.keys.claim(claim.key.clone(), id, claim.digest);
+                    self.filed_keys.insert(id, claim.key.into());
+                }
+                continue;
+            }
             let ago = clock_now_us.saturating_sub(filed.finished_at_us);
             let submission = Submission {
                 id,

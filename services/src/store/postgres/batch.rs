@@ -89,7 +89,7 @@ pub(super) enum Written {
 }
 
 /// The SQLSTATE `taskforge_fence` raises (migration V3).
-const FENCED: &str = "TF001";
+pub(super) const FENCED: &str = "TF001";
 
 type Pending<'a> = Pin<Box<dyn Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>>;
 

@@ -27,17 +27,20 @@ use std::sync::Arc;
 
 use postgres::{Client, Config, NoTls};
 use taskforge_core::ExecutionId;
+use taskforge_core::scheduler::Retention;
 
 use super::{
     Filed, HistoryReader, Location, Record, Recovered, RecoveredExecution, Store, StoreError,
 };
 use batch::{Statements, Written};
 use history::PostgresHistory;
+use retention::Pruned;
 use rows::{execution_of, from_db, function_of, idempotency_of, status_of};
 
 mod batch;
 mod history;
 mod lease;
+mod retention;
 mod rows;
 
 pub use lease::{LeaseAnswer, LeaseDb};
@@ -56,6 +59,10 @@ pub struct PostgresStore {
     filed: Vec<(ExecutionId, Location)>,
     loaded: bool,
     fence: Option<Fence>,
+    /// Retention runs here when set (see `retention.rs`).
+    retention: Option<Retention>,
+    last_pruned: Option<std::time::Instant>,
+    pruned: Vec<ExecutionId>,
 }
 
 /// The lease epoch a leading scheduler writes under, and whom to tell when
@@ -94,6 +101,9 @@ impl PostgresStore {
             filed: Vec::new(),
             loaded: false,
             fence: None,
+            retention: None,
+            last_pruned: None,
+            pruned: Vec::new(),
         }
     }
 
@@ -113,6 +123,48 @@ impl PostgresStore {
     pub fn fenced_by(mut self, fence: Fence) -> PostgresStore {
         self.fence = Some(fence);
         self
+    }
+
+    /// Finished executions are forgotten past `retention` by the store
+    /// itself (the scheduler does not hold the history to apply it).
+    pub fn retaining(mut self, retention: Retention) -> PostgresStore {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// Applies retention in a fenced transaction of its own.
+    fn prune(&mut self, retention: Retention) -> Result<(), StoreError> {
+        let epoch = self.fence.as_ref().map(|fence| fence.epoch as i64);
+        let Writer {
+            client, runtime, ..
+        } = self.writer()?;
+        let pruned = runtime
+            .block_on(retention::prune(client, epoch, retention))
+            .map_err(db("apply retention to"));
+        match pruned {
+            Ok(Pruned::Removed(keyed)) => {
+                self.pruned.extend(keyed);
+                Ok(())
+            }
+            Ok(Pruned::Fenced) => Err(self.deposed(epoch)),
+            Err(error) => {
+                self.writer = None;
+                Err(error)
+            }
+        }
+    }
+
+    /// Another scheduler holds the lease: this store never writes again,
+    /// and its owner is told.
+    fn deposed(&mut self, epoch: Option<i64>) -> StoreError {
+        if let Some(fence) = &self.fence {
+            (fence.on_fenced)();
+        }
+        self.buffered.clear();
+        self.loaded = false;
+        StoreError::Fenced {
+            epoch: epoch.unwrap_or_default() as u64,
+        }
     }
 
     /// The open connection, opening one if an error dropped the last.
@@ -268,10 +320,14 @@ impl Store for PostgresStore {
             .collect();
         let mut names: std::collections::BTreeMap<String, Arc<str>> = Default::default();
         let mut history = Vec::new();
+        // The history stays in the database (`HistorySearch`): only the
+        // executions whose idempotency keys must still be recognised come
+        // back.
         let rows = client
             .query(
                 "SELECT id, function_id, status, attempt, finished_at_us, idempotency_key, \
-                 request_digest FROM taskforge_executions WHERE status IS NOT NULL \
+                 request_digest FROM taskforge_executions \
+                 WHERE status IS NOT NULL AND idempotency_key IS NOT NULL \
                  ORDER BY finished_at_us, seq",
                 &[],
             )
@@ -322,20 +378,11 @@ impl Store for PostgresStore {
                     .extend(finished.into_iter().map(|id| (id, IN_ITS_ROW)));
                 Ok(())
             }
+            Err(StoreError::Fenced { epoch }) => Err(self.deposed(Some(epoch as i64))),
             Err(error) => {
-                match &error {
-                    // Deposed: this store never writes again.
-                    StoreError::Fenced { .. } => {
-                        if let Some(fence) = &self.fence {
-                            (fence.on_fenced)();
-                        }
-                        self.buffered.clear();
-                        self.loaded = false;
-                    }
-                    // The connection may be broken (the server restarted):
-                    // the next sync opens another and writes it all again.
-                    _ => self.writer = None,
-                }
+                // The connection may be broken (the server restarted): the
+                // next sync opens another and writes it all again.
+                self.writer = None;
                 Err(error)
             }
         }
@@ -345,15 +392,29 @@ impl Store for PostgresStore {
         std::mem::take(&mut self.filed)
     }
 
+    fn take_pruned(&mut self) -> Vec<ExecutionId> {
+        std::mem::take(&mut self.pruned)
+    }
+
     fn history(&self) -> Arc<dyn HistoryReader> {
         Arc::new(PostgresHistory::new(self.config.clone().into()))
     }
 
+    /// No log to compact: "compaction" is when retention runs.
     fn wants_compaction(&self) -> bool {
-        false
+        self.loaded
+            && self.retention.is_some()
+            && self
+                .last_pruned
+                .is_none_or(|at| at.elapsed() >= retention::PRUNE_EVERY)
     }
 
     fn compact(&mut self) -> Result<(), StoreError> {
-        self.sync()
+        self.sync()?;
+        let Some(retention) = self.retention else {
+            return Ok(());
+        };
+        self.last_pruned = Some(std::time::Instant::now());
+        self.prune(retention)
     }
 }
