@@ -11,7 +11,7 @@
 mod support;
 
 use std::alloc::System;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
@@ -41,7 +41,7 @@ const BUDGET_IN_DATABASE: f64 = 8.0;
 
 /// The allocator's counts are the whole process's: one measurement at a
 /// time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Bytes allocated and not yet freed, in the whole process (the counts of
 /// allocated and freed bytes include what reallocations grew and shrank).
@@ -92,7 +92,7 @@ async fn settle(client: &mut Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_execution_costs_the_scheduler_under_200_bytes() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = ONE_AT_A_TIME.lock().await;
     const WARM_UP: usize = 5_000;
     const MEASURED: usize = 20_000;
     let dir = TempDir::new("history-memory");
@@ -138,7 +138,7 @@ async fn on_postgresql_a_finished_execution_costs_the_scheduler_nothing() {
     let Some(schema) = TestSchema::create("history_memory") else {
         return;
     };
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _alone = ONE_AT_A_TIME.lock().await;
     const WARM_UP: usize = 2_000;
     const MEASURED: usize = 10_000;
     let dir = TempDir::new("history-memory-postgres");
