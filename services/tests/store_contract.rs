@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use taskforge_core::scheduler::Retention;
 use taskforge_core::{ExecutionId, Policy, Status, Terminal};
 use taskforge_services::store::{
     ExecutionRecord, Filed, FinishedExecution, FinishedRecord, FunctionRecord, HistoryQuery,
@@ -438,4 +439,60 @@ fn a_searchable_history_lists_in_id_order_filters_and_counts() {
             cancelled: 1,
         }
     );
+}
+
+#[test]
+fn a_searchable_history_applies_retention_itself_and_reports_the_keys_it_forgot() {
+    let Some(schema) = TestSchema::create("retention") else {
+        return;
+    };
+    let by_count = Retention {
+        max_age: Duration::from_secs(100 * 365 * 24 * 3600),
+        max_count: 2,
+    };
+    let mut store = PostgresStore::new(schema.config()).retaining(by_count);
+    loaded(&mut store);
+    for id in 1..=5 {
+        store
+            .append(&Record::Accepted(execution(id, b"p")))
+            .expect("append");
+        if id < 5 {
+            store
+                .append(&Record::Finished {
+                    id: ExecutionId(id),
+                    finished: finished(Terminal::Cancelled),
+                })
+                .expect("append");
+        }
+    }
+    store.sync().expect("sync");
+    assert!(store.wants_compaction(), "retention is due");
+    store.compact().expect("apply retention");
+    assert!(!store.wants_compaction(), "not again at once");
+    let listed = |store: &PostgresStore| -> Vec<u64> {
+        let reader = store.history();
+        let all = HistoryQuery {
+            limit: 10,
+            ..HistoryQuery::default()
+        };
+        let found = reader.search().unwrap().list(&all).expect("list");
+        found.iter().map(|done| done.record.id.0).collect()
+    };
+    // The newest two stay; of the two forgotten, 2 had a key.
+    assert_eq!(listed(&store), [3, 4]);
+    assert_eq!(store.take_pruned(), [ExecutionId(2)]);
+    drop(store);
+
+    // Past their age (they finished in 1970), every finished one goes; the
+    // live one stays.
+    let by_age = Retention {
+        max_age: Duration::from_secs(24 * 3600),
+        max_count: 1_000,
+    };
+    let mut store = PostgresStore::new(schema.config()).retaining(by_age);
+    let recovered = loaded(&mut store);
+    assert_eq!(recovered.executions.len(), 1);
+    store.compact().expect("apply retention");
+    assert_eq!(listed(&store), Vec::<u64>::new());
+    assert_eq!(store.take_pruned(), [ExecutionId(4)]);
 }
