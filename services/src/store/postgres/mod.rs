@@ -7,6 +7,13 @@
 //! The schema is created and migrated by the store itself when it connects
 //! (refinery, with the versioned SQL files in `services/migrations/`).
 //!
+//! The history is the database's (`history.rs` implements
+//! [`HistorySearch`](crate::store::HistorySearch)): listings, filters and
+//! counts are SQL on indexes, the scheduler forgets a finished execution
+//! once its end is durable, and retention runs here (`retention.rs`). A
+//! load brings back functions, unfinished executions and only those
+//! finished ones with an idempotency key.
+//!
 //! The durability rules are the JSON Lines store's: appends wait in memory,
 //! and [`Store::sync`] writes them all in one transaction; after its commit
 //! they are durable, and not before (the scheduler acknowledges nothing
