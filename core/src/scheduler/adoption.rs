@@ -253,7 +253,6 @@ impl Scheduler {
     /// started again, or newer than the records tell) run on `session`, as if
     /// it had been dispatched there now: its timeout counts from now.
     fn take_over(&mut self, now: Instant, session: SessionId, id: ExecutionId, attempt: u32) {
-        let grace = self.config.timeout_grace;
         let Some(exec) = self.executions.get_mut(&id) else {
             return;
         };
@@ -278,18 +277,7 @@ impl Scheduler {
             self.by_status[Status::Pending as usize] -= 1;
             self.by_status[Status::Running as usize] += 1;
         }
-        if let Some(at) = exec.start_deadline.take() {
-            self.deadlines.remove(at, Timer::ScheduleToStart(id));
-        }
-        let deadline = now + exec.policy.timeout + grace;
-        exec.place = Place::Running {
-            runtime,
-            session,
-            deadline,
-        };
-        self.deadlines.insert(deadline, Timer::Attempt(id));
-        self.workers
-            .update(session, |worker| worker.in_flight.push((id, attempt)));
+        self.run_on(now, id, runtime, session);
         self.outputs.push_back(Output::Adopted {
             session,
             execution: id,

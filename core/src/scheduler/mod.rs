@@ -695,7 +695,6 @@ impl Scheduler {
 
     /// Starts the next attempt of the queued execution `id` on `session`.
     fn dispatch(&mut self, now: Instant, id: ExecutionId, session: SessionId) {
-        let grace = self.config.timeout_grace;
         let Some(exec) = self.executions.get_mut(&id) else {
             return;
         };
@@ -708,6 +707,27 @@ impl Scheduler {
         self.ready.remove(runtime, ticket);
         exec.attempt = exec.attempt.max(exec.taken) + 1;
         exec.taken = exec.attempt;
+        self.by_status[Status::Pending as usize] -= 1;
+        self.by_status[Status::Running as usize] += 1;
+        self.outputs.push_back(Output::Dispatch(Dispatch {
+            session,
+            execution: id,
+            attempt: exec.attempt,
+            function: exec.function.clone(),
+            payload: exec.payload.clone(),
+            timeout: exec.policy.timeout,
+        }));
+        self.run_on(now, id, runtime, session);
+    }
+
+    /// The execution's current attempt runs on `session` from `now`: its
+    /// start deadline goes, its attempt deadline (timeout plus grace) is
+    /// armed, and the session holds the attempt.
+    fn run_on(&mut self, now: Instant, id: ExecutionId, runtime: RuntimeId, session: SessionId) {
+        let grace = self.config.timeout_grace;
+        let Some(exec) = self.executions.get_mut(&id) else {
+            return;
+        };
         if let Some(at) = exec.start_deadline.take() {
             self.deadlines.remove(at, Timer::ScheduleToStart(id));
         }
@@ -718,17 +738,7 @@ impl Scheduler {
             deadline,
         };
         self.deadlines.insert(deadline, Timer::Attempt(id));
-        self.by_status[Status::Pending as usize] -= 1;
-        self.by_status[Status::Running as usize] += 1;
         let attempt = exec.attempt;
-        self.outputs.push_back(Output::Dispatch(Dispatch {
-            session,
-            execution: id,
-            attempt,
-            function: exec.function.clone(),
-            payload: exec.payload.clone(),
-            timeout: exec.policy.timeout,
-        }));
         self.workers
             .update(session, |worker| worker.in_flight.push((id, attempt)));
     }
