@@ -7,7 +7,9 @@
 //! the same number of connections. Its calls per second are the most any
 //! gRPC-triggered execution could reach here; our throughput divided by it
 //! (`ratio_to_baseline`) compares across machines and across noisy sittings
-//! far better than raw figures do.
+//! far better than raw figures do. Then one caller alone for half as long:
+//! its round trips (`baseline_latency_us`) are the least latency a
+//! gRPC-triggered execution could have, the yardstick of sequential latency.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,7 +37,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::load::{self, Operation, Plan, Shape, Stop};
-use crate::measure::{Clock, Percentiles, Recorder};
+use crate::measure::{Clock, Measurements, Percentiles, Recorder};
 use crate::progress::{Progress, ProgressMode};
 use crate::target::grpc::{GrpcCall, GrpcClient};
 use crate::target::{Failure, FailureKind, Observation};
@@ -52,6 +54,11 @@ pub struct Baseline {
     pub throughput_per_s: f64,
     /// Call round trips, in microseconds.
     pub latency_us: Percentiles,
+    /// Calls of the sequential phase (one caller, half the duration).
+    pub sequential_calls: u64,
+    /// Round trips of one call at a time, in microseconds: the least latency
+    /// any gRPC-triggered execution could have here.
+    pub sequential_latency_us: Percentiles,
     #[serde(skip)]
     pub histogram: hdrhistogram::Histogram<u64>,
 }
@@ -89,41 +96,18 @@ pub fn measure(client: &tokio::runtime::Runtime, spec: &BaselineSpec) -> std::io
             }),
     );
 
-    let measured = client.block_on(async {
-        let lanes = GrpcClient::new(
-            &url,
-            spec.connections,
-            GrpcCall::TriggerThenWatch,
-            Credentials::none(),
-            None,
-        )
-        .map_err(std::io::Error::other)?;
-        let operation = Arc::new(Call {
-            lanes,
-            payload: spec.payload.clone(),
-        });
-        let plan = Plan {
-            shape: Shape::Closed {
-                concurrency: spec.concurrency,
-            },
-            warmup: spec.warmup,
-            stop: Stop::After(spec.duration),
-        };
-        let clock = Clock::now();
-        let (from, until) = plan.window(clock.origin());
-        let recorder = Arc::new(Recorder::new(clock, from, until, Duration::from_secs(1)));
-        let label = "baseline".to_string();
-        let progress =
-            Progress::start(spec.progress, recorder.clone(), plan, clock.origin(), label);
-        load::drive(operation, plan, clock.origin(), recorder.clone()).await;
-        progress.finish().await;
-        let recorder = Arc::into_inner(recorder).expect("every load task has ended");
-        Ok::<_, std::io::Error>(recorder.finish())
-    })?;
+    let measured = client.block_on(closed_loop(&url, spec, spec.concurrency, spec.duration));
+    // The sequential phase: one call at a time, for the latency a single
+    // caller sees (targets on sequential latency are set against it).
+    let sequential = measured.and_then(|measured| {
+        let sequential = client.block_on(closed_loop(&url, spec, 1, spec.duration / 2))?;
+        Ok((measured, sequential))
+    });
 
     let _ = stop.send(());
     let _ = server.block_on(serving);
     server.shutdown_timeout(Duration::from_secs(1));
+    let (measured, sequential) = sequential?;
 
     let window_s = measured.window().as_secs_f64();
     Ok(Baseline {
@@ -138,8 +122,55 @@ pub fn measure(client: &tokio::runtime::Runtime, spec: &BaselineSpec) -> std::io
             s => measured.window_completions as f64 / s,
         },
         latency_us: Percentiles::of(&measured.latencies.e2e),
+        sequential_calls: sequential.completed,
+        sequential_latency_us: Percentiles::of(&sequential.latencies.e2e),
         histogram: measured.latencies.e2e,
     })
+}
+
+/// `concurrency` callers in a closed loop against the trivial server at
+/// `url` for `duration` (after the spec's warm-up).
+async fn closed_loop(
+    url: &str,
+    spec: &BaselineSpec,
+    concurrency: usize,
+    duration: Duration,
+) -> std::io::Result<Measurements> {
+    let lanes = GrpcClient::new(
+        url,
+        spec.connections.min(concurrency),
+        GrpcCall::TriggerThenWatch,
+        Credentials::none(),
+        None,
+    )
+    .map_err(std::io::Error::other)?;
+    let operation = Arc::new(Call {
+        lanes,
+        payload: spec.payload.clone(),
+    });
+    let plan = Plan {
+        shape: Shape::Closed { concurrency },
+        warmup: spec.warmup,
+        stop: Stop::After(duration),
+    };
+    let clock = Clock::now();
+    let (from, until) = plan.window(clock.origin());
+    let recorder = Arc::new(Recorder::new(clock, from, until, Duration::from_secs(1)));
+    let label = match concurrency {
+        1 => "baseline, sequential",
+        _ => "baseline",
+    };
+    let progress = Progress::start(
+        spec.progress,
+        recorder.clone(),
+        plan,
+        clock.origin(),
+        label.to_string(),
+    );
+    load::drive(operation, plan, clock.origin(), recorder.clone()).await;
+    progress.finish().await;
+    let recorder = Arc::into_inner(recorder).expect("every load task has ended");
+    Ok(recorder.finish())
 }
 
 /// One baseline call.

@@ -120,6 +120,16 @@ fn a_durable_closed_loop_run_with_baseline_writes_a_consistent_report() {
     let ratio = number(&json, "/ratio_to_baseline");
     let expected = number(&json, "/throughput_per_s") / number(&json, "/baseline_per_s");
     assert!((ratio - expected).abs() < 1e-9);
+    // One caller alone against the same server: its round trips, and the
+    // run's e2e p50 over theirs.
+    let sequential = number(&json, "/baseline_latency_us/p50");
+    assert!(sequential > 0.0);
+    assert!(number(&json, "/baseline/sequential_calls") > 0.0);
+    let latency_ratio = number(&json, "/e2e_p50_to_baseline_p50");
+    let expected = number(&json, "/latency_us/e2e/p50") / sequential;
+    assert!((latency_ratio - expected).abs() < 1e-9);
+    // `echo` has no nominal run time, so neither has the mix: no efficiency.
+    assert!(json.pointer("/efficiency").is_none());
 
     // The .hgrm file holds the same distribution.
     let hgrm = std::fs::read_to_string(out.path().join("latency.hgrm")).unwrap();
@@ -128,6 +138,22 @@ fn a_durable_closed_loop_run_with_baseline_writes_a_consistent_report() {
         "{hgrm}"
     );
     assert!(report.error_rate() == 0.0);
+}
+
+#[test]
+fn a_sleep_run_reports_its_efficiency() {
+    let config = config(
+        "--embedded 1x2 --in-memory --function sleep:2ms --concurrency 4 \
+         --warmup 0s --duration 300ms --progress off",
+    );
+    let report = run(&config).expect("the run");
+    let run = report.run.as_ref().expect("a single run");
+    assert_eq!(report.nominal_run_time_ms, Some(2.0));
+    let efficiency = report.efficiency.expect("an efficiency");
+    let expected = run.throughput_per_s * 2e-3 / f64::from(run.capacity);
+    assert!((efficiency - expected).abs() < 1e-9);
+    // A sleep never ends early: no more than every slot busy all the time.
+    assert!(efficiency > 0.0 && efficiency <= 1.0, "{efficiency}");
 }
 
 #[test]
@@ -141,7 +167,8 @@ fn an_http_run_with_a_count_counts_expected_failures_as_completed() {
     assert_eq!((run.issued, run.completed, run.errors), (40, 40, 0));
     assert_eq!(run.statuses.get("COMPLETED"), Some(&20));
     assert_eq!(run.statuses.get("FAILED"), Some(&20));
-    assert_eq!(run.latency_us.accept.count, 40);
+    // The invoke waits for the end: no accept is seen on its own.
+    assert_eq!(run.latency_us.accept.count, 0);
     assert!(run.window_s > 0.0);
 }
 

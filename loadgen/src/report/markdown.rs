@@ -79,6 +79,9 @@ pub fn headline(report: &Report) -> String {
             "  capacity {}   observed concurrency {:.2} (Little's law {:.2})   utilization {:.3}",
             run.capacity, run.observed_concurrency, run.littles_law_concurrency, run.utilization
         );
+        if let Some(efficiency) = report.efficiency {
+            let _ = writeln!(text, "  efficiency {efficiency:.3}");
+        }
     }
     if let Some(cells) = &report.sweep {
         for cell in cells {
@@ -100,6 +103,17 @@ pub fn headline(report: &Report) -> String {
             text,
             "  baseline (unary gRPC ceiling) {}/s   ratio {:.3}",
             thousands(ceiling),
+            ratio
+        );
+    }
+    if let (Some(sequential), Some(ratio)) =
+        (&report.baseline_latency_us, report.e2e_p50_to_baseline_p50)
+    {
+        let _ = writeln!(
+            text,
+            "  baseline one call at a time: p50 {}  p99 {}   e2e p50 / baseline p50 {:.2}",
+            us(sequential.p50),
+            us(sequential.p99),
             ratio
         );
     }
@@ -126,6 +140,21 @@ fn figures(md: &mut String, report: &Report, run: &Summary) {
             ),
         );
         row("ratio to baseline", format!("**{ratio:.3}**"));
+    }
+    if let (Some(sequential), Some(ratio)) =
+        (&report.baseline_latency_us, report.e2e_p50_to_baseline_p50)
+    {
+        row(
+            "baseline: one call at a time",
+            format!("p50 {}, p99 {}", us(sequential.p50), us(sequential.p99)),
+        );
+        row("e2e p50 / baseline p50", format!("**{ratio:.2}**"));
+    }
+    if let (Some(nominal), Some(efficiency)) = (report.nominal_run_time_ms, report.efficiency) {
+        row(
+            "efficiency (throughput × nominal run time / capacity)",
+            format!("**{efficiency:.3}** (nominal run time {nominal} ms)"),
+        );
     }
     row(
         "issued = completed + errors",

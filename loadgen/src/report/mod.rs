@@ -27,6 +27,7 @@ use crate::baseline::Baseline;
 use crate::cli::{Config, Protocol, Target};
 use crate::load::{Shape, Stop};
 use crate::machine::Machine;
+use crate::measure::Percentiles;
 use crate::summary::Summary;
 use crate::sweep::Cell;
 
@@ -98,6 +99,20 @@ pub struct Report {
     /// `throughput_per_s / baseline_per_s`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio_to_baseline: Option<f64>,
+    /// The baseline's sequential round trips (one caller), in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_latency_us: Option<Percentiles>,
+    /// The run's end-to-end p50 over `baseline_latency_us.p50`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e_p50_to_baseline_p50: Option<f64>,
+    /// The nominal run time of the function (`sleep`, `spin`), in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nominal_run_time_ms: Option<f64>,
+    /// `throughput × nominal run time / capacity`: the share of the slots'
+    /// time spent on the work asked for (1.0: no slot ever idle, no run
+    /// longer than asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub efficiency: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<Baseline>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,6 +135,20 @@ impl Report {
             (Some(run), Some(ceiling)) if ceiling > 0.0 => Some(run.throughput_per_s / ceiling),
             _ => None,
         };
+        let baseline_latency_us = baseline.as_ref().map(|b| b.sequential_latency_us);
+        let e2e_p50_to_baseline_p50 = match (&run, &baseline_latency_us) {
+            (Some(run), Some(sequential)) if sequential.p50 > 0 => {
+                Some(run.latency_us.e2e.p50 as f64 / sequential.p50 as f64)
+            }
+            _ => None,
+        };
+        let nominal = config.function.nominal_run_time();
+        let efficiency = match (&run, nominal) {
+            (Some(run), Some(nominal)) if run.capacity > 0 => {
+                Some(run.throughput_per_s * nominal.as_secs_f64() / f64::from(run.capacity))
+            }
+            _ => None,
+        };
         Report {
             name: config.name.clone().unwrap_or_else(|| default_name(config)),
             command: config.command_line.clone(),
@@ -132,6 +161,10 @@ impl Report {
             run,
             baseline_per_s,
             ratio_to_baseline,
+            baseline_latency_us,
+            e2e_p50_to_baseline_p50,
+            nominal_run_time_ms: nominal.map(|n| n.as_secs_f64() * 1e3),
+            efficiency,
             baseline,
             sweep,
         }

@@ -139,7 +139,9 @@ impl GrpcClient {
                 let at = Instant::now();
                 *accepted = Some(at);
                 if is_terminal(&first.status) {
-                    return finished(at, function, first);
+                    let observation = finished(at, function, first);
+                    read_to_the_end(&mut stream).await;
+                    return observation;
                 }
                 follow(stream, at, function).await
             }
@@ -191,7 +193,9 @@ async fn follow(
     loop {
         match stream.message().await {
             Ok(Some(info)) if is_terminal(&info.status) => {
-                return finished(accepted, function, info);
+                let observation = finished(accepted, function, info);
+                read_to_the_end(&mut stream).await;
+                return observation;
             }
             Ok(Some(_)) => continue,
             Ok(None) => {
@@ -204,6 +208,13 @@ async fn follow(
             Err(status) => return Observation::failed(Some(accepted), watch_broke(&status)),
         }
     }
+}
+
+/// Reads the stream's end (its trailers, right behind the terminal state)
+/// once the outcome is recorded: a stream dropped before its end costs both
+/// sides a reset, and hyper's client counts resets against the connection.
+async fn read_to_the_end(stream: &mut Streaming<ExecutionInfo>) {
+    while let Ok(Some(_)) = stream.message().await {}
 }
 
 fn finished(accepted: Instant, function: &Function, info: ExecutionInfo) -> Observation {

@@ -1,9 +1,11 @@
 //! Driving executions through the HTTP gateway.
 //!
-//! One execution is `POST /invoke/{function_id}` (its answer is the accept
-//! latency), then `GET /jobs/{execution_id}?wait=…`, which the gateway answers
-//! once the execution is terminal — it waits on the scheduler's watch stream,
-//! it does not poll. A wait that runs out is asked again until `--timeout`.
+//! One execution is one `POST /invoke/{function_id}?wait=…`, which the gateway
+//! answers once the execution is terminal — it waits on the scheduler's
+//! `TriggerAndWatchExecution` stream, it does not poll. If that wait runs out
+//! (202), `GET /jobs/{execution_id}?wait=…` is asked until `--timeout`. The
+//! accept is not seen on its own: the accept latency is recorded only for
+//! executions a 202 showed accepted and unfinished.
 //!
 //! HTTP/1.1 carries one request at a time per connection, so the client keeps a
 //! pool of keep-alive connections: a request takes an idle one (or opens one)
@@ -145,75 +147,82 @@ impl HttpClient {
         followed.unwrap_or_else(|_| Observation::failed(accepted, timed_out()))
     }
 
-    /// Invokes and waits; `accepted` is set as soon as the invocation is.
+    /// Invokes and waits in one request; if that wait runs out first (202),
+    /// waits on `GET /jobs/{id}` until the outer deadline. `accepted` is set
+    /// when a 202 shows the execution accepted and not yet finished; an
+    /// execution answered finished in the invoke has no separate accept time.
     async fn follow(
         &self,
         function: &Function,
         deadline: Instant,
         accepted: &mut Option<Instant>,
     ) -> Observation {
-        #[derive(Deserialize)]
-        struct Accepted {
-            execution_id: String,
-        }
         let invoke = self.pool.send(
             Method::POST,
-            format!("/invoke/{}", function.function_id),
+            format!(
+                "/invoke/{}?wait={}",
+                function.function_id,
+                wait_until(deadline)
+            ),
             Some(function.payload.clone()),
         );
-        let execution_id = match invoke
+        let mut job = match invoke
             .await
-            .and_then(|(status, body)| parse::<Accepted>(status, &body))
+            .and_then(|(status, body)| parse::<Job>(status, &body))
         {
-            Ok(invoked) => invoked.execution_id,
+            Ok(job) => job,
             Err(message) => {
                 return Observation::failed(None, Failure::new(FailureKind::Trigger, message));
             }
         };
-        let accepted_at = Instant::now();
-        *accepted = Some(accepted_at);
-
-        loop {
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .min(MAX_WAIT);
-            let path = format!("/jobs/{execution_id}?wait={}ms", wait.as_millis().max(1));
-            let job = self
+        while !is_terminal(&job.status) {
+            // Not finished within this wait: wait again (the outer deadline
+            // ends it).
+            accepted.get_or_insert_with(Instant::now);
+            let path = format!("/jobs/{}?wait={}", job.execution_id, wait_until(deadline));
+            job = match self
                 .pool
                 .send(Method::GET, path, None)
                 .await
-                .and_then(|(status, body)| parse::<Job>(status, &body));
-            let job = match job {
+                .and_then(|(status, body)| parse::<Job>(status, &body))
+            {
                 Ok(job) => job,
                 Err(message) => {
                     let failure = Failure::new(FailureKind::Watch, message);
                     return Observation::failed(*accepted, failure);
                 }
             };
-            if is_terminal(&job.status) {
-                let stamps = Stamps {
-                    created_at_us: job.created_at_us.unwrap_or(0),
-                    started_at_us: job.started_at_us.unwrap_or(0),
-                    finished_at_us: job.finished_at_us.unwrap_or(0),
-                };
-                let error = job.error.unwrap_or_default();
-                return Observation::finished(
-                    accepted_at,
-                    &function.handler,
-                    job.status,
-                    &error,
-                    stamps,
-                );
-            }
-            // Not finished within this wait: wait again (the outer deadline
-            // ends it).
         }
+        let stamps = Stamps {
+            created_at_us: job.created_at_us.unwrap_or(0),
+            started_at_us: job.started_at_us.unwrap_or(0),
+            finished_at_us: job.finished_at_us.unwrap_or(0),
+        };
+        let error = job.error.unwrap_or_default();
+        let mut observation = Observation::finished(
+            Instant::now(),
+            &function.handler,
+            job.status,
+            &error,
+            stamps,
+        );
+        observation.accepted = *accepted;
+        observation
     }
+}
+
+/// A `?wait=` value: what is left until `deadline`, at most [`MAX_WAIT`].
+fn wait_until(deadline: Instant) -> String {
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .min(MAX_WAIT);
+    format!("{}ms", wait.as_millis().max(1))
 }
 
 /// The gateway's job view, the fields the load generator reads.
 #[derive(Deserialize)]
 struct Job {
+    execution_id: String,
     status: String,
     error: Option<String>,
     created_at_us: Option<u64>,
