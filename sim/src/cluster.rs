@@ -26,6 +26,7 @@ use taskforge_core::Policy;
 use taskforge_core::scheduler::{Backoff, Retention, SchedulerConfig};
 use taskforge_services::auth::{self, Credentials};
 use taskforge_services::clock::WallClock;
+use taskforge_services::functions::SleepClock;
 use taskforge_services::gateway::{self, GatewayConfig};
 use taskforge_services::languages::Languages;
 use taskforge_services::net::ChannelConfig;
@@ -293,11 +294,10 @@ fn install_worker(
 
 /// The built-in handlers under each name of `names`.
 fn builtin_runtimes(names: RuntimeSet) -> Runtimes {
-    Runtimes::new(
-        names
-            .iter()
-            .map(|&name| Arc::new(BuiltinRuntime::named(name)) as Arc<dyn Runtime>),
-    )
+    Runtimes::new(names.iter().map(|&name| {
+        let runtime = BuiltinRuntime::named(name).sleeping_on(SleepClock::Tokio);
+        Arc::new(runtime) as Arc<dyn Runtime>
+    }))
 }
 
 async fn run_worker(

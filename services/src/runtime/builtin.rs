@@ -9,11 +9,12 @@ use bytes::Bytes;
 use taskforge_proto::common::Function;
 
 use super::{BoxFuture, Prepared, RunResult, Runtime, Stop};
-use crate::functions::Builtin;
+use crate::functions::{Builtin, SleepClock};
 
 #[derive(Debug)]
 pub struct BuiltinRuntime {
     name: String,
+    clock: SleepClock,
 }
 
 impl BuiltinRuntime {
@@ -24,7 +25,16 @@ impl BuiltinRuntime {
     /// The same handlers under another language name (the simulation runs
     /// workers with different runtime sets this way).
     pub fn named(name: impl Into<String>) -> BuiltinRuntime {
-        BuiltinRuntime { name: name.into() }
+        BuiltinRuntime {
+            name: name.into(),
+            clock: SleepClock::default(),
+        }
+    }
+
+    /// The same, with `sleep` waiting on `clock` (the simulation's workers
+    /// sleep on tokio's clock, which it drives).
+    pub fn sleeping_on(self, clock: SleepClock) -> BuiltinRuntime {
+        BuiltinRuntime { clock, ..self }
     }
 }
 
@@ -40,20 +50,21 @@ impl Runtime for BuiltinRuntime {
     }
 
     fn prepare(&self, function: &Function) -> BoxFuture<Result<Arc<dyn Prepared>, String>> {
+        let clock = self.clock;
         let prepared = Builtin::from_code(&function.code)
-            .map(|builtin| Arc::new(PreparedBuiltin(builtin)) as Arc<dyn Prepared>)
+            .map(|builtin| Arc::new(PreparedBuiltin(builtin, clock)) as Arc<dyn Prepared>)
             .map_err(|error| error.to_string());
         Box::pin(std::future::ready(prepared))
     }
 }
 
-#[derive(Debug)]
-struct PreparedBuiltin(Builtin);
+#[derive(Clone, Copy, Debug)]
+struct PreparedBuiltin(Builtin, SleepClock);
 
 impl Prepared for PreparedBuiltin {
     fn run(&self, payload: Bytes, _stop: Stop) -> BoxFuture<RunResult> {
-        let builtin = self.0;
-        Box::pin(async move { builtin.run(payload).await })
+        let PreparedBuiltin(builtin, clock) = *self;
+        Box::pin(async move { builtin.run(payload, clock).await })
     }
 }
 
