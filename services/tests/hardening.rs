@@ -342,8 +342,11 @@ async fn abandoned_watches_do_not_pile_up() {
     let c = start(1, 1).await;
     let mut client = c.client();
     let sleep = register(&mut client, "sleep").await;
-    // One long sleep holds the only slot: the next execution stays PENDING.
-    let _busy = trigger(&mut client, &sleep, "60000").await;
+    // One long sleep holds the only slot and two more fill the worker's
+    // prefetch (default 2): the next execution stays PENDING.
+    for _ in 0..3 {
+        trigger(&mut client, &sleep, "60000").await;
+    }
     let pending = trigger(&mut client, &sleep, "1").await;
 
     let mut streams = Vec::new();
@@ -396,6 +399,52 @@ async fn watches_beyond_the_limits_are_refused() {
     drop(open);
     c.watchers_settle_at(0).await;
     client.watch_execution(watch()).await.unwrap();
+}
+
+/// A trigger that asks to watch what it starts, with every watch taken, still
+/// learns what it started: the first state (its id) comes, and the stream
+/// ends after it; over HTTP, `POST /invoke?wait=` answers 202 with the id.
+#[tokio::test]
+async fn a_trigger_and_watch_at_the_watch_cap_still_names_its_execution() {
+    let dir = TempDir::new("hardening-trigger-watch-cap");
+    let mut config = config(&dir, 1, 1);
+    config.scheduler.max_watchers = 2;
+    let c = start_with(dir, config).await;
+    let mut client = c.client();
+    let sleep = register(&mut client, "sleep").await;
+    let long = trigger(&mut client, &sleep, "60000").await;
+    let watch = || WatchExecutionRequest {
+        execution_id: long.clone(),
+    };
+    let _open = [
+        client.watch_execution(watch()).await.unwrap().into_inner(),
+        client.watch_execution(watch()).await.unwrap().into_inner(),
+    ];
+    let refused = client.watch_execution(watch()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+
+    let request = TriggerExecutionRequest {
+        function_id: sleep.clone(),
+        payload: Bytes::from_static(b"60000"),
+        ..Default::default()
+    };
+    let mut stream = client
+        .trigger_and_watch_execution(request)
+        .await
+        .expect("accepted although no watch is free")
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("the first state");
+    assert!(!first.execution_id.is_empty());
+    assert!(!is_terminal(&first), "{}", first.status);
+    assert!(stream.message().await.unwrap().is_none(), "ends after it");
+
+    let reply = Call::new("POST", format!("/invoke/{sleep}?wait=10s"))
+        .json("60000")
+        .send(c.cluster.http_addr)
+        .await;
+    let job = reply.ok(StatusCode::ACCEPTED);
+    let id = job["execution_id"].as_str().expect("an id");
+    assert_eq!(reply.headers["location"], format!("/jobs/{id}").as_str());
 }
 
 // 4. A worker that takes work and never answers: its attempts time out on

@@ -10,11 +10,12 @@
 //! key first started, and refuses (409 `already_exists`) a key reused for
 //! another function or payload.
 //!
-//! `?wait=` (see [`super::wait`]): on invoke, the answer is the job view, 200
-//! once the execution has finished, 202 (with `Location: /jobs/{id}`) if the
-//! wait ran out first; if the execution was accepted but could not be
-//! watched, the answer is still 202 with `status: "ACCEPTED"`, never an error,
-//! so the client does not trigger it twice. On `GET /jobs/{id}` the answer is
+//! `?wait=` (see [`super::wait`]): on invoke, the trigger and the wait are one
+//! `TriggerAndWatchExecution` call; the answer is the job view, 200 once the
+//! execution has finished, 202 (with `Location: /jobs/{id}`) if the wait ran
+//! out or the stream broke off first — once accepted, never an error, so the
+//! client does not trigger it twice. (The scheduler names the execution in
+//! the stream's first message; its watch caps never refuse that message.) On `GET /jobs/{id}` the answer is
 //! 200 with the state at the end of the wait, finished or not. A watch the
 //! scheduler refuses (RESOURCE_EXHAUSTED beyond its caps) is 429 on
 //! `GET /jobs/{id}`, but on invoke it is the 202 above: the execution was
@@ -69,33 +70,25 @@ pub(crate) async fn invoke(
         schedule_to_start_timeout_ms: 0,
         idempotency_key,
     };
-    let mut client = state.client();
-    let accepted = state
-        .call(client.trigger_execution(state.request(request)))
-        .await?;
-    let execution_id = accepted.execution_id;
-
     let Some(wait) = wait else {
+        let mut client = state.client();
+        let accepted = state
+            .call(client.trigger_execution(state.request(request)))
+            .await?;
         let status = if accepted.status.is_empty() {
             "ACCEPTED".to_string()
         } else {
             accepted.status
         };
+        let execution_id = accepted.execution_id;
         return Ok(Json(json!({ "execution_id": execution_id, "status": status })).into_response());
     };
-    match wait::until_terminal(&state, &execution_id, wait).await {
-        Ok(Waited::Terminal { info, .. }) => {
+    match wait::trigger_and_wait(&state, request, wait).await? {
+        Waited::Terminal { info, .. } => {
             state.metrics().observe_execution(&info);
             Ok(Json(JobView::from_info(&info)).into_response())
         }
-        Ok(Waited::Current(info)) => Ok(still_running(&execution_id, JobView::from_info(&info))),
-        Err(error) => {
-            tracing::debug!(%error, execution_id, "accepted execution could not be watched");
-            Ok(still_running(
-                &execution_id,
-                JobView::accepted(&execution_id),
-            ))
-        }
+        Waited::Current(info) => Ok(still_running(&info.execution_id, JobView::from_info(&info))),
     }
 }
 

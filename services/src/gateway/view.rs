@@ -95,15 +95,6 @@ impl JobView {
         }
         Self::from_info(&info)
     }
-
-    /// Just accepted: nothing known beyond the id.
-    pub fn accepted(execution_id: &str) -> Self {
-        Self::from_info(&ExecutionInfo {
-            execution_id: execution_id.to_string(),
-            status: "ACCEPTED".to_string(),
-            ..ExecutionInfo::default()
-        })
-    }
 }
 
 /// A registered function. `code` is text, or base64 with

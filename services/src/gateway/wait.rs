@@ -1,7 +1,8 @@
 //! `?wait=DURATION`: parsing the duration, and waiting for an execution to
-//! finish on the scheduler's `WatchExecution` stream (which sends the current
-//! state first, then each change, and ends after a terminal state) — never by
-//! polling.
+//! finish on a scheduler stream that sends the current state first, then each
+//! change, and ends after a terminal state — never by polling. `GET
+//! /jobs/{id}?wait=` watches with `WatchExecution`; `POST /invoke/{id}?wait=`
+//! triggers and watches in one `TriggerAndWatchExecution` call.
 //!
 //! Durations are a non-negative decimal number and a unit: `ms`, `s`, `m` or
 //! `h` (`500ms`, `2s`, `1.5s`, `1m`). Longer waits than the configured
@@ -21,7 +22,7 @@
 use std::time::Duration;
 
 use taskforge_proto::common::ExecutionInfo;
-use taskforge_proto::scheduler::WatchExecutionRequest;
+use taskforge_proto::scheduler::{TriggerExecutionRequest, WatchExecutionRequest};
 use tokio::time::{Instant, timeout_at};
 use tonic::Code;
 
@@ -91,7 +92,7 @@ pub(crate) async fn until_terminal(
         }
         info
     };
-    let mut last = match timeout_at(first_deadline, stream.message()).await {
+    let last = match timeout_at(first_deadline, stream.message()).await {
         Err(_) => return Err(no_state()),
         Ok(Err(status)) => return Err(watch_refused(&status)),
         Ok(Ok(None)) => {
@@ -106,7 +107,98 @@ pub(crate) async fn until_terminal(
             "no execution with id {execution_id:?}"
         )));
     }
+    follow(stream, last, deadline, execution_id)
+        .await
+        .map_err(|unreadable| unreadable.error)
+}
+
+/// `POST /invoke/{id}?wait=`: triggers with `TriggerAndWatchExecution` and
+/// waits on that same stream until the execution is terminal or `wait` has
+/// passed — one call to the scheduler, not a trigger and then a watch.
+///
+/// Fails like a trigger when the scheduler refuses or does not answer in
+/// time. Once it has answered (it answers only after the execution is durably
+/// accepted), the first state follows at once; should the stream break
+/// before it, the execution was accepted but is not named: 502, the one case
+/// where a retry without an `Idempotency-Key` could run it twice.
+pub(crate) async fn trigger_and_wait(
+    state: &AppState,
+    request: TriggerExecutionRequest,
+    wait: Duration,
+) -> Result<Waited, ApiError> {
+    let now = Instant::now();
+    let deadline = now + wait;
+    let rpc_timeout = state.config().rpc_timeout;
+    let mut client = state.client();
+    // No grpc-timeout on the request: it would bound the whole stream.
+    let answer = timeout_at(
+        now + rpc_timeout,
+        client.trigger_and_watch_execution(request),
+    );
+    let mut stream = match answer.await {
+        Err(_) => {
+            return Err(ApiError::deadline_exceeded(
+                "the scheduler did not answer in time",
+            ));
+        }
+        Ok(Err(status)) => {
+            tracing::debug!(code = ?status.code(), message = status.message(), "trigger failed");
+            return Err(ApiError::from_status(&status));
+        }
+        Ok(Ok(response)) => response.into_inner(),
+    };
+    let first_deadline = deadline.max(Instant::now() + rpc_timeout);
+    let unnamed = |why: &str| {
+        ApiError::scheduler_error(format!(
+            "the scheduler accepted the execution but {why} before naming it"
+        ))
+    };
+    let first = match timeout_at(first_deadline, stream.message()).await {
+        Err(_) => return Err(unnamed("sent no state in time")),
+        Ok(Err(status)) => {
+            tracing::debug!(code = ?status.code(), message = status.message(), "trigger-and-watch broke off");
+            return Err(unnamed("its stream broke off"));
+        }
+        Ok(Ok(None)) => return Err(unnamed("its stream ended")),
+        Ok(Ok(Some(first))) if first.execution_id.is_empty() => {
+            return Err(unnamed("its first state came"));
+        }
+        Ok(Ok(Some(first))) => first,
+    };
+    let execution_id = first.execution_id.clone();
+    // The execution is accepted: a state it cannot read ends the wait with
+    // the last one it could (the invoke answers 202, never an error).
+    Ok(follow(stream, first, deadline, &execution_id)
+        .await
+        .unwrap_or_else(|unreadable| {
+            tracing::debug!(error = %unreadable.error, execution_id, "a state could not be read");
+            Waited::Current(unreadable.last)
+        }))
+}
+
+/// A state too large for the gateway to read (tonic's OUT_OF_RANGE) ended a
+/// wait; `last` is the last state it read.
+struct Unreadable {
+    last: ExecutionInfo,
+    error: ApiError,
+}
+
+/// Reads `stream` (after its first state, `last`) until a terminal state or
+/// `deadline`.
+async fn follow(
+    mut stream: tonic::Streaming<ExecutionInfo>,
+    mut last: ExecutionInfo,
+    deadline: Instant,
+    execution_id: &str,
+) -> Result<Waited, Unreadable> {
+    let named = |mut info: ExecutionInfo| {
+        if info.execution_id.is_empty() {
+            info.execution_id = execution_id.to_string();
+        }
+        info
+    };
     if is_terminal(&last.status) {
+        read_to_the_end(&mut stream).await;
         return Ok(Waited::Terminal {
             info: last,
             seen_finishing: false,
@@ -117,6 +209,7 @@ pub(crate) async fn until_terminal(
             Ok(Ok(Some(info))) => {
                 last = named(info);
                 if is_terminal(&last.status) {
+                    read_to_the_end(&mut stream).await;
                     return Ok(Waited::Terminal {
                         info: last,
                         seen_finishing: true,
@@ -125,7 +218,8 @@ pub(crate) async fn until_terminal(
             }
             Ok(Ok(None)) => return Ok(Waited::Current(last)),
             Ok(Err(status)) if status.code() == Code::OutOfRange => {
-                return Err(ApiError::from_status(&status));
+                let error = ApiError::from_status(&status);
+                return Err(Unreadable { last, error });
             }
             Ok(Err(status)) => {
                 tracing::debug!(code = ?status.code(), message = status.message(), execution_id, "watch broke off");
@@ -135,6 +229,19 @@ pub(crate) async fn until_terminal(
         }
     }
 }
+
+/// Reads the end of a stream that has sent its terminal state: the trailers
+/// follow it in the same write, and a stream dropped before them costs both
+/// sides a reset. Waits at most [`TRAILERS_WAIT`] for them.
+async fn read_to_the_end(stream: &mut tonic::Streaming<ExecutionInfo>) {
+    let _ = tokio::time::timeout(TRAILERS_WAIT, async {
+        while let Ok(Some(_)) = stream.message().await {}
+    })
+    .await;
+}
+
+/// How long a finished wait waits for its stream's trailers.
+const TRAILERS_WAIT: Duration = Duration::from_millis(50);
 
 /// Why a watch gave no first state. RESOURCE_EXHAUSTED on a watch means the
 /// scheduler's watch caps are reached, not its queue.

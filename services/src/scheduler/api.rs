@@ -2,7 +2,7 @@
 //! actor's reply becomes the response.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use futures_util::Stream;
 use tokio::sync::{mpsc, oneshot};
@@ -168,23 +168,37 @@ struct WatchStream {
     first: Option<ExecutionInfo>,
     updates: mpsc::UnboundedReceiver<ExecutionInfo>,
     commands: mpsc::Sender<Command>,
-    /// The actor closed the watch (a terminal state, or shutdown): it holds
-    /// nothing of it any more, so there is nothing to report on drop.
+    /// The watch is over: a terminal state was sent (the actor lets go of a
+    /// watch at its terminal state) or the actor closed it (shutdown). The
+    /// actor holds nothing of it any more: there is nothing to report on drop.
     ended: bool,
+}
+
+fn is_terminal(info: &ExecutionInfo) -> bool {
+    ExecStatus::parse(&info.status).is_some_and(ExecStatus::is_terminal)
 }
 
 impl Stream for WatchStream {
     type Item = Result<ExecutionInfo, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(first)));
+        let next = match self.first.take() {
+            Some(first) => Some(first),
+            None if self.ended => None,
+            None => ready!(self.updates.poll_recv(cx)),
+        };
+        // The stream ends right after a terminal state, without waiting for
+        // the actor to let go of its sender: the trailers then follow the
+        // last message in the same write. A client that reads the last
+        // message and drops the stream before its trailers arrive makes
+        // hyper's client reset an "old stream" on their arrival, and 1,024
+        // of those end its connection (GOAWAY too_many_internal_resets).
+        match &next {
+            Some(info) if is_terminal(info) => self.ended = true,
+            Some(_) => {}
+            None => self.ended = true,
         }
-        let polled = self.updates.poll_recv(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
-        }
-        polled.map(|update| update.map(Ok))
+        Poll::Ready(next.map(Ok))
     }
 }
 

@@ -322,12 +322,35 @@ impl SchedulerService for Fake {
 
     type TriggerAndWatchExecutionStream = InfoStream;
 
-    /// The gateway does not use it.
+    /// A trigger, then the watch of what it started. As the scheduler does,
+    /// a refused watch still sends the first state (naming the execution),
+    /// and the stream ends after it.
     async fn trigger_and_watch_execution(
         &self,
-        _request: Request<TriggerExecutionRequest>,
+        request: Request<TriggerExecutionRequest>,
     ) -> Result<Response<InfoStream>, Status> {
-        Err(Status::unimplemented("not in the fake"))
+        let id = self
+            .trigger_execution(request)
+            .await?
+            .into_inner()
+            .execution_id;
+        let first_only = {
+            let state = self.gate()?;
+            match state.watch_refusal {
+                None => None,
+                Some(_) => state.executions.get(&id).map(|info| ExecutionInfo {
+                    status: "PENDING".into(),
+                    output: Bytes::new(),
+                    error: String::new(),
+                    ..info.clone()
+                }),
+            }
+        };
+        if let Some(first) = first_only {
+            return Ok(Response::new(Box::pin(tokio_stream::iter([Ok(first)]))));
+        }
+        let watch = WatchExecutionRequest { execution_id: id };
+        self.watch_execution(Request::new(watch)).await
     }
 
     type WatchExecutionStream = InfoStream;

@@ -135,7 +135,7 @@ impl Actor {
                     // entry: the record comes after the acceptance in the log.
                     let answer = self
                         .accepted(trigger, failure.as_deref())
-                        .and_then(|()| self.follow(trigger.id));
+                        .and_then(|()| self.follow(trigger.id, AtTheCaps::CurrentStateOnly));
                     let _ = reply.send(answer);
                 }
                 Durable::Registered { reply, function_id } => {

@@ -59,7 +59,7 @@ use crate::store::{
     Store,
 };
 pub(crate) use listings::Listing;
-pub(crate) use watch::Watch;
+pub(crate) use watch::{AtTheCaps, Watch};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Status>>;
 
