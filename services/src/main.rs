@@ -340,13 +340,14 @@ fn database_url(text: &str) -> Result<String, String> {
 #[derive(Args, Debug)]
 struct SchedulerTuning {
     /// A worker not heard from for this long is declared lost.
-    #[arg(long, env = "TASKFORGE_HEARTBEAT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    #[arg(long, env = "TASKFORGE_HEARTBEAT_TIMEOUT", default_value = "2500ms", value_parser = duration)]
     heartbeat_timeout: Duration,
     /// Most executions waiting to start; beyond it a trigger gets 429.
     #[arg(long, env = "TASKFORGE_QUEUE_LIMIT", default_value_t = 100_000)]
     queue_limit: usize,
-    /// Executions a worker may hold beyond its pool size (prefetched).
-    #[arg(long, env = "TASKFORGE_PREFETCH", default_value_t = 0)]
+    /// Executions a worker may hold beyond its pool size (prefetched), so a
+    /// freed slot starts the next one without waiting a round trip.
+    #[arg(long, env = "TASKFORGE_PREFETCH", default_value_t = 2)]
     prefetch: u32,
     /// Default starts per execution before it fails (per function or invocation otherwise).
     #[arg(long, env = "TASKFORGE_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -392,7 +393,7 @@ struct WorkerArgs {
     #[arg(long, env = "TASKFORGE_WORKER_ID")]
     id: Option<String>,
     /// How often to send a heartbeat.
-    #[arg(long, env = "TASKFORGE_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = duration)]
+    #[arg(long, env = "TASKFORGE_HEARTBEAT_INTERVAL", default_value = "500ms", value_parser = duration)]
     heartbeat_interval: Duration,
     /// Largest output reported, in bytes; a larger one fails its execution.
     /// Keep it at the scheduler's --max-payload-bytes.

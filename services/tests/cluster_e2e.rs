@@ -164,7 +164,13 @@ async fn an_attempt_past_its_timeout_ends_timed_out() {
 #[tokio::test]
 async fn workers_times_pool_size_run_at_once_and_the_next_one_waits() {
     let (workers, pool) = (2, 2);
-    let c = start(workers, pool).await;
+    // No prefetch: the fifth execution waits in the scheduler's queue
+    // rather than on a worker's.
+    let dir = TempDir::new("cluster");
+    let mut config = support::cluster::loopback(&dir, workers, pool);
+    config.scheduler.core.prefetch = 0;
+    let cluster = Cluster::start(config).await.expect("start the cluster");
+    let c = Running { cluster, _dir: dir };
     let mut client = c.client();
     let sleep = register(&mut client, "sleep").await;
     let mut ids = Vec::new();

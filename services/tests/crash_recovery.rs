@@ -17,7 +17,9 @@ use support::watch::{register, running, terminal, trigger};
 #[tokio::test]
 async fn a_killed_worker_s_executions_complete_on_another_worker() {
     let dir = TempDir::new("worker-kill");
-    let (_scheduler, addr) = scheduler(dir.path(), &[]);
+    // No prefetch: each worker holds exactly what it runs, so the placement
+    // below is two and two whichever worker connects first.
+    let (_scheduler, addr) = scheduler(dir.path(), &["--prefetch", "0"]);
     let mut doomed = worker(addr, "doomed", 2);
     let _survivor = worker(addr, "survivor", 2);
     let mut client = scheduler_client(addr);

@@ -42,15 +42,15 @@ pub struct SchedulerConfig {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
-            heartbeat_timeout: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_millis(2500),
             queue_limit: 100_000,
-            prefetch: 0,
+            prefetch: 2,
             retry_backoff: Backoff::default(),
             timeout_grace: Duration::from_secs(5),
             retention: Retention::default(),
             quarantine_after: 3,
-            takeover_after: Duration::from_millis(2500),
-            adoption_window: Duration::from_secs(5),
+            takeover_after: Duration::from_millis(1250),
+            adoption_window: Duration::from_millis(2500),
         }
     }
 }

@@ -95,7 +95,7 @@ impl WorkerConfig {
         WorkerConfig {
             id: id.into(),
             pool_size,
-            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_millis(500),
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
