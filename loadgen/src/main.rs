@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use taskforge_loadgen::report::markdown;
 use taskforge_loadgen::{Config, run};
 
+// The same allocator as the `taskforge` binary's: under glibc's malloc the
+// embedded cluster spent 17% of its samples in malloc and free.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // The embedded cluster's Python and JavaScript sandboxes are launched
     // through this binary.
