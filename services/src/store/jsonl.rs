@@ -109,8 +109,22 @@ struct Log {
     file: Option<Box<dyn AppendFile>>,
     /// Encoded records waiting for the next sync.
     buffer: Vec<u8>,
+    /// The execution log's lines in `buffer`, in order: whose they are and
+    /// where they end, so that those of an execution filed in the history
+    /// before they are written can be left out (see `Log::flush`).
+    lines: Vec<BufferedLine>,
     /// What the file and the buffer hold.
     size: Footprint,
+}
+
+/// One line waiting in an execution log's buffer.
+#[derive(Clone, Copy, Debug)]
+struct BufferedLine {
+    id: Option<ExecutionId>,
+    end: usize,
+    /// Its execution ended and is in the history's buffer: its end there
+    /// says all this line says.
+    filed: bool,
 }
 
 /// What reading a log found.
@@ -214,14 +228,48 @@ impl Log {
             tmp_path: dir.join(format!("{name}.tmp")),
             file: None,
             buffer: Vec::new(),
+            lines: Vec::new(),
             size: Footprint::default(),
         }
+    }
+
+    /// `id` ended, and its whole record is in the history's buffer: none of
+    /// its lines still waiting here needs to be written.
+    fn filed(&mut self, id: ExecutionId) {
+        for line in self.lines.iter_mut().filter(|line| line.id == Some(id)) {
+            line.filed = true;
+        }
+    }
+
+    /// Takes the lines of filed executions out of the buffer. An execution
+    /// accepted and finished in one group (a quick one, or one the commit
+    /// delay waited for) then costs the history's write and fsync alone, not
+    /// one in each file. Safe because the store syncs the history before the
+    /// logs: once these lines would have reached the disk, its end is there,
+    /// and on load the history supersedes whatever a log holds of it.
+    fn leave_out_filed(&mut self) {
+        let lines = std::mem::take(&mut self.lines);
+        if !lines.iter().any(|line| line.filed) {
+            return;
+        }
+        let mut kept = Vec::with_capacity(self.buffer.len());
+        let mut start = 0;
+        for line in lines {
+            match line.filed {
+                true => self.size -= Footprint::line((line.end - start) as u64),
+                false => kept.extend_from_slice(&self.buffer[start..line.end]),
+            }
+            start = line.end;
+        }
+        kept.extend_from_slice(&self.buffer[start..]);
+        self.buffer = kept;
     }
 
     /// Makes the buffered records durable: appended and synced, or, if the file
     /// cannot be trusted, by rewriting it from the live state. A rewrite is
     /// durable only once the directory is synced.
     fn flush(&mut self, disk: &mut Disk, live: &LiveState) -> Result<(), StoreError> {
+        self.leave_out_filed();
         let Some(file) = self.file.as_mut() else {
             return self.rewrite(disk, live);
         };
@@ -316,6 +364,7 @@ impl Disk {
             .map_err(|e| StoreError::io("rename into place", tmp, e))?;
         self.dir_unsynced = true;
         log.buffer.clear();
+        log.lines.clear();
         log.size = Footprint { records, bytes };
         log.file = Some(
             fs.open_append(&log.path)
@@ -651,7 +700,10 @@ impl Store for JsonlStore {
         match record {
             Record::Finished { id, finished } => {
                 match self.live.finish(*id, finished) {
-                    Ok(done) => self.history.append(&done)?,
+                    Ok(done) => {
+                        self.history.append(&done)?;
+                        self.executions.filed(*id);
+                    }
                     Err(ignored) => tracing::warn!("store: {ignored}"),
                 }
                 return Ok(());
@@ -676,7 +728,16 @@ impl Store for JsonlStore {
         }
         let length = (log.buffer.len() - mark) as u64;
         match self.live.apply_line(record, length) {
-            Ok(()) => log.size += Footprint::line(length),
+            Ok(()) => {
+                log.size += Footprint::line(length);
+                if let Which::Executions = log.which {
+                    log.lines.push(BufferedLine {
+                        id: record.execution_id(),
+                        end: log.buffer.len(),
+                        filed: false,
+                    });
+                }
+            }
             Err(ignored) => {
                 // It would be skipped on load anyway; keep it off the disk.
                 log.buffer.truncate(mark);

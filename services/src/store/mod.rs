@@ -151,6 +151,19 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// The execution the record is about, if it is about one.
+    pub fn execution_id(&self) -> Option<ExecutionId> {
+        match self {
+            Record::Accepted(record) => Some(record.id),
+            Record::Started { id, .. }
+            | Record::Finished { id, .. }
+            | Record::Evicted { id, .. } => Some(*id),
+            Record::Function(_) | Record::FunctionDeleted { .. } => None,
+        }
+    }
+}
+
 /// Where a finished execution's record lies in the history: a segment and
 /// a byte range in it. It never changes, so it can be read from anywhere
 /// without asking the store; once retention forgets the execution, the

@@ -409,11 +409,10 @@ fn compaction_keeps_exactly_the_live_state_and_shrinks_the_log() -> Result<(), S
         let terminal = Terminal::Completed {
             output: Bytes::from(format!("out-{id}")),
         };
-        let mut records = vec![
-            accepted(id, b"payload"),
-            started(id, 1),
-            finished(id, terminal),
-        ];
+        // Started in one group and ended in the next, so the log holds
+        // their records (one group for both would leave it empty).
+        commit_filed(&mut store, &[accepted(id, b"payload"), started(id, 1)])?;
+        let mut records = vec![finished(id, terminal)];
         if id >= 10 {
             // Retention drops all but the newest few.
             records.push(Record::Evicted {
@@ -532,6 +531,34 @@ fn a_filed_execution_is_read_back_until_its_segment_is_deleted() -> Result<(), S
     drop(store);
     let (_, recovered) = reload(&fs)?;
     assert_eq!(filed_ids(&recovered), [2]);
+    Ok(())
+}
+
+/// An execution accepted and finished before one sync is written to the
+/// history alone: its lines never reach the log, and it loads as filed.
+#[test]
+fn an_execution_that_ends_in_the_group_that_accepted_it_skips_the_log() -> Result<(), StoreError> {
+    let fs = CrashFs::new();
+    let (mut store, _) = reload(&fs)?;
+    commit(&mut store, &[accepted(1, b"long"), started(1, 1)])?;
+    let before = log_size(&fs);
+    commit(
+        &mut store,
+        &[
+            accepted(2, b"quick"),
+            started(2, 1),
+            accepted(3, b"pending"),
+            finished(2, Terminal::Cancelled),
+        ],
+    )?;
+    let log = String::from_utf8(fs.read(&executions_log()).unwrap().unwrap()).unwrap();
+    assert!(!log.contains(&ExecutionId(2).to_string()), "{log}");
+    assert!(log.contains(&ExecutionId(3).to_string()), "{log}");
+    assert!(log_size(&fs) > before);
+
+    let (_, recovered) = reload(&fs)?;
+    assert_eq!(ids(&recovered), vec![1, 3]);
+    assert_eq!(filed_ids(&recovered), vec![2]);
     Ok(())
 }
 
@@ -821,10 +848,13 @@ fn a_failed_write_is_repaired_by_rewriting_the_log() -> Result<(), StoreError> {
 fn records_that_change_nothing_are_not_written() -> Result<(), StoreError> {
     let fs = CrashFs::new();
     let (mut store, _) = reload(&fs)?;
+    // Synced on its own: an execution that ended in the group that accepted
+    // it would not be in the log at all.
+    store.append(&accepted(1, b"a"))?;
+    store.sync()?;
     append_all(
         &mut store,
         &[
-            accepted(1, b"a"),
             accepted(1, b"twice"),
             finished(1, Terminal::Cancelled),
             finished(
