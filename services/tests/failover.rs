@@ -87,13 +87,28 @@ async fn attempts_running_when_the_leader_dies_are_adopted_not_run_again() {
         return;
     };
     let (dir_a, dir_b) = (TempDir::new("adoption-a"), TempDir::new("adoption-b"));
-    let store = ["--store", schema.url(), "--lease", "3s"];
+    // The adoption window is the heartbeat timeout: 5 s, so that on a busy
+    // machine the held-back worker is back within it after the takeover and
+    // the idle worker's start (2.5 s by default).
+    let store = [
+        "--store",
+        schema.url(),
+        "--lease",
+        "3s",
+        "--heartbeat-timeout",
+        "5s",
+    ];
     let (mut leader, a) = scheduler(dir_a.path(), &store);
     until_leading(a).await;
     let (_standby, b) = scheduler(dir_b.path(), &store);
     let holder = worker_of(&[a, b], "w", 4);
     let mut client = leader_client(&[a, b]);
     let sleep = register(&mut client, "sleep").await;
+    // Connected before the triggers, so each is dispatched in the turn that
+    // accepts it and its start is durable with its acceptance. (A start
+    // recorded in a later batch promises nothing and may be lost with the
+    // leader: the execution then counts one attempt fewer, by design.)
+    until_worker(&mut client, "w").await;
     // Long enough to outlive the takeover (a 3 s lease), so they are still
     // running when their worker reaches the new leader.
     let mut ids = Vec::new();
