@@ -82,6 +82,11 @@ pub struct Args {
     /// Embedded: executions a worker may hold beyond its pool size.
     #[arg(long, value_name = "N", help_heading = "Target")]
     pub prefetch: Option<u32>,
+    /// Embedded: how long the store may hold an fsync for the results of
+    /// quick executions it just accepted (0s: never) [default: the
+    /// scheduler's].
+    #[arg(long, value_name = "DURATION", value_parser = duration, help_heading = "Target")]
+    pub commit_delay: Option<Duration>,
     /// Embedded (and the baseline server): threads of the cluster's runtime
     /// [default: the number of CPUs].
     #[arg(long, value_name = "N", help_heading = "Target")]
@@ -301,6 +306,7 @@ impl Args {
                 in_memory: self.in_memory,
                 data_parent: self.data_dir.clone(),
                 prefetch: self.prefetch,
+                commit_delay: self.commit_delay,
                 threads: server_threads,
                 interpreted: self.function.interpreted(),
             },
@@ -348,9 +354,16 @@ impl Args {
                 ));
             }
         }
-        if !embedded_only && (self.in_memory || self.prefetch.is_some() || self.data_dir.is_some())
+        if !embedded_only
+            && (self.in_memory
+                || self.prefetch.is_some()
+                || self.commit_delay.is_some()
+                || self.data_dir.is_some())
         {
-            return fail("--in-memory, --prefetch and --data-dir apply to --embedded only".into());
+            return fail(
+                "--in-memory, --prefetch, --commit-delay and --data-dir apply to --embedded only"
+                    .into(),
+            );
         }
 
         let shape = match self.rate {

@@ -1,4 +1,4 @@
-//! Human-friendly durations (`500ms`, `2s`, `1.5s`, `1m`, `1h`), for command-line
+//! Human-friendly durations (`250us`, `500ms`, `2s`, `1.5s`, `1m`, `1h`), for command-line
 //! flags and `?wait=` parameters alike.
 
 use std::time::Duration;
@@ -8,9 +8,9 @@ use std::time::Duration;
 pub enum DurationError {
     #[error("it is empty")]
     Empty,
-    #[error("it has no unit (use ms, s, m or h, e.g. `500ms`)")]
+    #[error("it has no unit (use us, ms, s, m or h, e.g. `500ms`)")]
     MissingUnit,
-    #[error("unknown unit {0:?} (use ms, s, m or h)")]
+    #[error("unknown unit {0:?} (use us, ms, s, m or h)")]
     UnknownUnit(String),
     #[error("it does not start with a non-negative number")]
     NoNumber,
@@ -20,7 +20,7 @@ pub enum DurationError {
     TooLong,
 }
 
-/// Parses a non-negative decimal number followed by a unit: `ms`, `s`, `m`, `h`.
+/// Parses a non-negative decimal number followed by a unit: `us`, `ms`, `s`, `m`, `h`.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text.is_empty() {
@@ -41,6 +41,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         .map_err(|_| DurationError::BadNumber(number.to_string()))?;
     let unit_seconds = match unit {
         "" => return Err(DurationError::MissingUnit),
+        "us" => 1e-6,
         "ms" => 0.001,
         "s" => 1.0,
         "m" => 60.0,

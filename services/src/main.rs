@@ -349,6 +349,10 @@ struct SchedulerTuning {
     /// freed slot starts the next one without waiting a round trip.
     #[arg(long, env = "TASKFORGE_PREFETCH", default_value_t = 2)]
     prefetch: u32,
+    /// How long an idle store may hold an fsync for the results of quick
+    /// executions it just accepted, so one fsync makes both durable (0: never).
+    #[arg(long, env = "TASKFORGE_COMMIT_DELAY", default_value = "250us", value_parser = commit_delay)]
+    commit_delay: Duration,
     /// Default starts per execution before it fails (per function or invocation otherwise).
     #[arg(long, env = "TASKFORGE_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     max_attempts: u32,
@@ -457,6 +461,15 @@ fn blob_limit(text: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+/// At most 10 ms: every acknowledgement of a quick execution may wait this long.
+fn commit_delay(text: &str) -> Result<Duration, String> {
+    let delay = duration(text)?;
+    match delay <= Duration::from_millis(10) {
+        true => Ok(delay),
+        false => Err(format!("{text:?} is too long a commit delay: at most 10ms")),
+    }
+}
+
 fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|error| format!("{text:?} is not a duration: {error}"))
 }
@@ -492,6 +505,7 @@ impl SchedulerTuning {
             max_code_bytes: self.max_code_bytes,
             id_seed: id_seed(),
             store_runner: StoreRunner::Thread,
+            commit_delay: self.commit_delay,
             ..SchedulerOptions::default()
         }
     }

@@ -293,6 +293,9 @@ fn setup(md: &mut String, report: &Report) {
     if let Some(prefetch) = t.prefetch {
         extras.push(format!("prefetch {prefetch}"));
     }
+    if let Some(delay) = t.commit_delay_us {
+        extras.push(format!("commit delay {delay} µs"));
+    }
     if let Some(threads) = t.server_threads {
         extras.push(format!("cluster runtime: {threads} threads"));
     }

@@ -53,6 +53,8 @@ pub struct TargetInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefetch: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_delay_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_threads: Option<usize>,
 }
 
@@ -240,6 +242,7 @@ fn target_info(config: &Config) -> TargetInfo {
         pool_size: None,
         store: None,
         prefetch: None,
+        commit_delay_us: None,
         server_threads: None,
     };
     match &config.target {
@@ -260,6 +263,7 @@ fn target_info(config: &Config) -> TargetInfo {
                 false => "jsonl (fsync)",
             }),
             prefetch: options.prefetch,
+            commit_delay_us: options.commit_delay.map(|delay| delay.as_micros() as u64),
             server_threads: Some(options.threads),
         },
     }

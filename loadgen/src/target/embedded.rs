@@ -75,6 +75,9 @@ pub struct EmbeddedOptions {
     /// Executions a worker may hold beyond its pool size; the scheduler's
     /// default when `None`.
     pub prefetch: Option<u32>,
+    /// How long the store may hold an fsync for quick executions' results;
+    /// the scheduler's default when `None`.
+    pub commit_delay: Option<Duration>,
     /// Threads of the cluster's runtime.
     pub threads: usize,
     /// Interpreted languages the load runs (their runtimes start only then:
@@ -107,6 +110,9 @@ impl EmbeddedCluster {
         let mut scheduler = SchedulerOptions::default();
         if let Some(prefetch) = options.prefetch {
             scheduler.core.prefetch = prefetch;
+        }
+        if let Some(delay) = options.commit_delay {
+            scheduler.commit_delay = delay;
         }
         // The workers run what the binary's do: built-ins and WebAssembly
         // (one engine, with an instance slot for every worker slot and more).

@@ -71,7 +71,9 @@ impl Actor {
             .back()
             .is_some_and(|&(seq, _)| seq == self.committer.next_seq());
         if !self.log.is_empty() || expects_batch {
-            self.committer.submit(std::mem::take(&mut self.log));
+            let results_due = !self.results_due.is_empty();
+            self.committer
+                .submit(std::mem::take(&mut self.log), results_due);
         }
     }
 
@@ -109,6 +111,9 @@ impl Actor {
                 (through, Some(error), Vec::new())
             }
         };
+        // Those batches are settled: nothing waits for results due in them.
+        self.committed_through = through;
+        self.results_due.retain(|_, &mut batch| batch > through);
         if failure.is_none() {
             for id in std::mem::take(&mut self.stalled) {
                 self.unpublished.remove(&id);

@@ -155,6 +155,14 @@ impl Actor {
             meta.started_at_us = started_at_us;
             meta.worker_id = Some(worker_id);
             meta.shown = ExecStatus::Running;
+            let quick = self
+                .functions
+                .get(&*dispatch.function)
+                .is_some_and(|f| f.is_quick(self.options.commit_delay));
+            if quick && meta.accepted_in > self.committed_through {
+                self.results_due
+                    .insert(dispatch.execution, meta.accepted_in);
+            }
         }
         self.notify(dispatch.execution);
         if let Some(error) = too_large {
@@ -188,16 +196,23 @@ impl Actor {
     }
 
     pub(super) fn finished(&mut self, id: ExecutionId, terminal: Terminal) {
+        self.results_due.remove(&id);
+        let now_us = (self.clock)();
+        // When it was last dispatched (0: never), before the worker's own
+        // stamps replace it.
+        let dispatched_at_us = self.meta.get(&id).map_or(0, |meta| meta.started_at_us);
         if let Some(view) = self.core.execution(id) {
             if let Some(function) = self.functions.get_mut(&**view.function) {
                 function.live = function.live.saturating_sub(1);
+                if dispatched_at_us != 0 {
+                    function.took(now_us.saturating_sub(dispatched_at_us));
+                }
             }
         }
         let stamps = match &self.stamps {
             Some(stamps) if stamps.id == id => self.stamps.take(),
             _ => None,
         };
-        let now_us = (self.clock)();
         let attempt = self.core.execution(id).map_or(0, |view| view.attempt);
         let Some(meta) = self.meta.get_mut(&id) else {
             return;

@@ -220,6 +220,203 @@ async fn an_acceptance_that_never_became_durable_is_not_run() {
     assert_ne!(second, first.to_string());
 }
 
+/// A memory store that counts its syncs.
+#[derive(Debug)]
+struct CountingStore {
+    inner: MemoryStore,
+    syncs: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Store for CountingStore {
+    fn load(&mut self) -> Result<Recovered, crate::store::StoreError> {
+        self.inner.load()
+    }
+    fn append(&mut self, record: &Record) -> Result<(), crate::store::StoreError> {
+        self.inner.append(record)
+    }
+    fn sync(&mut self) -> Result<(), crate::store::StoreError> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.sync()
+    }
+    fn take_filed(&mut self) -> Vec<(ExecutionId, crate::store::Location)> {
+        self.inner.take_filed()
+    }
+    fn history(&self) -> Arc<dyn crate::store::HistoryReader> {
+        self.inner.history()
+    }
+    fn wants_compaction(&self) -> bool {
+        false
+    }
+    fn compact(&mut self) -> Result<(), crate::store::StoreError> {
+        self.inner.compact()
+    }
+}
+
+/// An actor on a store that counts syncs, with a clock that follows tokio's
+/// (paused) time, a one-slot worker and a registered builtin function.
+struct Delayed {
+    actor: Actor,
+    commands: mpsc::Sender<Command>,
+    to_worker: mpsc::UnboundedReceiver<Result<SchedulerMessage, Status>>,
+    syncs: Arc<std::sync::atomic::AtomicUsize>,
+    function_id: String,
+}
+
+impl Delayed {
+    async fn start(commit_delay: Duration, code: &'static [u8]) -> Delayed {
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut store: Box<dyn Store> = Box::new(CountingStore {
+            inner: MemoryStore::new(),
+            syncs: syncs.clone(),
+        });
+        let options = SchedulerOptions {
+            store_runner: super::super::StoreRunner::Task,
+            core: taskforge_core::scheduler::SchedulerConfig {
+                prefetch: 0,
+                ..Default::default()
+            },
+            commit_delay,
+            ..SchedulerOptions::default()
+        };
+        let recovered = store.load().unwrap();
+        let (commands, inbox) = mpsc::channel(2 * COMMANDS_PER_TURN);
+        let origin = tokio::time::Instant::now();
+        let clock: WallClock = Arc::new(move || 1_000_000 + origin.elapsed().as_micros() as u64);
+        let mut actor = Actor::new(options, store, clock, inbox, recovered).unwrap();
+        let mut to_worker = join(&mut actor, &commands, "w").await;
+        let request = RegisterFunctionRequest {
+            name: "f".into(),
+            language: "builtin".into(),
+            code: Bytes::from_static(code),
+            ..Default::default()
+        };
+        let function_id = ask(&mut actor, &commands, |reply| Command::Register {
+            request,
+            reply,
+        })
+        .await
+        .unwrap();
+        let _define = to_worker.try_recv();
+        Delayed {
+            actor,
+            commands,
+            to_worker,
+            syncs,
+            function_id,
+        }
+    }
+
+    /// Sends a trigger and runs the one turn that takes it: the execution
+    /// is accepted and dispatched, its batch handed to the committer, and
+    /// the committer has had its chance to start on it.
+    async fn trigger(&mut self) -> (oneshot::Receiver<Result<String, Status>>, ExecutionRequest) {
+        let (reply, answer) = oneshot::channel();
+        let request = TriggerExecutionRequest {
+            function_id: self.function_id.clone(),
+            ..Default::default()
+        };
+        self.commands
+            .send(Command::Trigger { request, reply })
+            .await
+            .unwrap();
+        assert!(self.actor.turn().await);
+        let execute = loop {
+            match self.to_worker.try_recv() {
+                Ok(Ok(SchedulerMessage {
+                    message: Some(scheduler_message::Message::Execute(execute)),
+                })) => break execute,
+                Ok(_) => continue,
+                Err(error) => panic!("nothing dispatched: {error:?}"),
+            }
+        };
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        (answer, execute)
+    }
+
+    /// The worker reports `execute` done; turns run until the actor has
+    /// taken the result (a commit report may come first).
+    async fn answer(&mut self, execute: &ExecutionRequest) {
+        let id = ExecutionId::parse(&execute.execution_id).unwrap();
+        let result = taskforge_proto::common::ExecutionResult {
+            execution_id: execute.execution_id.clone(),
+            success: true,
+            attempt: execute.attempt,
+            ..Default::default()
+        };
+        let message = FromWorker::Result(result);
+        self.commands
+            .send(Command::FromWorker {
+                session: SessionId(1),
+                message,
+            })
+            .await
+            .unwrap();
+        while self.actor.meta[&id].terminal.is_none() {
+            assert!(self.actor.turn().await);
+        }
+    }
+
+    fn syncs(&self) -> usize {
+        self.syncs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A quick execution's acceptance waits (up to the commit delay) for its
+/// result, and one sync makes both durable; with no delay they take two.
+#[tokio::test(start_paused = true)]
+async fn a_quick_execution_is_accepted_and_finished_by_one_sync() {
+    for (delay, syncs) in [(Duration::from_micros(250), 1), (Duration::ZERO, 2)] {
+        let mut d = Delayed::start(delay, b"echo").await;
+        let before = d.syncs();
+        let started = tokio::time::Instant::now();
+        let (answer, execute) = d.trigger().await;
+        d.answer(&execute).await;
+        let id = settle(&mut d.actor, answer).await.unwrap();
+        let id = ExecutionId::parse(&id).unwrap();
+        // The terminal state is published once durable.
+        while d.actor.unpublished.contains_key(&id) {
+            assert!(d.actor.turn().await);
+        }
+        assert_eq!(d.syncs() - before, syncs, "commit delay {delay:?}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no one waited for a timer"
+        );
+    }
+}
+
+/// A result that does not come holds the acceptance for the delay and no
+/// longer; a function measured slower than the delay is not held at all.
+#[tokio::test(start_paused = true)]
+async fn the_commit_delay_bounds_the_wait_and_skips_slow_functions() {
+    let delay = Duration::from_micros(250);
+    let mut d = Delayed::start(delay, b"sleep").await;
+
+    // Unmeasured, so held; the result comes 10 ms later. (tokio's timers
+    // count whole milliseconds: the simulation's committer waits for one.)
+    let started = tokio::time::Instant::now();
+    let (answer, execute) = d.trigger().await;
+    settle(&mut d.actor, answer).await.unwrap();
+    let held = started.elapsed();
+    assert!(
+        delay <= held && held <= Duration::from_millis(1),
+        "held for {held:?}"
+    );
+    tokio::time::advance(Duration::from_millis(10)).await;
+    d.answer(&execute).await;
+
+    // Now measured at ~10 ms: answered at the first sync.
+    let started = tokio::time::Instant::now();
+    let before = d.syncs();
+    let (answer, _execute) = d.trigger().await;
+    settle(&mut d.actor, answer).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::ZERO, "not held");
+    assert!(d.syncs() > before);
+}
+
 #[test]
 fn execution_ids_sort_by_the_millisecond_they_were_made_in() {
     let at = |ms: u64, random: u64| super::time_ordered_id(ms * 1_000 + 999, random);
