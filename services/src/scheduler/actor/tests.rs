@@ -87,11 +87,13 @@ async fn a_busy_inbox_does_not_delay_deadlines() {
     }
 }
 
-/// A memory store whose next sync fails when told to.
-#[derive(Debug)]
+/// A memory store that counts its syncs, and whose next sync fails when
+/// told to.
+#[derive(Debug, Default)]
 struct FlakyStore {
     inner: MemoryStore,
     fail_next_sync: Arc<std::sync::atomic::AtomicBool>,
+    syncs: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store for FlakyStore {
@@ -102,6 +104,7 @@ impl Store for FlakyStore {
         self.inner.append(record)
     }
     fn sync(&mut self) -> Result<(), crate::store::StoreError> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self
             .fail_next_sync
             .swap(false, std::sync::atomic::Ordering::SeqCst)
@@ -146,8 +149,8 @@ async fn settle<T>(actor: &mut Actor, mut answer: oneshot::Receiver<T>) -> T {
 async fn an_acceptance_that_never_became_durable_is_not_run() {
     let fail_next_sync = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let store = FlakyStore {
-        inner: MemoryStore::new(),
         fail_next_sync: fail_next_sync.clone(),
+        ..FlakyStore::default()
     };
     let options = SchedulerOptions {
         store_runner: super::super::StoreRunner::Task,
@@ -220,38 +223,6 @@ async fn an_acceptance_that_never_became_durable_is_not_run() {
     assert_ne!(second, first.to_string());
 }
 
-/// A memory store that counts its syncs.
-#[derive(Debug)]
-struct CountingStore {
-    inner: MemoryStore,
-    syncs: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Store for CountingStore {
-    fn load(&mut self) -> Result<Recovered, crate::store::StoreError> {
-        self.inner.load()
-    }
-    fn append(&mut self, record: &Record) -> Result<(), crate::store::StoreError> {
-        self.inner.append(record)
-    }
-    fn sync(&mut self) -> Result<(), crate::store::StoreError> {
-        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.sync()
-    }
-    fn take_filed(&mut self) -> Vec<(ExecutionId, crate::store::Location)> {
-        self.inner.take_filed()
-    }
-    fn history(&self) -> Arc<dyn crate::store::HistoryReader> {
-        self.inner.history()
-    }
-    fn wants_compaction(&self) -> bool {
-        false
-    }
-    fn compact(&mut self) -> Result<(), crate::store::StoreError> {
-        self.inner.compact()
-    }
-}
-
 /// An actor on a store that counts syncs, with a clock that follows tokio's
 /// (paused) time, a one-slot worker and a registered builtin function.
 struct Delayed {
@@ -265,9 +236,9 @@ struct Delayed {
 impl Delayed {
     async fn start(commit_delay: Duration, code: &'static [u8]) -> Delayed {
         let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut store: Box<dyn Store> = Box::new(CountingStore {
-            inner: MemoryStore::new(),
+        let mut store: Box<dyn Store> = Box::new(FlakyStore {
             syncs: syncs.clone(),
+            ..FlakyStore::default()
         });
         let options = SchedulerOptions {
             store_runner: super::super::StoreRunner::Task,
